@@ -1,0 +1,77 @@
+/* kern: the one contract both backends implement (kernels/cpu = reference C with OpenMP,
+ * kernels/cuda = the same on the GPU). They execute plans; they never decide what a method is.
+ *
+ * Metric definitions (methods.md §6), per (plan pair, KV head h) over the loaded layer's
+ * evaluation sequences; s = q.k (unscaled), weights p = softmax(s / sqrt(D)):
+ *   attn_cos    mean over (eval position t, query head g of h's group) of cos(o, o^), causal
+ *               inside each sequence, o = sum p_j v_j from the dump's K,V (fp32), o^ from the
+ *               compressed K (with the QJL estimator when the plan has one) and decoded V.
+ *   randq_cos   8 (n_randq) queries ~ N(0, I) per (sequence, layer, head), no mask, all keys of
+ *               the sequence: mean cos(o, o^).
+ *   probs_cos   per (sequence): cosine of the flattened softmax weights of the last probs_last
+ *               query positions x query heads of the group (causal), mean over sequences.
+ *   k_cos/v_cos mean over eval tokens of cos(x, x^);  k/v_rel_mse = sum|x-x^|^2 / sum|x|^2.
+ *   logit_bias  mean(s^ - s) over all causal (query, key) pairs of the attn protocol;
+ *   logit_slope least-squares slope of s^ on s over the same pairs.
+ *   topk_recall mean over (t, g) of |topk(p) & topk(p^)| / min(topk, t+1).
+ * A cosine of two zero vectors counts as 1, of one zero vector as 0. */
+#ifndef SQEXP_KERN_H
+#define SQEXP_KERN_H
+#include <stdint.h>
+#include "codebook.h"
+#include "err.h"
+#include "plan.h"
+
+typedef struct {
+  int layer;                 /* model layer index (for messages) */
+  int n_kv_heads, n_q_heads, head_dim;
+  int n_seq;                 /* evaluation sequences */
+  const int64_t *seq_off;    /* [n_seq+1] offsets into the eval token arrays below */
+  int64_t n_tok;
+  const float *k, *v;        /* [n_tok][n_kv_heads][D] evaluation keys / values */
+  const float *q;            /* [n_tok][n_q_heads][D] their queries, NULL if the dump has none */
+  int n_randq;               /* queries per (sequence, head) for randq; 0 disables it */
+  const float *randq;        /* [n_kv_heads][n_seq][n_randq][D] drawn on the host */
+  int protocols;             /* PROTO_* bit set (cfg.h) */
+  int probs_last;            /* query positions per sequence for probs */
+  int topk;
+} kern_layer;
+
+typedef struct {
+  double attn_cos, randq_cos, probs_cos;
+  double k_cos, v_cos, k_rel_mse, v_rel_mse;
+  double logit_bias, logit_slope, topk_recall;
+  int64_t n_attn, n_randq, n_probs, n_pairs;   /* how many terms each mean has */
+} kern_metrics;
+
+typedef struct kern_backend kern_backend;
+struct kern_backend {
+  const char *name;          /* "cpu" | "cuda" */
+  void *impl;
+  /* Uncentred second moments of calibration rows x [n][H][D] for every head h:
+   * C[h][D*D] = sum_i x x^T / n in double (rows normalised first when normalize). */
+  int (*moments)(kern_backend *, const float *x, int64_t n, int H, int D, int normalize, double *C,
+                 sq_err *);
+  /* Take a layer's evaluation data and compute its reference (full-precision) attention outputs,
+   * probabilities and logits once; they are reused by every eval() until the next load_layer.
+   * The pointers in L must stay valid until then. */
+  int (*load_layer)(kern_backend *, const kern_layer *L, sq_err *);
+  /* Metrics of n plan pairs (all for KV head `head` of the loaded layer). */
+  int (*eval)(kern_backend *, int head, int n, const plan_pair *const *plans, const cb_table *cb,
+              kern_metrics *out, sq_err *);
+  /* Encode n rows (row i at x + i*stride floats) to codes [n][p->code_bytes]; decode back. */
+  int (*encode)(kern_backend *, const plan_side *p, const cb_table *cb, const float *x, int64_t n,
+                int64_t stride, uint8_t *codes, sq_err *);
+  int (*decode)(kern_backend *, const plan_side *p, const cb_table *cb, const uint8_t *codes,
+                int64_t n, float *xhat, sq_err *);
+  void (*destroy)(kern_backend *);
+};
+
+int kern_cpu_create(kern_backend **out, int threads, sq_err *e);
+/* SQ_EFAIL with a reason when built without CUDA or no GPU is visible. */
+int kern_cuda_create(kern_backend **out, int device, sq_err *e);
+int kern_cuda_available(void);
+/* cfg backend choice -> a backend (auto = cuda when available, else cpu). */
+int kern_create(kern_backend **out, int choice, int threads, sq_err *e);
+
+#endif

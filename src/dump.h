@@ -1,0 +1,63 @@
+/* dump: the HDF5 activation dump (docs/dump-format.md). The reader validates everything at
+ * open and streams one layer at a time; the writer serves `sqexp synth` and the tests. */
+#ifndef SQEXP_DUMP_H
+#define SQEXP_DUMP_H
+#include <stdint.h>
+#include "err.h"
+
+#define DUMP_FORMAT_NAME "sqexp-activations"
+#define DUMP_FORMAT_VERSION 1
+enum { DUMP_SPLIT_CALIB = 0, DUMP_SPLIT_EVAL = 1 };
+enum { DUMP_F16 = 0, DUMP_BF16 = 1, DUMP_F32 = 2 };
+
+typedef struct {
+  char path[1024];
+  char model_id[256];
+  int n_layers, n_q_heads, n_kv_heads, head_dim;
+  char rope[16];          /* "rope" | "none" */
+  int kq_post_rope;
+  int dtype;              /* DUMP_F16 | DUMP_BF16 | DUMP_F32 */
+  int n_dump_layers;      /* how many layers are stored */
+  int *layers;            /* [n_dump_layers] model layer indices, increasing */
+  char *provenance;       /* JSON text (owned) */
+  int64_t n_tokens;       /* T */
+  int64_t n_q_rows;       /* T_q */
+  int n_seq;              /* S */
+  int64_t *seq_off;       /* [S+1] */
+  int64_t *q_off;         /* [S+1] */
+  uint8_t *split;         /* [S] */
+  int *domain;            /* [S], all 0 when absent */
+  int n_domains;
+  char **domain_names;    /* [n_domains], "all" when absent */
+  int allow_nonfinite;
+  int has_pre_rope;
+  void *h5;               /* private: hid_t of the open file, boxed */
+} dump_t;
+
+/* One layer, float32, row-major exactly as stored: k,v [T][H_kv][D], q [T_q][H_q][D]. */
+typedef struct {
+  int layer;              /* model layer index */
+  int64_t n_tokens, n_q_rows;
+  int n_kv_heads, n_q_heads, head_dim;
+  float *k, *v, *q;
+} dump_layer;
+
+int dump_open(dump_t *d, const char *path, int allow_nonfinite, sq_err *e);
+/* Read stored layer number `idx` (0..n_dump_layers-1, not the model layer index). Validates shape
+ * and finiteness. Reuses out's buffers when sizes allow; free with dump_layer_free. */
+int dump_read_layer(dump_t *d, int idx, dump_layer *out, sq_err *e);
+void dump_layer_free(dump_layer *l);
+void dump_close(dump_t *d);
+/* Index into d->layers of model layer `layer`, or -1. */
+int dump_find_layer(const dump_t *d, int layer);
+
+/* Writer. Fill a dump_t header (path, model fields, layers, sequences, provenance), then
+ * dump_create, then dump_write_layer for each stored layer in order, then dump_finish. The file is
+ * written under "<path>.partial" and renamed on finish, so a failed write leaves nothing. */
+typedef struct dump_writer dump_writer;
+int dump_create(dump_writer **w, const dump_t *hdr, sq_err *e);
+int dump_write_layer(dump_writer *w, const dump_layer *l, sq_err *e);
+int dump_finish(dump_writer *w, sq_err *e);
+void dump_abort(dump_writer *w);
+
+#endif
