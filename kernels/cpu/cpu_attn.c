@@ -1,0 +1,128 @@
+/* cpu_attn: attention rows and the full-precision reference of a loaded layer (computed once per
+ * load_layer, reused by every eval). Memory stays O(n_tok * H * D): rows are computed one query
+ * at a time, never a T x T matrix. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kcpu_state.h"
+
+double kcpu_attend(const float *s, int64_t n, const float *V, int64_t vstride, int D, float *e,
+                   float *o) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+  float c = 1.0f / sqrtf((float)D);
+  double sum = 0.0;
+  for (int64_t j = 0; j < n; j++) {
+    e[j] = expf((s[j] - mx) * c);
+    sum += e[j];
+  }
+  for (int d = 0; d < D; d++) o[d] = 0.0f;
+  for (int64_t j = 0; j < n; j++) {
+    const float *v = V + j * vstride;
+    float w = e[j];
+#pragma omp simd
+    for (int d = 0; d < D; d++) o[d] += w * v[d];
+  }
+  float inv = (float)(1.0 / sum);
+  for (int d = 0; d < D; d++) o[d] *= inv;
+  return sum;
+}
+
+void kcpu_topk(const float *s, int64_t n, int k, int32_t *idx) {
+  float val[64];
+  int cnt = 0;
+  if (k > 64) k = 64; /* the config caps topk well below this */
+  for (int64_t j = 0; j < n; j++) {
+    float v = s[j];
+    if (cnt == k && !(v > val[k - 1])) continue; /* equal values keep the earlier index */
+    int pos = cnt < k ? cnt++ : k - 1;
+    while (pos > 0 && v > val[pos - 1]) {
+      val[pos] = val[pos - 1];
+      idx[pos] = idx[pos - 1];
+      pos--;
+    }
+    val[pos] = v;
+    idx[pos] = (int32_t)j;
+  }
+  for (int i = cnt; i < k; i++) idx[i] = -1;
+}
+
+int kcpu_overlap(const int32_t *a, const int32_t *b, int k) {
+  int c = 0;
+  for (int i = 0; i < k; i++) {
+    if (a[i] < 0) continue;
+    for (int j = 0; j < k; j++)
+      if (a[i] == b[j]) { c++; break; }
+  }
+  return c;
+}
+
+/* Reference rows of one (sequence, query head): attention outputs, top-k, probs weights. */
+static void reference_task(kcpu_state *st, int64_t s, int g, float *srow, float *e) {
+  const kern_layer *L = &st->L;
+  int D = L->head_dim, Hq = L->n_q_heads, Hkv = L->n_kv_heads, h = g / st->G;
+  int64_t off = L->seq_off[s], len = L->seq_off[s + 1] - off, P = kcpu_probs_rows(L, len);
+  int64_t kstride = (int64_t)Hkv * D;
+  const float *K = L->k + off * kstride + (int64_t)h * D, *V = L->v + off * kstride + (int64_t)h * D;
+  float o[PLAN_MAX_D];
+  int64_t t0 = st->attn_on ? 0 : len - P;
+  for (int64_t t = t0; t < len; t++) {
+    const float *q = L->q + ((off + t) * Hq + g) * D;
+    for (int64_t j = 0; j <= t; j++) srow[j] = kcpu_dot(q, K + j * kstride, D);
+    double sum = kcpu_attend(srow, t + 1, V, kstride, D, e, o);
+    if (st->attn_on) {
+      memcpy(st->o_ref + ((off + t) * Hq + g) * D, o, (size_t)D * sizeof *o);
+      kcpu_topk(srow, t + 1, L->topk, st->topk_ref + ((off + t) * Hq + g) * L->topk);
+    }
+    if (st->probs_on && t >= len - P) {
+      float *p = st->probs_ref + st->probs_off[s] + ((t - (len - P)) * Hq + g) * len;
+      for (int64_t j = 0; j < len; j++) p[j] = j <= t ? (float)(e[j] / sum) : 0.0f;
+    }
+  }
+}
+
+/* randq reference outputs of one (KV head, sequence, query). */
+static void reference_randq(kcpu_state *st, int h, int64_t s, int r, float *srow, float *e) {
+  const kern_layer *L = &st->L;
+  int D = L->head_dim, Hkv = L->n_kv_heads;
+  int64_t off = L->seq_off[s], len = L->seq_off[s + 1] - off, kstride = (int64_t)Hkv * D;
+  const float *K = L->k + off * kstride + (int64_t)h * D, *V = L->v + off * kstride + (int64_t)h * D;
+  int64_t slot = ((int64_t)h * L->n_seq + s) * L->n_randq + r;
+  const float *q = L->randq + slot * D;
+  for (int64_t j = 0; j < len; j++) srow[j] = kcpu_dot(q, K + j * kstride, D);
+  kcpu_attend(srow, len, V, kstride, D, e, st->randq_ref + slot * D);
+}
+
+void kcpu_reference(kcpu_state *st) {
+  const kern_layer *L = &st->L;
+  int64_t n_task = (int64_t)L->n_seq * L->n_q_heads;
+  if (st->attn_on || st->probs_on) {
+#pragma omp parallel num_threads(st->threads)
+    {
+      float *srow = sq_xmalloc((size_t)st->max_len * sizeof *srow);
+      float *e = sq_xmalloc((size_t)st->max_len * sizeof *e);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t task = 0; task < n_task; task++)
+        reference_task(st, task / L->n_q_heads, (int)(task % L->n_q_heads), srow, e);
+      free(srow);
+      free(e);
+    }
+  }
+  if (st->randq_on) {
+    int64_t n_rq = (int64_t)L->n_kv_heads * L->n_seq * L->n_randq;
+#pragma omp parallel num_threads(st->threads)
+    {
+      float *srow = sq_xmalloc((size_t)st->max_len * sizeof *srow);
+      float *e = sq_xmalloc((size_t)st->max_len * sizeof *e);
+#pragma omp for schedule(dynamic, 4)
+      for (int64_t i = 0; i < n_rq; i++) {
+        int64_t per_head = (int64_t)L->n_seq * L->n_randq;
+        int h = (int)(i / per_head);
+        int64_t rest = i % per_head;
+        reference_randq(st, h, rest / L->n_randq, (int)(rest % L->n_randq), srow, e);
+      }
+      free(srow);
+      free(e);
+    }
+  }
+}

@@ -1,0 +1,48 @@
+/* kcpu_state: internals of the CPU backend shared by kern_cpu.c (create, moments, codes,
+ * load_layer), cpu_attn.c (attention rows, the reference) and cpu_eval.c (eval). */
+#ifndef SQEXP_KCPU_STATE_H
+#define SQEXP_KCPU_STATE_H
+#include <stdint.h>
+#include "kern.h"
+
+typedef struct {
+  int threads;              /* OpenMP threads, >= 1 */
+  int loaded;
+  kern_layer L;             /* the caller's layer (its pointers stay valid until the next load) */
+  int G;                    /* query heads per KV head */
+  int attn_on, probs_on, randq_on;
+  int64_t max_len;          /* longest sequence */
+  float *o_ref;             /* [n_tok][Hq][D] full-precision attention outputs (attn_on) */
+  int32_t *topk_ref;        /* [n_tok][Hq][topk] reference top-k keys (seq-local, -1 = none) */
+  int64_t *probs_off;       /* [n_seq] offsets into probs_ref (probs_on) */
+  float *probs_ref;         /* per seq: [P_s][Hq][L_s] causal weights of its last P_s positions */
+  float *randq_ref;         /* [Hkv][n_seq][n_randq][D] randq reference outputs (randq_on) */
+} kcpu_state;
+
+/* Query positions of sequence s that enter probs: the last probs_last (or all). */
+static inline int64_t kcpu_probs_rows(const kern_layer *L, int64_t len) {
+  return len < L->probs_last ? len : L->probs_last;
+}
+
+static inline float kcpu_dot(const float *a, const float *b, int D) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int j = 0; j < D; j++) s += a[j] * b[j];
+  return s;
+}
+
+/* Softmax-weighted sum over n keys: e_j = exp((s_j - max s) / sqrt(D)) into e, o = sum e_j v_j /
+ * sum e_j (v_j at V + j*vstride). Returns sum e_j (so callers can form p_j = e_j / sum). */
+double kcpu_attend(const float *s, int64_t n, const float *V, int64_t vstride, int D, float *e,
+                   float *o);
+/* Indices of the k largest s_j (j < n), ties to the lower index; fills k slots, -1 past n. */
+void kcpu_topk(const float *s, int64_t n, int k, int32_t *idx);
+/* |a & b| of two index lists of length k (entries -1 ignored). */
+int kcpu_overlap(const int32_t *a, const int32_t *b, int k);
+/* Compute the reference of the loaded layer (st->L set, flags set). */
+void kcpu_reference(kcpu_state *st);
+/* The metrics of n plans of KV head `head`. */
+int kcpu_eval(kcpu_state *st, int head, int n, const plan_pair *const *plans, const cb_table *cb,
+              kern_metrics *out, sq_err *e);
+
+#endif

@@ -1,0 +1,141 @@
+/* kern_cpu: the reference backend (plain C + OpenMP). It is the ground truth the CUDA backend is
+ * tested against, so it favours the obvious arithmetic of kcpu.h over cleverness. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include "calib.h"
+#include "kcpu.h"
+#include "kcpu_state.h"
+
+static kcpu_state *state_of(kern_backend *b) { return (kcpu_state *)b->impl; }
+
+static int cpu_moments(kern_backend *b, const float *x, int64_t n, int H, int D, int normalize,
+                       double *C, sq_err *e) {
+  if (n < 1 || H < 1 || D < 1)
+    return sq_fail(e, SQ_EINPUT, "moments: need rows, heads and dims (got n=%lld H=%d D=%d)",
+                   (long long)n, H, D);
+#pragma omp parallel for num_threads(state_of(b)->threads) schedule(dynamic, 1)
+  for (int h = 0; h < H; h++)
+    calib_moment(x + (int64_t)h * D, n, (int64_t)H * D, D, normalize, C + (int64_t)h * D * D);
+  return SQ_OK;
+}
+
+static int cpu_encode(kern_backend *b, const plan_side *p, const cb_table *cb, const float *x,
+                      int64_t n, int64_t stride, uint8_t *codes, sq_err *e) {
+  kcpu_layout lay;
+  if (kcpu_layout_of(p, &lay, e)) return sq_wrap(e, "encode: ");
+#pragma omp parallel for num_threads(state_of(b)->threads) schedule(static)
+  for (int64_t i = 0; i < n; i++) kcpu_encode_row(p, &lay, cb, x + i * stride, codes + i * lay.bytes);
+  return SQ_OK;
+}
+
+static int cpu_decode(kern_backend *b, const plan_side *p, const cb_table *cb, const uint8_t *codes,
+                      int64_t n, float *xhat, sq_err *e) {
+  kcpu_layout lay;
+  if (kcpu_layout_of(p, &lay, e)) return sq_wrap(e, "decode: ");
+#pragma omp parallel for num_threads(state_of(b)->threads) schedule(static)
+  for (int64_t i = 0; i < n; i++) kcpu_decode_row(p, &lay, cb, codes + i * lay.bytes, xhat + i * p->D);
+  return SQ_OK;
+}
+
+static void drop_reference(kcpu_state *st) {
+  free(st->o_ref);
+  free(st->topk_ref);
+  free(st->probs_off);
+  free(st->probs_ref);
+  free(st->randq_ref);
+  st->o_ref = st->probs_ref = st->randq_ref = NULL;
+  st->topk_ref = NULL;
+  st->probs_off = NULL;
+  st->loaded = 0;
+}
+
+static int check_layer(const kern_layer *L, sq_err *e) {
+  if (L->n_kv_heads < 1 || L->n_q_heads < L->n_kv_heads || L->n_q_heads % L->n_kv_heads)
+    return sq_fail(e, SQ_EINPUT, "layer %d: %d query heads is not a multiple of %d KV heads",
+                   L->layer, L->n_q_heads, L->n_kv_heads);
+  if (L->head_dim < 1 || L->head_dim > PLAN_MAX_D)
+    return sq_fail(e, SQ_EINPUT, "layer %d: head_dim %d outside 1..%d", L->layer, L->head_dim,
+                   PLAN_MAX_D);
+  if (L->n_seq < 1 || !L->seq_off || L->seq_off[0] != 0 || L->seq_off[L->n_seq] != L->n_tok)
+    return sq_fail(e, SQ_EINPUT, "layer %d: sequence offsets must run from 0 to n_tok=%lld",
+                   L->layer, (long long)L->n_tok);
+  for (int s = 0; s < L->n_seq; s++)
+    if (L->seq_off[s + 1] <= L->seq_off[s])
+      return sq_fail(e, SQ_EINPUT, "layer %d: evaluation sequence %d is empty or out of order",
+                     L->layer, s);
+  if (!L->k || !L->v) return sq_fail(e, SQ_EINPUT, "layer %d: no keys or values", L->layer);
+  if (L->topk < 1 || L->topk > 64)
+    return sq_fail(e, SQ_EINPUT, "layer %d: topk %d outside 1..64", L->layer, L->topk);
+  if (L->probs_last < 0 || L->n_randq < 0)
+    return sq_fail(e, SQ_EINPUT, "layer %d: negative probs_last or n_randq", L->layer);
+  if ((L->protocols & PROTO_RANDQ) && L->n_randq > 0 && !L->randq)
+    return sq_fail(e, SQ_EINPUT, "layer %d: randq enabled but no random queries given", L->layer);
+  return SQ_OK;
+}
+
+static int cpu_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
+  kcpu_state *st = state_of(b);
+  drop_reference(st);
+  if (check_layer(L, e)) return SQ_EINPUT;
+  st->L = *L;
+  st->G = L->n_q_heads / L->n_kv_heads;
+  st->attn_on = (L->protocols & PROTO_ATTN) && L->q;
+  st->probs_on = (L->protocols & PROTO_PROBS) && L->q && L->probs_last > 0;
+  st->randq_on = (L->protocols & PROTO_RANDQ) && L->n_randq > 0;
+  st->max_len = 0;
+  for (int s = 0; s < L->n_seq; s++)
+    if (L->seq_off[s + 1] - L->seq_off[s] > st->max_len) st->max_len = L->seq_off[s + 1] - L->seq_off[s];
+  int64_t D = L->head_dim, Hq = L->n_q_heads;
+  if (st->attn_on) {
+    st->o_ref = sq_xmalloc((size_t)(L->n_tok * Hq * D) * sizeof(float));
+    st->topk_ref = sq_xmalloc((size_t)(L->n_tok * Hq * L->topk) * sizeof(int32_t));
+  }
+  if (st->probs_on) {
+    st->probs_off = sq_xmalloc((size_t)L->n_seq * sizeof(int64_t));
+    int64_t tot = 0;
+    for (int s = 0; s < L->n_seq; s++) {
+      int64_t len = L->seq_off[s + 1] - L->seq_off[s];
+      st->probs_off[s] = tot;
+      tot += kcpu_probs_rows(L, len) * Hq * len;
+    }
+    st->probs_ref = sq_xmalloc((size_t)tot * sizeof(float));
+  }
+  if (st->randq_on)
+    st->randq_ref = sq_xmalloc((size_t)((int64_t)L->n_kv_heads * L->n_seq * L->n_randq * D) * sizeof(float));
+  kcpu_reference(st);
+  st->loaded = 1;
+  return SQ_OK;
+}
+
+static int cpu_eval(kern_backend *b, int head, int n, const plan_pair *const *plans,
+                    const cb_table *cb, kern_metrics *out, sq_err *e) {
+  kcpu_state *st = state_of(b);
+  if (!st->loaded) return sq_fail(e, SQ_EFAIL, "eval: no layer loaded");
+  return kcpu_eval(st, head, n, plans, cb, out, e);
+}
+
+static void cpu_destroy(kern_backend *b) {
+  if (!b) return;
+  drop_reference(state_of(b));
+  free(b->impl);
+  free(b);
+}
+
+int kern_cpu_create(kern_backend **out, int threads, sq_err *e) {
+  if (threads < 0) return sq_fail(e, SQ_EINPUT, "cpu backend: threads %d < 0", threads);
+  kern_backend *b = sq_xcalloc(1, sizeof *b);
+  kcpu_state *st = sq_xcalloc(1, sizeof *st);
+  st->threads = threads > 0 ? threads : omp_get_max_threads();
+  b->name = "cpu";
+  b->impl = st;
+  b->moments = cpu_moments;
+  b->load_layer = cpu_load_layer;
+  b->eval = cpu_eval;
+  b->encode = cpu_encode;
+  b->decode = cpu_decode;
+  b->destroy = cpu_destroy;
+  *out = b;
+  return SQ_OK;
+}
