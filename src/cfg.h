@@ -95,4 +95,12 @@ int cfg_override(cfg_t *c, const char *assignment, sq_err *e);
 void cfg_print(const cfg_t *c, void *file /* FILE* */);
 void cfg_free(cfg_t *c);
 
+/* Apply n overrides in order, then check the cross-key rules once, so that e.g.
+ * {"run.arms=tq,sq", "sq.total_bits=2"} works in either order. c changes only if all are valid.
+ * Errors name the assignment ("--set sq.total_bits: ..."). cfg_override(c, a, e) is the n = 1 case. */
+int cfg_override_all(cfg_t *c, int n, const char *const *assignments, sq_err *e);
+/* Markdown tables of every section and key (type, allowed values, default, meaning), generated
+ * from the schema table; docs/config.md embeds this output and tests/test_cfg.c checks it. */
+void cfg_print_schema_md(void *file /* FILE* */);
+
 #endif
