@@ -50,6 +50,13 @@ void dump_layer_free(dump_layer *l);
 void dump_close(dump_t *d);
 /* Index into d->layers of model layer `layer`, or -1. */
 int dump_find_layer(const dump_t *d, int layer);
+/* "float16" | "bfloat16" | "float32" for DUMP_F16.. (NULL for anything else), and back (-1). */
+const char *dump_dtype_name(int dtype);
+int dump_dtype_parse(const char *s);
+/* Parse a layer selection: "0:32:4" (start:stop:step, stop exclusive), "4:8" (step 1), "3", or a
+ * comma-separated mix ("0,8:12"). Result: a malloc'ed, strictly increasing list of layers in
+ * [0, n_model_layers) (duplicates merged). `what` names the option in messages ("--layers"). */
+int dump_parse_layers(const char *spec, int n_model_layers, const char *what, int **layers, int *n, sq_err *e);
 
 /* Writer. Fill a dump_t header (path, model fields, layers, sequences, provenance), then
  * dump_create, then dump_write_layer for each stored layer in order, then dump_finish. The file is
