@@ -223,7 +223,8 @@ static const char *closest(const char *s, const char *const *cands, int n) {
   }
   if (!best) return NULL;
   int len = (int)strlen(best);
-  int near = bestd <= 2 || bestd * 3 <= len;
+  /* short names (tq, sq) are all within 2 edits of each other: demand more of them */
+  int near = bestd <= 1 || (bestd == 2 && len >= 5) || bestd * 3 <= len;
   int contained = strlen(s) >= 3 && (strstr(best, s) || strstr(s, best));
   return near || contained ? best : NULL;
 }
@@ -362,11 +363,13 @@ static int unknown_name(char *why, size_t n, const char *item, const char *const
   return -1;
 }
 
-static int ilist_add(cfg_ilist *l, long long v, const cfg_key *k, char *why, size_t n) {
-  if (v != CFG_NONE && (v < k->lo || v > k->hi)) return fail_why(why, n, "%lld is out of range", v);
+/* Append v (or `none` when is_none) after the range, duplicate and length checks. */
+static int ilist_add(cfg_ilist *l, long long v, int is_none, const cfg_key *k, char *why, size_t n) {
+  if (is_none) v = CFG_NONE;
+  else if (v < k->lo || v > k->hi) return fail_why(why, n, "%lld is out of range", v);
   for (int i = 0; i < l->n; i++)
     if (l->v[i] == v) {
-      if (v == CFG_NONE) return fail_why(why, n, "none appears twice");
+      if (is_none) return fail_why(why, n, "none appears twice");
       return fail_why(why, n, "%lld appears twice", v);
     }
   if (l->n >= CFG_MAX_LIST) return fail_why(why, n, "more than %d values", CFG_MAX_LIST);
@@ -390,11 +393,13 @@ static int ilist_add_range(cfg_ilist *l, char *item, const cfg_key *k, char *why
   if (np < 2 || np != colons + 1) return bad_item(why, n, "invalid range (start:stop[:step])", orig);
   if (part[2] <= 0) return bad_item(why, n, "range step must be positive in", orig);
   if (part[0] >= part[1]) return bad_item(why, n, "empty range (stop is exclusive)", orig);
-  long long count = (part[1] - part[0] + part[2] - 1) / part[2];
+  if (part[0] < k->lo || part[0] > k->hi) return fail_why(why, n, "%lld is out of range", part[0]);
+  /* start >= lo >= 0 (true of every K_ILIST key) and stop > start: nothing below overflows */
+  long long count = (part[1] - part[0] - 1) / part[2] + 1;
   if (count > CFG_MAX_LIST - l->n)
     return fail_why(why, n, "more than %d values (range '%s' alone has %lld)", CFG_MAX_LIST, orig, count);
-  for (long long v = part[0]; v < part[1]; v += part[2])
-    if (ilist_add(l, v, k, why, n)) return -1;
+  for (long long i = 0; i < count; i++)
+    if (ilist_add(l, part[0] + i * part[2], 0, k, why, n)) return -1;
   return 0;
 }
 
@@ -462,10 +467,10 @@ static int parse_item(cfg_scratch *dst, const cfg_key *k, char *item, char *why,
   int e;
   switch (k->kind) {
   case K_ILIST:
-    if ((k->flags & F_NONE) && !strcasecmp(item, "none")) return ilist_add(&dst->il, CFG_NONE, k, why, n);
+    if ((k->flags & F_NONE) && !strcasecmp(item, "none")) return ilist_add(&dst->il, 0, 1, k, why, n);
     if (strchr(item, ':')) return ilist_add_range(&dst->il, item, k, why, n);
     if (parse_ll(item, &v)) return bad_item(why, n, "not an integer:", item);
-    return ilist_add(&dst->il, v, k, why, n);
+    return ilist_add(&dst->il, v, 0, k, why, n);
   case K_BLIST:
     if ((e = parse_bool(item)) < 0) return bad_item(why, n, "not a boolean:", item);
     for (int i = 0; i < dst->il.n; i++)

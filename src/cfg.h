@@ -40,7 +40,7 @@ typedef struct {
 /* [sq] */
 typedef struct {
   int enabled;
-  cfg_ilist total_bits;       /* 1..8 */
+  cfg_ilist total_bits;       /* 1..5 (water-fill may give total_bits+3 value bits, <= 8) */
   cfg_ilist noise_bits;       /* CFG_NONE or 0..8; default none */
   cfg_ilist value_noise_bits; /* CFG_NONE (= follow noise_bits) or 0..8; default none */
   cfg_dlist d_eff_variance;   /* (0,1); default 0.90 */
@@ -72,7 +72,7 @@ typedef struct {
 /* [lowrank]: keep the top-r eigen-coordinates (keys and values, own bases) in fp16. */
 typedef struct {
   int enabled;
-  cfg_ilist rank;             /* 1..D; 0 means "r = d_eff(tau)" for each tau below */
+  cfg_ilist rank;             /* 0..256 (<= D, checked by the run); 0 means "r = d_eff(tau)" for each tau below */
   cfg_dlist d_eff_variance;   /* used when rank contains 0; default 0.90 */
 } cfg_lowrank;
 

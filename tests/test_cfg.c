@@ -377,6 +377,20 @@ Test(cfg, overrides_refused_with_the_assignment_named) {
   cr_assert_eq(cfg_override(&c, "tq.total_bits=2,9", &e), SQ_EINPUT);
   cr_assert(strstr(e.msg, "--set tq.total_bits: 9 is out of range (allowed: a list of integers 1..8"), "%s", e.msg);
   ILIST(c.tq.total_bits, 3); /* unchanged */
+  cr_assert_eq(cfg_override(&c, "run.layers=0:9223372036854775807", &e), SQ_EINPUT);
+  cr_assert(strstr(e.msg, "--set run.layers: more than 64 values"), "%s", e.msg);
+  cr_assert_eq(cfg_override(&c, "run.layers=5000:5001", &e), SQ_EINPUT);
+  cr_assert(strstr(e.msg, "--set run.layers: 5000 is out of range"), "%s", e.msg);
+  cr_assert_eq(cfg_override(&c, "run.layers=0:4:0", &e), SQ_EINPUT);
+  cr_assert(strstr(e.msg, "range step must be positive"), "%s", e.msg);
+  cr_assert_eq(cfg_override(&c, "run.layers=0:4:1:2", &e), SQ_EINPUT);
+  cr_assert(strstr(e.msg, "invalid range"), "%s", e.msg);
+  cr_assert_eq(c.run.layers.n, 0, "still all");
+  cr_assert_eq(cfg_override(&c, "run.seed=-1", &e), SQ_EINPUT);
+  cr_assert(strstr(e.msg, "--set run.seed: not an integer in range: '-1'"), "%s", e.msg);
+  cr_assert_eq(cfg_override(&c, "run.backend=cuad", &e), SQ_EINPUT);
+  cr_assert(strstr(e.msg, "--set run.backend: unknown value 'cuad' (did you mean 'cuda'?)"), "%s", e.msg);
+  cr_assert_eq(cfg_override(&c, "run.dump=a ;b", &e), SQ_EINPUT);
   cr_assert_eq(cfg_override(&c, "tq.totl_bits=2", &e), SQ_EINPUT);
   cr_assert(strstr(e.msg, "--set tq.totl_bits: unknown key 'totl_bits' in [tq] (did you mean 'total_bits'?)"), "%s", e.msg);
   cr_assert_eq(cfg_override(&c, "sqq.total_bits=2", &e), SQ_EINPUT);
@@ -390,6 +404,10 @@ Test(cfg, overrides_refused_with_the_assignment_named) {
   cr_assert_eq(cfg_override(&c, "run.arms=tq,sq", &e), SQ_EINPUT);
   cr_assert(strstr(e.msg, "arm 'sq' is enabled but sq.total_bits has no value"), "%s", e.msg);
   cr_assert(!c.sq.enabled, "a refused override changes nothing");
+  /* -1 is CFG_NONE's storage, but the text -1 is not `none` */
+  const char *a0[] = {"run.arms=tq,sq", "sq.total_bits=3", "sq.noise_bits=-1"};
+  cr_assert_eq(cfg_override_all(&c, 3, a0, &e), SQ_EINPUT);
+  cr_assert(strstr(e.msg, "--set sq.noise_bits: -1 is out of range (allowed: a list of integers 0..8 or none"), "%s", e.msg);
   const char *a[] = {"sq.total_bits=3", "tq.variant=mse", "run.arms=sq"};
   cr_assert_eq(cfg_override_all(&c, 3, a, &e), SQ_EINPUT);
   cr_assert(strstr(e.msg, "--set tq.variant=mse: arm 'tq' is not in run.arms"), "%s", e.msg);
