@@ -155,6 +155,19 @@ static char *provenance_json(const synth_opts *o, int argc, char **argv) {
   return s;
 }
 
+/* Bad -o is bad input (exit 2), found before any work rather than as an HDF5 create failure. */
+static int output_dir_unwritable(const char *out, char *msg, size_t n) {
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s", out);
+  char *slash = strrchr(dir, '/');
+  if (!slash) snprintf(dir, sizeof dir, ".");
+  else if (slash == dir) dir[1] = '\0';
+  else *slash = '\0';
+  if (access(dir, W_OK) == 0) return 0;
+  snprintf(msg, n, "-o %s: cannot write into directory %s (%s)", out, dir, strerror(errno));
+  return 2;
+}
+
 typedef struct {
   struct timespec start;
 } progress_ctx;
@@ -179,6 +192,10 @@ int cmd_synth(int argc, char **argv) {
   synth_opts o;
   char msg[sizeof(sq_err)];
   if (parse_args(argc, argv, &a, msg, sizeof msg) || build_opts(&a, &o, msg, sizeof msg)) {
+    free(o.layers);
+    return cmd_error("synth", 2, msg);
+  }
+  if (output_dir_unwritable(a.out, msg, sizeof msg)) {
     free(o.layers);
     return cmd_error("synth", 2, msg);
   }

@@ -243,7 +243,7 @@ static void gen_q(const synth_opts *o, const dump_t *h, const synth_geom *g, int
   rng_t rq;
   rng_seed(&rq, rng_head_seed(o->seed, layer, qh) ^ SALT_Q);
   double w[256];
-  for (int r = 0; r < nd; r++) w[r] = 2.5 * rng_normal(&rq);
+  for (int r = 0; r < nd; r++) w[r] = 4.0 * rng_normal(&rq);
   for (int64_t row = 0; row < h->n_q_rows; row++) {
     float *x = out->q + (row * Hq + qh) * D;
     for (int j = 0; j < D; j++) x[j] = (float)(0.4 * rng_normal(&rq));
