@@ -1,0 +1,117 @@
+/* kcuda: internals of the CUDA backend (kernels/cuda/*.cu). The arithmetic follows the CPU
+ * reference exactly as kernels/cpu/kcpu.h spells it out (projections and reconstructions
+ * accumulated in double, float at the same points), so packed codes agree bit for bit except
+ * where a double sum lands on a float rounding tie (see docs/cuda.md).
+ *
+ * Checked calls (as llm.c's cudaCheck) turn a failing CUDA / cuBLAS call into an sq_err with
+ * file:line and return its code from the enclosing function, which must have `sq_err *e` in
+ * scope and return int. Nothing here exits. */
+#ifndef SQEXP_KCUDA_CUH
+#define SQEXP_KCUDA_CUH
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+extern "C" {
+#include "codebook.h"
+#include "err.h"
+#include "kern.h"
+#include "plan.h"
+}
+
+#define cudaCheck(call)                                                                         \
+  do {                                                                                          \
+    cudaError_t err_ = (call);                                                                  \
+    if (err_ != cudaSuccess)                                                                    \
+      return sq_fail(e, SQ_EFAIL, "%s:%d: %s: %s", __FILE__, __LINE__, #call,                   \
+                     cudaGetErrorString(err_));                                                 \
+  } while (0)
+#define cublasCheck(call)                                                                       \
+  do {                                                                                          \
+    cublasStatus_t st_ = (call);                                                                \
+    if (st_ != CUBLAS_STATUS_SUCCESS)                                                           \
+      return sq_fail(e, SQ_EFAIL, "%s:%d: %s: %s", __FILE__, __LINE__, #call,                   \
+                     cublasGetStatusString(st_));                                               \
+  } while (0)
+/* After a kernel launch: launch errors now, execution errors at the next synchronising call. */
+#define launchCheck() cudaCheck(cudaGetLastError())
+/* Propagate an int status. */
+#define tryCheck(call)                                                                          \
+  do {                                                                                          \
+    int rc_ = (call);                                                                           \
+    if (rc_) return rc_;                                                                        \
+  } while (0)
+
+#define KC_TOPK_MAX 64
+
+/* One plan_side as the kernels see it (passed by value). Bit offsets as in kcpu_layout. */
+typedef struct {
+  int D, normalize, family, m, has_rot;
+  int norm_off, idx_off, sign_off, rnorm_off, code_bits, code_bytes;
+  double qjl_coef;
+  uint8_t bits[PLAN_MAX_D];
+  float scale[PLAN_MAX_D];
+  int32_t bitpos[PLAN_MAX_D]; /* stream offset of coordinate i's field */
+} kc_side;
+
+/* Device copies of a plan_side's matrices (in double: the projections accumulate in double). */
+typedef struct {
+  double *rot; /* [D*D] row-major, NULL when identity */
+  double *S;   /* [m*D] row-major, NULL when m == 0 */
+} kc_mats;
+
+/* Reusable device buffers, grown on demand. */
+typedef struct {
+  void *p;
+  size_t cap;
+} kc_buf;
+
+/* Work buffers of one side's pipeline for up to `rows` rows. */
+typedef struct {
+  kc_buf xin;   /* float [rows][D] compact input rows */
+  kc_buf u;     /* double [rows][D]: unit rows, then yh (quantized, scaled) */
+  kc_buf y;     /* double [rows][D]: projections, then reconstructions */
+  kc_buf r;     /* double [rows][max(D,m)]: residuals, then S^T signs */
+  kc_buf z;     /* double [rows][m]: S r */
+  kc_buf norm;  /* float [rows] fp16-rounded norm (1 when !normalize) */
+  kc_buf rnorm; /* float [rows] fp16-rounded |r| */
+  kc_buf idx;   /* uint16 [rows][D] stored field of each coordinate */
+  kc_buf sg;    /* uint32 [rows][ceil(m/32)] sign bits (1 = negative) */
+  kc_buf mats;  /* double rot + S */
+  kc_buf codes; /* uint8 [rows][code_bytes] */
+  kc_buf xhat;  /* float [rows][D] */
+} kc_work;
+
+typedef struct kc_state kc_state;
+
+/* Host-side helpers (kcuda_quant.cu). */
+int kc_side_of(const plan_side *p, kc_side *out, sq_err *e);
+int kc_buf_need(kc_buf *b, size_t bytes, sq_err *e);
+void kc_buf_free(kc_buf *b);
+void kc_work_free(kc_work *w);
+/* Upload rot/S of p as doubles into w->mats; fills m. */
+int kc_upload_mats(kc_work *w, const plan_side *p, kc_mats *m, sq_err *e);
+
+/* The pipeline of one side over n device rows (row i at x + i*stride floats):
+ *   project (norm, rot in double) -> quantize (idx, yh) -> reconstruct xhat -> QJL (signs, |r|).
+ * Results stay in w: idx, norm, sg, rnorm; xhat (float) when want_xhat; keff (the effective key
+ * xhat + c*S^T signs) written to keff when non-NULL (it may equal w->xhat). */
+int kc_side_run(cublasHandle_t cb_h, const kc_side *s, const kc_mats *m, const float *cb_dev,
+                kc_work *w, const float *x, int64_t n, int64_t stride, float *xhat_out,
+                float *keff_out, sq_err *e);
+/* Pack / unpack rows between w's fields and codes [n][code_bytes]. */
+int kc_pack(const kc_side *s, kc_work *w, int64_t n, uint8_t *codes, sq_err *e);
+int kc_unpack_decode(cublasHandle_t cb_h, const kc_side *s, const kc_mats *m, const float *cb_dev,
+                     kc_work *w, const uint8_t *codes, int64_t n, float *xhat, sq_err *e);
+/* Per-row reconstruction statistics (cos, |x-xh|^2, |x|^2) of n rows into rec [n][3] (double). */
+int kc_rec_stats(const float *x, int64_t stride, const float *xh, int64_t n, int D, double *rec,
+                 sq_err *e);
+/* Deterministic column sums: in [batch][rows][cols] double -> out [batch][cols] (device). */
+int kc_colsum(const double *in, int batch, int64_t rows, int cols, double *out, sq_err *e);
+
+/* The codebook table on the device: centroid then boundary, [CB_NFAM][CB_MAX_BITS+1][256] each. */
+#define KC_CB_FLOATS (2 * CB_NFAM * (CB_MAX_BITS + 1) * 256)
+
+/* Bench hooks (kcuda_bench.cu) use the backend's handles. */
+cublasHandle_t kc_cublas(kern_backend *b);
+
+#endif

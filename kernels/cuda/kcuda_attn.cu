@@ -1,0 +1,327 @@
+/* kcuda_attn: fused attention rows on the GPU. One warp owns one query row; its lanes take 32
+ * keys at a time (each lane a whole dot product), an online softmax folds them in, and the lanes
+ * then own output dimensions for the weighted sum of values. No T x T matrix exists anywhere:
+ * per row the state is the running max, the normaliser, D/32 output values per lane, the logit
+ * sums and a top-k list kept across the lanes. Modes:
+ *   REF_ATTN   reference (dump K, V): o_ref and the reference top-k of every (token, query head)
+ *   REF_RANDQ  reference outputs of the random queries (no mask, whole sequence)
+ *   EVAL_ATTN  per (token, query head of the KV head) and plan: cos(o_ref, o^), top-k recall,
+ *              and the sums of s^-s, s, s^, s^2, s*s^ over its causal keys
+ *   EVAL_RANDQ per (sequence, random query) and plan: cos(o_ref, o^)
+ * plus k_probs (three passes per row: maxima, normalisers, products of the weights). */
+#include <math.h>
+#include "kcuda_attn.cuh"
+
+#define ROW_WARPS 8
+#define NDL_MAX (PLAN_MAX_D / 32)
+
+__device__ __forceinline__ float warp_max_f(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float warp_sum_f(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ double warp_sum_dd(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+/* q (shared memory) . row (global), float accumulation as the CPU's kcpu_dot. */
+__device__ __forceinline__ float dotf(const float *__restrict__ q, const float *__restrict__ row, int D) {
+  float s = 0.0f;
+  if ((D & 3) == 0) {
+    const float4 *a = (const float4 *)q, *b = (const float4 *)row;
+#pragma unroll 4
+    for (int j = 0; j < (D >> 2); j++) {
+      float4 x = a[j], y = __ldg(b + j);
+      s = fmaf(x.x, y.x, s);
+      s = fmaf(x.y, y.y, s);
+      s = fmaf(x.z, y.z, s);
+      s = fmaf(x.w, y.w, s);
+    }
+  } else {
+    for (int j = 0; j < D; j++) s = fmaf(q[j], row[j], s);
+  }
+  return s;
+}
+
+__device__ __forceinline__ int64_t seq_of(const int64_t *off, int n_seq, int64_t t) {
+  int lo = 0, hi = n_seq - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) >> 1;
+    if (off[mid] <= t) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+/* A top-k list of (value, index) kept sorted (value descending, index ascending on ties) across
+ * the warp: slot i lives in lane i % 32, half i / 32. Keys arrive in increasing index order. */
+typedef struct {
+  float v0, v1;
+  int i0, i1;
+  int cnt;
+} topk_list;
+
+__device__ __forceinline__ void topk_init(topk_list *L) {
+  L->v0 = L->v1 = -INFINITY;
+  L->i0 = L->i1 = -1;
+  L->cnt = 0;
+}
+
+__device__ __forceinline__ float topk_last(const topk_list *L, int K) {
+  int s = K - 1;
+  float a = __shfl_sync(0xffffffffu, L->v0, s & 31), b = __shfl_sync(0xffffffffu, L->v1, s & 31);
+  return s < 32 ? a : b;
+}
+
+/* Offer this lane's (v, j) when `want`; candidates enter in lane (= index) order. */
+__device__ void topk_offer(topk_list *L, int K, int want, float v, int j) {
+  int lane = threadIdx.x & 31;
+  uint32_t mask = __ballot_sync(0xffffffffu, want);
+  while (mask) {
+    int src = __ffs(mask) - 1;
+    mask &= mask - 1;
+    float cv = __shfl_sync(0xffffffffu, v, src);
+    int cj = __shfl_sync(0xffffffffu, j, src);
+    if (L->cnt == K && !(cv > topk_last(L, K))) continue;
+    int s0 = lane, s1 = lane + 32;
+    int ge = (s0 < L->cnt && L->v0 >= cv) + (s1 < L->cnt && L->v1 >= cv);
+    int pos = ge;
+    for (int o = 16; o > 0; o >>= 1) pos += __shfl_xor_sync(0xffffffffu, pos, o);
+    /* shift slots >= pos up by one */
+    float up0 = __shfl_up_sync(0xffffffffu, L->v0, 1), up1 = __shfl_up_sync(0xffffffffu, L->v1, 1);
+    int ui0 = __shfl_up_sync(0xffffffffu, L->i0, 1), ui1 = __shfl_up_sync(0xffffffffu, L->i1, 1);
+    float top0 = __shfl_sync(0xffffffffu, L->v0, 31);
+    int topi0 = __shfl_sync(0xffffffffu, L->i0, 31);
+    if (lane == 0) {
+      up1 = top0;
+      ui1 = topi0;
+    }
+    if (s0 > pos && s0 < K) { L->v0 = up0; L->i0 = ui0; }
+    if (s1 > pos && s1 < K) { L->v1 = up1; L->i1 = ui1; }
+    if (s0 == pos) { L->v0 = cv; L->i0 = cj; }
+    if (s1 == pos) { L->v1 = cv; L->i1 = cj; }
+    L->cnt = L->cnt < K ? L->cnt + 1 : K;
+  }
+}
+
+template <int MODE>
+__global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
+  extern __shared__ float smq[];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, D = a.D;
+  int64_t row = (int64_t)blockIdx.x * ROW_WARPS + warp;
+  if (row >= a.n_rows) return;
+  int plan = blockIdx.y;
+  float *qs = smq + warp * D;
+  const float *q, *Kh, *V, *Kref = NULL;
+  int64_t kh_stride, v_stride, kref_stride = (int64_t)a.Hkv * D, kb, ke, t = 0;
+  int g = 0;
+  if (MODE == KC_REF_ATTN || MODE == KC_EVAL_ATTN) {
+    int per = MODE == KC_REF_ATTN ? a.Hq : a.G;
+    t = row / per;
+    g = MODE == KC_REF_ATTN ? (int)(row % per) : a.head * a.G + (int)(row % per);
+    int64_t s = seq_of(a.seq_off, a.n_seq, t);
+    kb = a.seq_off[s];
+    ke = t + 1;
+    q = a.q + (t * a.Hq + g) * D;
+  } else {
+    int64_t per_head = (int64_t)a.n_seq * a.n_randq;
+    int64_t slot = MODE == KC_REF_RANDQ ? row : a.head * per_head + row;
+    int64_t s = (slot % per_head) / a.n_randq;
+    kb = a.seq_off[s];
+    ke = a.seq_off[s + 1];
+    q = a.randq + slot * D;
+    g = (int)(slot / per_head) * a.G; /* KV head h = g / G */
+    t = slot;
+  }
+  int h = g / a.G;
+  if (MODE == KC_REF_ATTN || MODE == KC_REF_RANDQ) {
+    Kh = a.k + (int64_t)h * D;
+    V = a.v + (int64_t)h * D;
+    kh_stride = v_stride = kref_stride;
+  } else {
+    Kh = a.keff + plan * a.plan_stride;
+    V = a.vhat + plan * a.plan_stride;
+    kh_stride = v_stride = D;
+    if (MODE == KC_EVAL_ATTN) Kref = a.k + (int64_t)h * D;
+  }
+  for (int j = lane; j < D; j += 32) qs[j] = q[j];
+  __syncwarp();
+  const float c = 1.0f / sqrtf((float)D);
+  float o[NDL_MAX];
+#pragma unroll
+  for (int i = 0; i < NDL_MAX; i++) o[i] = 0.0f;
+  float m = -INFINITY, l = 0.0f;
+  double sb = 0, ss_ = 0, ssh = 0, s2 = 0, sxh = 0;
+  const int want_topk = MODE == KC_REF_ATTN || MODE == KC_EVAL_ATTN;
+  topk_list TL;
+  topk_init(&TL);
+  for (int64_t j0 = kb; j0 < ke; j0 += 32) {
+    int64_t j = j0 + lane;
+    int valid = j < ke;
+    float sh = -INFINITY, sr = 0.0f;
+    if (valid) {
+      sh = dotf(qs, Kh + j * kh_stride, D);
+      if (MODE == KC_EVAL_ATTN) {
+        sr = dotf(qs, Kref + j * kref_stride, D);
+        sb += (double)sh - (double)sr;
+        ss_ += sr;
+        ssh += sh;
+        s2 += (double)sr * sr;
+        sxh += (double)sr * sh;
+      }
+    }
+    float mnew = fmaxf(m, warp_max_f(sh));
+    float alpha = expf((m - mnew) * c);
+    float p = valid ? expf((sh - mnew) * c) : 0.0f;
+    l = l * alpha + warp_sum_f(p);
+#pragma unroll
+    for (int i = 0; i < NDL_MAX; i++) o[i] *= alpha;
+    int nk = ke - j0 < 32 ? (int)(ke - j0) : 32;
+    for (int jj = 0; jj < nk; jj++) {
+      float pj = __shfl_sync(0xffffffffu, p, jj);
+      const float *vr = V + (j0 + jj) * v_stride;
+#pragma unroll
+      for (int i = 0; i < NDL_MAX; i++)
+        if (lane + 32 * i < D) o[i] = fmaf(pj, __ldg(vr + lane + 32 * i), o[i]);
+    }
+    m = mnew;
+    if (want_topk) {
+      float tl = TL.cnt == a.topk ? topk_last(&TL, a.topk) : -INFINITY;
+      topk_offer(&TL, a.topk, valid && (TL.cnt < a.topk || sh > tl), sh, (int)(j - kb));
+    }
+  }
+  float inv = 1.0f / l;
+  if (MODE == KC_REF_ATTN || MODE == KC_REF_RANDQ) {
+    float *out = MODE == KC_REF_ATTN ? a.o_out + (t * a.Hq + g) * D : a.o_out + row * D;
+#pragma unroll
+    for (int i = 0; i < NDL_MAX; i++)
+      if (lane + 32 * i < D) out[lane + 32 * i] = o[i] * inv;
+    if (MODE == KC_REF_ATTN) {
+      int32_t *tk = a.topk_out + (t * a.Hq + g) * a.topk;
+      if (lane < a.topk) tk[lane] = TL.i0;
+      if (lane + 32 < a.topk) tk[lane + 32] = TL.i1;
+    }
+    return;
+  }
+  /* cos(o_ref, o^) */
+  const float *oref = MODE == KC_EVAL_ATTN ? a.o_ref + (t * a.Hq + g) * D
+                                           : a.randq_ref + (a.head * (int64_t)a.n_seq * a.n_randq + row) * D;
+  double dot = 0, n1 = 0, n2 = 0;
+#pragma unroll
+  for (int i = 0; i < NDL_MAX; i++)
+    if (lane + 32 * i < D) {
+      double x = oref[lane + 32 * i], y = o[i] * inv;
+      dot += x * y;
+      n1 += x * x;
+      n2 += y * y;
+    }
+  dot = warp_sum_dd(dot);
+  n1 = warp_sum_dd(n1);
+  n2 = warp_sum_dd(n2);
+  double cs = (n1 == 0.0 && n2 == 0.0) ? 1.0 : (n1 == 0.0 || n2 == 0.0) ? 0.0 : dot / sqrt(n1 * n2);
+  double *out = a.rows_out + ((int64_t)plan * a.n_rows + row) * a.n_fields;
+  if (MODE == KC_EVAL_RANDQ) {
+    if (lane == 0) out[0] = cs;
+    return;
+  }
+  /* top-k recall: reference entries found in this plan's list */
+  const int32_t *ref = a.topk_ref + (t * a.Hq + g) * a.topk;
+  int hits = 0;
+  for (int i = 0; i < a.topk; i++) {
+    int r = ref[i];
+    if (r < 0) continue;
+    hits += (lane < TL.cnt && TL.i0 == r) + (lane + 32 < TL.cnt && TL.i1 == r);
+  }
+  for (int o2 = 16; o2 > 0; o2 >>= 1) hits += __shfl_xor_sync(0xffffffffu, hits, o2);
+  sb = warp_sum_dd(sb);
+  ss_ = warp_sum_dd(ss_);
+  ssh = warp_sum_dd(ssh);
+  s2 = warp_sum_dd(s2);
+  sxh = warp_sum_dd(sxh);
+  if (lane == 0) {
+    int64_t avail = ke - kb;
+    out[0] = cs;
+    out[1] = (double)hits / (double)(avail < a.topk ? avail : a.topk);
+    out[2] = sb;
+    out[3] = ss_;
+    out[4] = ssh;
+    out[5] = s2;
+    out[6] = sxh;
+    out[7] = (double)avail;
+  }
+}
+
+/* probs rows: (sequence, one of its last probs_last positions, query head of the group).
+ * Outputs <p, p^>, |p|^2, |p^|^2 (rows past a short sequence's length write zeros). */
+__global__ void __launch_bounds__(ROW_WARPS * 32) k_probs(kc_attn_args a) {
+  extern __shared__ float smq[];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, D = a.D;
+  int64_t row = (int64_t)blockIdx.x * ROW_WARPS + warp;
+  if (row >= a.n_rows) return;
+  int plan = blockIdx.y;
+  double *out = a.rows_out + ((int64_t)plan * a.n_rows + row) * a.n_fields;
+  int64_t s = row / ((int64_t)a.probs_last * a.G);
+  int i = (int)((row / a.G) % a.probs_last), g = a.head * a.G + (int)(row % a.G);
+  int64_t kb = a.seq_off[s], len = a.seq_off[s + 1] - kb, P = len < a.probs_last ? len : a.probs_last;
+  if (i >= P) {
+    if (lane == 0) out[0] = out[1] = out[2] = 0.0;
+    return;
+  }
+  int64_t t = kb + len - P + i, ke = t + 1;
+  float *qs = smq + warp * D;
+  const float *q = a.q + (t * a.Hq + g) * D;
+  for (int j = lane; j < D; j += 32) qs[j] = q[j];
+  __syncwarp();
+  const float *K = a.k + (int64_t)a.head * D, *Kh = a.keff + plan * a.plan_stride;
+  int64_t ks = (int64_t)a.Hkv * D;
+  const float c = 1.0f / sqrtf((float)D);
+  float mx = -INFINITY, mh = -INFINITY;
+  for (int64_t j = kb + lane; j < ke; j += 32) {
+    mx = fmaxf(mx, dotf(qs, K + j * ks, D));
+    mh = fmaxf(mh, dotf(qs, Kh + j * D, D));
+  }
+  mx = warp_max_f(mx);
+  mh = warp_max_f(mh);
+  double sx = 0, shh = 0;
+  for (int64_t j = kb + lane; j < ke; j += 32) {
+    sx += (double)expf((dotf(qs, K + j * ks, D) - mx) * c);
+    shh += (double)expf((dotf(qs, Kh + j * D, D) - mh) * c);
+  }
+  sx = warp_sum_dd(sx);
+  shh = warp_sum_dd(shh);
+  double pd = 0, pn = 0, ph2 = 0;
+  for (int64_t j = kb + lane; j < ke; j += 32) {
+    float p = (float)((double)expf((dotf(qs, K + j * ks, D) - mx) * c) / sx);
+    double ph = (double)expf((dotf(qs, Kh + j * D, D) - mh) * c) / shh;
+    pd += ph * p;
+    pn += (double)p * p;
+    ph2 += ph * ph;
+  }
+  pd = warp_sum_dd(pd);
+  pn = warp_sum_dd(pn);
+  ph2 = warp_sum_dd(ph2);
+  if (lane == 0) {
+    out[0] = pd;
+    out[1] = pn;
+    out[2] = ph2;
+  }
+}
+
+int kc_attn_launch(int mode, const kc_attn_args *a, int n_plans, sq_err *e) {
+  if (a->n_rows <= 0) return SQ_OK;
+  dim3 grid((unsigned)((a->n_rows + ROW_WARPS - 1) / ROW_WARPS), (unsigned)n_plans);
+  size_t smem = (size_t)ROW_WARPS * a->D * sizeof(float);
+  switch (mode) {
+  case KC_REF_ATTN: k_rows<KC_REF_ATTN><<<grid, ROW_WARPS * 32, smem>>>(*a); break;
+  case KC_REF_RANDQ: k_rows<KC_REF_RANDQ><<<grid, ROW_WARPS * 32, smem>>>(*a); break;
+  case KC_EVAL_ATTN: k_rows<KC_EVAL_ATTN><<<grid, ROW_WARPS * 32, smem>>>(*a); break;
+  case KC_EVAL_RANDQ: k_rows<KC_EVAL_RANDQ><<<grid, ROW_WARPS * 32, smem>>>(*a); break;
+  case KC_EVAL_PROBS: k_probs<<<grid, ROW_WARPS * 32, smem>>>(*a); break;
+  default: return sq_fail(e, SQ_EFAIL, "%s:%d: unknown attention mode %d", __FILE__, __LINE__, mode);
+  }
+  launchCheck();
+  return SQ_OK;
+}

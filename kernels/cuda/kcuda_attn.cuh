@@ -1,0 +1,28 @@
+/* kcuda_attn: the fused attention-row kernels (kcuda_attn.cu). */
+#ifndef SQEXP_KCUDA_ATTN_CUH
+#define SQEXP_KCUDA_ATTN_CUH
+#include "kcuda.cuh"
+
+enum { KC_REF_ATTN = 0, KC_REF_RANDQ = 1, KC_EVAL_ATTN = 2, KC_EVAL_RANDQ = 3, KC_EVAL_PROBS = 4 };
+/* Per-row output fields of the eval modes. */
+enum { KC_ATTN_FIELDS = 8, KC_RANDQ_FIELDS = 1, KC_PROBS_FIELDS = 3 };
+
+typedef struct {
+  int D, G, Hq, Hkv, head, n_seq, topk, n_randq, probs_last, n_fields;
+  int64_t n_rows;            /* rows of this launch (per plan) */
+  const int64_t *seq_off;    /* [n_seq+1] device */
+  const float *q, *k, *v;    /* layer arrays (device) */
+  const float *randq;        /* [Hkv][n_seq][n_randq][D] */
+  const float *keff, *vhat;  /* [plan][n_tok][D] */
+  int64_t plan_stride;       /* n_tok * D */
+  const float *o_ref;        /* [n_tok][Hq][D] */
+  const int32_t *topk_ref;   /* [n_tok][Hq][topk] sequence-local */
+  const float *randq_ref;    /* [Hkv][n_seq][n_randq][D] */
+  float *o_out;              /* reference modes */
+  int32_t *topk_out;
+  double *rows_out;          /* eval modes: [plan][n_rows][n_fields] */
+} kc_attn_args;
+
+int kc_attn_launch(int mode, const kc_attn_args *a, int n_plans, sq_err *e);
+
+#endif

@@ -1,0 +1,482 @@
+/* kcuda_backend: the kern.h contract on an NVIDIA GPU. A layer's evaluation data live on the
+ * device between load_layer and the next; eval encodes/decodes every plan of a batch (fp64 GEMMs,
+ * kcuda_quant.cu), runs the fused attention rows (kcuda_attn.cu) over all plans of the batch in one
+ * launch per protocol, and reduces the per-row metrics on the device in a fixed order. Only a few
+ * sums per plan travel back to the host. */
+#include <math.h>
+#include <string.h>
+#include "kcuda.cuh"
+#include "kcuda_attn.cuh"
+
+/* Rows of one side pipeline at a time (bounds the fp64 work buffers: 64k x D x 8 bytes each). */
+#define KC_ROW_CHUNK ((int64_t)1 << 16)
+/* Device bytes a plan batch of eval may take for its decoded keys/values and per-row outputs. */
+#define KC_EVAL_BYTES ((int64_t)4 << 30)
+/* Rows of calibration data converted to double at once in moments(). */
+#define KC_MOM_BYTES ((int64_t)512 << 20)
+
+struct kc_state {
+  int device;
+  cublasHandle_t blas;
+  int loaded, G, attn_on, probs_on, randq_on;
+  kern_layer L;
+  kc_buf seq_off, q, k, v, randq, o_ref, topk_ref, randq_ref;
+  kc_buf keff, vhat, rows, sums, krec, vrec;
+  kc_buf cb;
+  cb_table cb_host;
+  int cb_valid;
+  kc_work wk;
+  kc_buf mx, md, mC;
+};
+
+static kc_state *state_of(kern_backend *b) { return (kc_state *)b->impl; }
+cublasHandle_t kc_cublas(kern_backend *b) { return state_of(b)->blas; }
+
+extern "C" int kern_cuda_available(void) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError(); /* clear the sticky "no device" error */
+    return 0;
+  }
+  return n > 0;
+}
+
+static int upload_cb(kc_state *st, const cb_table *cb, sq_err *e) {
+  if (st->cb_valid && !memcmp(st->cb_host.centroid, cb->centroid, sizeof cb->centroid) &&
+      !memcmp(st->cb_host.boundary, cb->boundary, sizeof cb->boundary))
+    return SQ_OK;
+  tryCheck(kc_buf_need(&st->cb, KC_CB_FLOATS * sizeof(float), e));
+  float *d = (float *)st->cb.p;
+  cudaCheck(cudaMemcpy(d, cb->centroid, sizeof cb->centroid, cudaMemcpyHostToDevice));
+  cudaCheck(cudaMemcpy(d + KC_CB_FLOATS / 2, cb->boundary, sizeof cb->boundary, cudaMemcpyHostToDevice));
+  memcpy(st->cb_host.centroid, cb->centroid, sizeof cb->centroid);
+  memcpy(st->cb_host.boundary, cb->boundary, sizeof cb->boundary);
+  st->cb_valid = 1;
+  return SQ_OK;
+}
+
+/* ---- moments ---- */
+
+/* Rows of [n][H][D] floats -> doubles, each (row, head) divided by (|x| + 1e-8) when normalize. */
+__global__ void k_mom_prep(const float *x, int64_t nrows, int D, int normalize, double *xd) {
+  int64_t row = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5; /* (token, head) */
+  int lane = threadIdx.x & 31;
+  if (row >= nrows) return;
+  const float *xr = x + row * D;
+  double inv = 1.0;
+  if (normalize) {
+    double ss = 0.0;
+    for (int j = lane; j < D; j += 32) ss += (double)xr[j] * xr[j];
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    inv = 1.0 / (sqrt(ss) + 1e-8);
+  }
+  for (int j = lane; j < D; j += 32) xd[row * D + j] = normalize ? (double)xr[j] * inv : (double)xr[j];
+}
+
+static int cuda_moments(kern_backend *b, const float *x, int64_t n, int H, int D, int normalize,
+                        double *C, sq_err *e) {
+  kc_state *st = state_of(b);
+  if (n < 1 || H < 1 || D < 1)
+    return sq_fail(e, SQ_EINPUT, "moments: need rows, heads and dims (got n=%lld H=%d D=%d)",
+                   (long long)n, H, D);
+  int64_t row_bytes = (int64_t)H * D * (sizeof(double) + sizeof(float));
+  int64_t chunk = KC_MOM_BYTES / row_bytes;
+  if (chunk < 1) chunk = 1;
+  if (chunk > n) chunk = n;
+  tryCheck(kc_buf_need(&st->mx, (size_t)(chunk * H * D) * sizeof(float), e));
+  tryCheck(kc_buf_need(&st->md, (size_t)(chunk * H * D) * sizeof(double), e));
+  tryCheck(kc_buf_need(&st->mC, (size_t)H * D * D * sizeof(double), e));
+  double *Cd = (double *)st->mC.p, *xd = (double *)st->md.p;
+  const double one = 1.0, zero = 0.0;
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    int64_t nc = n - r0 < chunk ? n - r0 : chunk;
+    cudaCheck(cudaMemcpy(st->mx.p, x + r0 * H * D, (size_t)(nc * H * D) * sizeof(float),
+                         cudaMemcpyHostToDevice));
+    int64_t nrows = nc * H;
+    k_mom_prep<<<(unsigned)((nrows * 32 + 255) / 256), 256>>>((const float *)st->mx.p, nrows, D,
+                                                              normalize, xd);
+    launchCheck();
+    /* column-major view: head h is D x nc with leading dimension H*D; C_h = X_h X_h^T (lower) */
+    for (int h = 0; h < H; h++)
+      cublasCheck(cublasDsyrk(st->blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, D, (int)nc, &one,
+                              xd + (int64_t)h * D, H * D, r0 == 0 ? &zero : &one,
+                              Cd + (int64_t)h * D * D, D));
+  }
+  cudaCheck(cudaMemcpy(C, Cd, (size_t)H * D * D * sizeof(double), cudaMemcpyDeviceToHost));
+  /* the lower triangle (column-major) is the row-major upper one: scale and mirror as the CPU */
+  double inv_n = 1.0 / (double)n;
+  for (int h = 0; h < H; h++) {
+    double *Ch = C + (int64_t)h * D * D;
+    for (int i = 0; i < D; i++)
+      for (int j = i; j < D; j++) {
+        double v = Ch[(int64_t)i * D + j] * inv_n;
+        Ch[(int64_t)i * D + j] = v;
+        Ch[(int64_t)j * D + i] = v;
+      }
+  }
+  return SQ_OK;
+}
+
+/* ---- encode / decode of host rows ---- */
+
+static int cuda_encode(kern_backend *b, const plan_side *p, const cb_table *cb, const float *x,
+                       int64_t n, int64_t stride, uint8_t *codes, sq_err *e) {
+  kc_state *st = state_of(b);
+  kc_side s;
+  kc_mats mt;
+  if (kc_side_of(p, &s, e)) return sq_wrap(e, "encode: ");
+  tryCheck(upload_cb(st, cb, e));
+  tryCheck(kc_upload_mats(&st->wk, p, &mt, e));
+  for (int64_t r0 = 0; r0 < n; r0 += KC_ROW_CHUNK) {
+    int64_t nc = n - r0 < KC_ROW_CHUNK ? n - r0 : KC_ROW_CHUNK;
+    tryCheck(kc_buf_need(&st->wk.xin, (size_t)(nc * s.D) * sizeof(float), e));
+    tryCheck(kc_buf_need(&st->wk.codes, (size_t)(nc * s.code_bytes), e));
+    cudaCheck(cudaMemcpy2D(st->wk.xin.p, s.D * sizeof(float), x + r0 * stride, stride * sizeof(float),
+                           s.D * sizeof(float), nc, cudaMemcpyHostToDevice));
+    tryCheck(kc_side_run(st->blas, &s, &mt, (const float *)st->cb.p, &st->wk, (const float *)st->wk.xin.p,
+                         nc, s.D, NULL, NULL, e));
+    tryCheck(kc_pack(&s, &st->wk, nc, (uint8_t *)st->wk.codes.p, e));
+    cudaCheck(cudaMemcpy(codes + r0 * s.code_bytes, st->wk.codes.p, (size_t)(nc * s.code_bytes),
+                         cudaMemcpyDeviceToHost));
+  }
+  return SQ_OK;
+}
+
+static int cuda_decode(kern_backend *b, const plan_side *p, const cb_table *cb, const uint8_t *codes,
+                       int64_t n, float *xhat, sq_err *e) {
+  kc_state *st = state_of(b);
+  kc_side s;
+  kc_mats mt;
+  if (kc_side_of(p, &s, e)) return sq_wrap(e, "decode: ");
+  tryCheck(upload_cb(st, cb, e));
+  tryCheck(kc_upload_mats(&st->wk, p, &mt, e));
+  for (int64_t r0 = 0; r0 < n; r0 += KC_ROW_CHUNK) {
+    int64_t nc = n - r0 < KC_ROW_CHUNK ? n - r0 : KC_ROW_CHUNK;
+    tryCheck(kc_buf_need(&st->wk.codes, (size_t)(nc * s.code_bytes), e));
+    tryCheck(kc_buf_need(&st->wk.xin, (size_t)(nc * s.D) * sizeof(float), e));
+    cudaCheck(cudaMemcpy(st->wk.codes.p, codes + r0 * s.code_bytes, (size_t)(nc * s.code_bytes),
+                         cudaMemcpyHostToDevice));
+    float *xo = (float *)st->wk.xin.p;
+    tryCheck(kc_unpack_decode(st->blas, &s, &mt, (const float *)st->cb.p, &st->wk,
+                              (const uint8_t *)st->wk.codes.p, nc, xo, e));
+    cudaCheck(cudaMemcpy(xhat + r0 * s.D, xo, (size_t)(nc * s.D) * sizeof(float), cudaMemcpyDeviceToHost));
+  }
+  return SQ_OK;
+}
+
+/* ---- load_layer: upload and compute the reference ---- */
+
+static int check_layer(const kern_layer *L, sq_err *e) {
+  if (L->n_kv_heads < 1 || L->n_q_heads < L->n_kv_heads || L->n_q_heads % L->n_kv_heads)
+    return sq_fail(e, SQ_EINPUT, "layer %d: %d query heads is not a multiple of %d KV heads",
+                   L->layer, L->n_q_heads, L->n_kv_heads);
+  if (L->head_dim < 1 || L->head_dim > PLAN_MAX_D)
+    return sq_fail(e, SQ_EINPUT, "layer %d: head_dim %d outside 1..%d", L->layer, L->head_dim,
+                   PLAN_MAX_D);
+  if (L->n_seq < 1 || !L->seq_off || L->seq_off[0] != 0 || L->seq_off[L->n_seq] != L->n_tok)
+    return sq_fail(e, SQ_EINPUT, "layer %d: sequence offsets must run from 0 to n_tok=%lld",
+                   L->layer, (long long)L->n_tok);
+  for (int s = 0; s < L->n_seq; s++)
+    if (L->seq_off[s + 1] <= L->seq_off[s])
+      return sq_fail(e, SQ_EINPUT, "layer %d: evaluation sequence %d is empty or out of order",
+                     L->layer, s);
+  if (!L->k || !L->v) return sq_fail(e, SQ_EINPUT, "layer %d: no keys or values", L->layer);
+  if (L->topk < 1 || L->topk > KC_TOPK_MAX)
+    return sq_fail(e, SQ_EINPUT, "layer %d: topk %d outside 1..%d", L->layer, L->topk, KC_TOPK_MAX);
+  if (L->probs_last < 0 || L->n_randq < 0)
+    return sq_fail(e, SQ_EINPUT, "layer %d: negative probs_last or n_randq", L->layer);
+  if ((L->protocols & PROTO_RANDQ) && L->n_randq > 0 && !L->randq)
+    return sq_fail(e, SQ_EINPUT, "layer %d: randq enabled but no random queries given", L->layer);
+  return SQ_OK;
+}
+
+static int upload(kc_buf *b, const void *src, size_t bytes, sq_err *e) {
+  tryCheck(kc_buf_need(b, bytes, e));
+  cudaCheck(cudaMemcpy(b->p, src, bytes, cudaMemcpyHostToDevice));
+  return SQ_OK;
+}
+
+static kc_attn_args base_args(const kc_state *st) {
+  const kern_layer *L = &st->L;
+  kc_attn_args a;
+  memset(&a, 0, sizeof a);
+  a.D = L->head_dim;
+  a.G = st->G;
+  a.Hq = L->n_q_heads;
+  a.Hkv = L->n_kv_heads;
+  a.n_seq = L->n_seq;
+  a.topk = L->topk;
+  a.n_randq = L->n_randq;
+  a.probs_last = L->probs_last;
+  a.seq_off = (const int64_t *)st->seq_off.p;
+  a.q = (const float *)st->q.p;
+  a.k = (const float *)st->k.p;
+  a.v = (const float *)st->v.p;
+  a.randq = (const float *)st->randq.p;
+  a.o_ref = (const float *)st->o_ref.p;
+  a.topk_ref = (const int32_t *)st->topk_ref.p;
+  a.randq_ref = (const float *)st->randq_ref.p;
+  return a;
+}
+
+static int cuda_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
+  kc_state *st = state_of(b);
+  st->loaded = 0;
+  if (check_layer(L, e)) return SQ_EINPUT;
+  st->L = *L;
+  st->G = L->n_q_heads / L->n_kv_heads;
+  st->attn_on = (L->protocols & PROTO_ATTN) && L->q;
+  st->probs_on = (L->protocols & PROTO_PROBS) && L->q && L->probs_last > 0;
+  st->randq_on = (L->protocols & PROTO_RANDQ) && L->n_randq > 0;
+  int64_t D = L->head_dim, Hq = L->n_q_heads, Hkv = L->n_kv_heads, nt = L->n_tok;
+  tryCheck(upload(&st->seq_off, L->seq_off, (size_t)(L->n_seq + 1) * sizeof(int64_t), e));
+  tryCheck(upload(&st->k, L->k, (size_t)(nt * Hkv * D) * sizeof(float), e));
+  tryCheck(upload(&st->v, L->v, (size_t)(nt * Hkv * D) * sizeof(float), e));
+  if (st->attn_on || st->probs_on) tryCheck(upload(&st->q, L->q, (size_t)(nt * Hq * D) * sizeof(float), e));
+  size_t nrq = (size_t)(Hkv * L->n_seq * L->n_randq * D);
+  if (st->randq_on) tryCheck(upload(&st->randq, L->randq, nrq * sizeof(float), e));
+  if (st->attn_on) {
+    tryCheck(kc_buf_need(&st->o_ref, (size_t)(nt * Hq * D) * sizeof(float), e));
+    tryCheck(kc_buf_need(&st->topk_ref, (size_t)(nt * Hq * L->topk) * sizeof(int32_t), e));
+    kc_attn_args a = base_args(st);
+    a.n_rows = nt * Hq;
+    a.o_out = (float *)st->o_ref.p;
+    a.topk_out = (int32_t *)st->topk_ref.p;
+    tryCheck(kc_attn_launch(KC_REF_ATTN, &a, 1, e));
+  }
+  if (st->randq_on) {
+    tryCheck(kc_buf_need(&st->randq_ref, nrq * sizeof(float), e));
+    kc_attn_args a = base_args(st);
+    a.n_rows = Hkv * L->n_seq * L->n_randq;
+    a.o_out = (float *)st->randq_ref.p;
+    tryCheck(kc_attn_launch(KC_REF_RANDQ, &a, 1, e));
+  }
+  cudaCheck(cudaDeviceSynchronize());
+  st->loaded = 1;
+  return SQ_OK;
+}
+
+/* ---- eval ---- */
+
+static void empty_metrics(kern_metrics *m) {
+  m->attn_cos = m->randq_cos = m->probs_cos = NAN;
+  m->k_cos = m->v_cos = m->k_rel_mse = m->v_rel_mse = NAN;
+  m->logit_bias = m->logit_slope = m->topk_recall = NAN;
+  m->n_attn = m->n_randq = m->n_probs = m->n_pairs = 0;
+}
+
+static int check_plan(const kc_state *st, const plan_side *p, int i, const char *kv, kc_side *s,
+                      sq_err *e) {
+  if (p->D != st->L.head_dim)
+    return sq_fail(e, SQ_EINPUT, "eval: plan %d %s has D=%d but layer %d has head_dim %d", i, kv,
+                   p->D, st->L.layer, st->L.head_dim);
+  if (kc_side_of(p, s, e)) return sq_wrap(e, "eval: plan %d %s: ", i, kv);
+  if (p->code_bits != s->code_bits || p->code_bytes != s->code_bytes)
+    return sq_fail(e, SQ_EINPUT, "eval: plan %d %s says %d bits / %d bytes, layout has %d / %d", i,
+                   kv, p->code_bits, p->code_bytes, s->code_bits, s->code_bytes);
+  return SQ_OK;
+}
+
+/* Decode one side of plan i over all eval tokens of `head`: keff (keys) or vhat (values) and the
+ * per-token reconstruction statistics. */
+static int code_side(kc_state *st, const plan_side *p, const kc_side *s, int head, int is_key,
+                     float *dst, double *rec, sq_err *e) {
+  const kern_layer *L = &st->L;
+  int64_t D = L->head_dim, stride = (int64_t)L->n_kv_heads * D;
+  const float *x = (const float *)(is_key ? st->k.p : st->v.p) + (int64_t)head * D;
+  kc_mats mt;
+  tryCheck(kc_upload_mats(&st->wk, p, &mt, e));
+  for (int64_t r0 = 0; r0 < L->n_tok; r0 += KC_ROW_CHUNK) {
+    int64_t nc = L->n_tok - r0 < KC_ROW_CHUNK ? L->n_tok - r0 : KC_ROW_CHUNK;
+    const float *xr = x + r0 * stride;
+    float *xh_out = is_key ? NULL : dst + r0 * D;
+    tryCheck(kc_side_run(st->blas, s, &mt, (const float *)st->cb.p, &st->wk, xr, nc, stride, xh_out,
+                         is_key ? dst + r0 * D : NULL, e));
+    const float *xh = is_key ? (const float *)st->wk.xhat.p : xh_out;
+    tryCheck(kc_rec_stats(xr, stride, xh, nc, (int)D, rec + r0 * 3, e));
+  }
+  return SQ_OK;
+}
+
+static void fill_rec(const double *sums, int64_t n_tok, double *cos_mean, double *rel_mse) {
+  *cos_mean = sums[0] / (double)n_tok;
+  double err = sums[1], nn = sums[2];
+  *rel_mse = nn > 0 ? err / nn : (err > 0 ? INFINITY : 0.0);
+}
+
+static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *plans,
+                      const kc_side *ks, const kc_side *vs, kern_metrics *out, sq_err *e) {
+  const kern_layer *L = &st->L;
+  int64_t D = L->head_dim, nt = L->n_tok, G = st->G;
+  int64_t n_attn = nt * G, n_probs = (int64_t)L->n_seq * L->probs_last * G,
+          n_rq = (int64_t)L->n_seq * L->n_randq;
+  tryCheck(kc_buf_need(&st->keff, (size_t)(n * nt * D) * sizeof(float), e));
+  tryCheck(kc_buf_need(&st->vhat, (size_t)(n * nt * D) * sizeof(float), e));
+  tryCheck(kc_buf_need(&st->krec, (size_t)(n * nt * 3) * sizeof(double), e));
+  tryCheck(kc_buf_need(&st->vrec, (size_t)(n * nt * 3) * sizeof(double), e));
+  int64_t rows_need = n_attn * KC_ATTN_FIELDS;
+  if (n_probs * KC_PROBS_FIELDS > rows_need) rows_need = n_probs * KC_PROBS_FIELDS;
+  if (n_rq > rows_need) rows_need = n_rq;
+  tryCheck(kc_buf_need(&st->rows, (size_t)(n * rows_need) * sizeof(double), e));
+  tryCheck(kc_buf_need(&st->sums, (size_t)n * 16 * sizeof(double), e));
+  float *keff = (float *)st->keff.p, *vhat = (float *)st->vhat.p;
+  double *krec = (double *)st->krec.p, *vrec = (double *)st->vrec.p, *rows = (double *)st->rows.p;
+  double *sums = (double *)st->sums.p;
+  for (int i = 0; i < n; i++) {
+    empty_metrics(&out[i]);
+    tryCheck(code_side(st, &plans[i]->k, &ks[i], head, 1, keff + i * nt * D, krec + i * nt * 3, e));
+    tryCheck(code_side(st, &plans[i]->v, &vs[i], head, 0, vhat + i * nt * D, vrec + i * nt * 3, e));
+  }
+  double *hs = (double *)sq_xmalloc((size_t)n * 16 * sizeof(double));
+  tryCheck(kc_colsum(krec, n, nt, 3, sums, e));
+  tryCheck(kc_colsum(vrec, n, nt, 3, sums + 3 * n, e));
+  cudaCheck(cudaMemcpy(hs, sums, (size_t)n * 6 * sizeof(double), cudaMemcpyDeviceToHost));
+  for (int i = 0; i < n; i++) {
+    fill_rec(hs + 3 * i, nt, &out[i].k_cos, &out[i].k_rel_mse);
+    fill_rec(hs + 3 * n + 3 * i, nt, &out[i].v_cos, &out[i].v_rel_mse);
+  }
+  kc_attn_args a = base_args(st);
+  a.head = head;
+  a.keff = keff;
+  a.vhat = vhat;
+  a.plan_stride = nt * D;
+  a.rows_out = rows;
+  int rc = SQ_OK;
+  if (st->attn_on && !rc) {
+    a.n_rows = n_attn;
+    a.n_fields = KC_ATTN_FIELDS;
+    rc = kc_attn_launch(KC_EVAL_ATTN, &a, n, e);
+    if (!rc) rc = kc_colsum(rows, n, n_attn, KC_ATTN_FIELDS, sums, e);
+    if (!rc && cudaMemcpy(hs, sums, (size_t)n * KC_ATTN_FIELDS * sizeof(double), cudaMemcpyDeviceToHost))
+      rc = sq_fail(e, SQ_EFAIL, "%s:%d: copying attention sums back", __FILE__, __LINE__);
+    for (int i = 0; !rc && i < n; i++) {
+      const double *f = hs + i * KC_ATTN_FIELDS;
+      double N = f[7], den = N * f[5] - f[3] * f[3];
+      out[i].attn_cos = f[0] / (double)n_attn;
+      out[i].topk_recall = f[1] / (double)n_attn;
+      out[i].logit_bias = f[2] / N;
+      out[i].logit_slope = den > 0 ? (N * f[6] - f[3] * f[4]) / den : NAN;
+      out[i].n_attn = n_attn;
+      out[i].n_pairs = (int64_t)N;
+    }
+  }
+  if (st->probs_on && !rc) {
+    a.n_rows = n_probs;
+    a.n_fields = KC_PROBS_FIELDS;
+    rc = kc_attn_launch(KC_EVAL_PROBS, &a, n, e);
+    size_t bytes = (size_t)(n * n_probs * KC_PROBS_FIELDS) * sizeof(double);
+    double *hp = (double *)sq_xmalloc(bytes);
+    if (!rc && cudaMemcpy(hp, rows, bytes, cudaMemcpyDeviceToHost))
+      rc = sq_fail(e, SQ_EFAIL, "%s:%d: copying probs rows back", __FILE__, __LINE__);
+    int64_t per_seq = (int64_t)L->probs_last * G;
+    for (int i = 0; !rc && i < n; i++) {
+      double acc = 0;
+      for (int s = 0; s < L->n_seq; s++) {
+        double pd = 0, pn = 0, ph = 0;
+        for (int64_t r = 0; r < per_seq; r++) {
+          const double *f = hp + ((int64_t)i * n_probs + s * per_seq + r) * KC_PROBS_FIELDS;
+          pd += f[0], pn += f[1], ph += f[2];
+        }
+        acc += (pn == 0 && ph == 0) ? 1.0 : (pn == 0 || ph == 0) ? 0.0 : pd / sqrt(pn * ph);
+      }
+      out[i].probs_cos = acc / (double)L->n_seq;
+      out[i].n_probs = L->n_seq;
+    }
+    free(hp);
+  }
+  if (st->randq_on && !rc) {
+    a.n_rows = n_rq;
+    a.n_fields = KC_RANDQ_FIELDS;
+    rc = kc_attn_launch(KC_EVAL_RANDQ, &a, n, e);
+    size_t bytes = (size_t)(n * n_rq) * sizeof(double);
+    double *hr = (double *)sq_xmalloc(bytes);
+    if (!rc && cudaMemcpy(hr, rows, bytes, cudaMemcpyDeviceToHost))
+      rc = sq_fail(e, SQ_EFAIL, "%s:%d: copying randq rows back", __FILE__, __LINE__);
+    for (int i = 0; !rc && i < n; i++) {
+      double acc = 0;
+      for (int64_t r = 0; r < n_rq; r++) acc += hr[(int64_t)i * n_rq + r];
+      out[i].randq_cos = acc / (double)n_rq;
+      out[i].n_randq = n_rq;
+    }
+    free(hr);
+  }
+  free(hs);
+  if (!rc) {
+    cudaError_t ce = cudaDeviceSynchronize();
+    if (ce != cudaSuccess) rc = sq_fail(e, SQ_EFAIL, "%s:%d: eval: %s", __FILE__, __LINE__, cudaGetErrorString(ce));
+  }
+  return rc;
+}
+
+static int cuda_eval(kern_backend *b, int head, int n, const plan_pair *const *plans,
+                     const cb_table *cb, kern_metrics *out, sq_err *e) {
+  kc_state *st = state_of(b);
+  if (!st->loaded) return sq_fail(e, SQ_EFAIL, "eval: no layer loaded");
+  const kern_layer *L = &st->L;
+  if (head < 0 || head >= L->n_kv_heads)
+    return sq_fail(e, SQ_EINPUT, "eval: KV head %d outside 0..%d", head, L->n_kv_heads - 1);
+  kc_side *ks = (kc_side *)sq_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(kc_side));
+  kc_side *vs = (kc_side *)sq_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(kc_side));
+  int rc = SQ_OK;
+  for (int i = 0; i < n && !rc; i++)
+    if (check_plan(st, &plans[i]->k, i, "K", &ks[i], e) || check_plan(st, &plans[i]->v, i, "V", &vs[i], e))
+      rc = SQ_EINPUT;
+  if (!rc) rc = upload_cb(st, cb, e);
+  int64_t nt = L->n_tok, D = L->head_dim;
+  int64_t per_plan = nt * D * 2 * (int64_t)sizeof(float) + nt * 6 * (int64_t)sizeof(double) +
+                     nt * st->G * KC_ATTN_FIELDS * (int64_t)sizeof(double);
+  int chunk = (int)(KC_EVAL_BYTES / per_plan);
+  chunk = chunk < 1 ? 1 : chunk > 64 ? 64 : chunk;
+  for (int i0 = 0; i0 < n && !rc; i0 += chunk) {
+    int nc = n - i0 < chunk ? n - i0 : chunk;
+    rc = eval_batch(st, head, nc, plans + i0, ks + i0, vs + i0, out + i0, e);
+  }
+  free(ks);
+  free(vs);
+  return rc;
+}
+
+static void cuda_destroy(kern_backend *b) {
+  if (!b) return;
+  kc_state *st = state_of(b);
+  kc_buf *all[] = {&st->seq_off, &st->q, &st->k, &st->v, &st->randq, &st->o_ref, &st->topk_ref,
+                   &st->randq_ref, &st->keff, &st->vhat, &st->rows, &st->sums, &st->krec,
+                   &st->vrec, &st->cb, &st->mx, &st->md, &st->mC};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_buf_free(all[i]);
+  kc_work_free(&st->wk);
+  if (st->blas) cublasDestroy(st->blas);
+  free(st);
+  free(b);
+}
+
+extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
+  *out = NULL;
+  int n = 0;
+  cudaError_t ce = cudaGetDeviceCount(&n);
+  if (ce != cudaSuccess || n < 1) {
+    cudaGetLastError();
+    return sq_fail(e, SQ_EFAIL, "cuda backend: no GPU visible (%s)",
+                   ce != cudaSuccess ? cudaGetErrorString(ce) : "0 devices");
+  }
+  if (device < 0 || device >= n)
+    return sq_fail(e, SQ_EINPUT, "cuda backend: device %d outside 0..%d", device, n - 1);
+  cudaCheck(cudaSetDevice(device));
+  kc_state *st = (kc_state *)sq_xcalloc(1, sizeof *st);
+  st->device = device;
+  cublasStatus_t bs = cublasCreate(&st->blas);
+  if (bs != CUBLAS_STATUS_SUCCESS) {
+    free(st);
+    return sq_fail(e, SQ_EFAIL, "%s:%d: cublasCreate: %s", __FILE__, __LINE__, cublasGetStatusString(bs));
+  }
+  kern_backend *b = (kern_backend *)sq_xcalloc(1, sizeof *b);
+  b->name = "cuda";
+  b->impl = st;
+  b->moments = cuda_moments;
+  b->load_layer = cuda_load_layer;
+  b->eval = cuda_eval;
+  b->encode = cuda_encode;
+  b->decode = cuda_decode;
+  b->destroy = cuda_destroy;
+  *out = b;
+  return SQ_OK;
+}

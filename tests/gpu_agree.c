@@ -1,0 +1,275 @@
+/* gpu_agree: the CUDA backend against the CPU reference (the ground truth, kernels/cpu), on a
+ * small synthetic layer (tests/util/tu_layer: 3 sequences, 2 KV heads, 6 query heads, D = 128)
+ * and every plan kind: tq prod/mse x haar/hadamard x beta/gaussian (and b = 1, shared rotation),
+ * sq with/without water-filling, noise bits and QJL, sq_paper_v1, lowrank (fixed rank and
+ * rank = d_eff). Checked per plan and KV head:
+ *   - packed codes: identical bytes. Both backends accumulate the projections in double from
+ *     exact float products, so only the summation order differs; a row may differ only when a
+ *     projection rounds to float differently, which at these sizes is expected never (the test
+ *     allows 1 row in 1000 and prints every difference);
+ *   - decode of the CPU's codes: equal to 1e-6 relative;
+ *   - every metric of eval (attn, randq, probs protocols, K/V reconstruction, logit bias and
+ *     slope, top-k recall) within 1e-4, and the same term counts;
+ *   - moments (plain and normalised) equal to 1e-9 relative.
+ * Without a visible GPU every test is skipped with a message (not passed). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "calib.h"
+#include "cfg.h"
+#include "codebook.h"
+#include "kern.h"
+#include "plan.h"
+#include "util/tu_layer.h"
+
+#define D 128
+#define HKV 2
+#define HQ 6
+#define NCAL 3000
+
+static kern_backend *cpu, *gpu;
+static cb_table cb;
+static tu_layer lay;
+static calib_head ck[HKV], cv[HKV];
+
+static void need_gpu(void) {
+  if (!kern_cuda_available()) cr_skip_test("no CUDA GPU visible: CPU-vs-CUDA agreement not checked");
+}
+
+static void setup(void) {
+  sq_err e = {0};
+  if (!kern_cuda_available()) return;
+  cr_assert_eq(kern_cpu_create(&cpu, 0, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(kern_cuda_create(&gpu, 0, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(cb_table_build(&cb, D, &e), SQ_OK, "%s", e.msg);
+  int lens[3] = {96, 161, 57};
+  tu_layer_make(&lay, lens, 3, HKV, HQ, D, 8, 7);
+  float *kr, *vr;
+  tu_rows(&kr, NCAL, HKV, D, 0, 7);
+  tu_rows(&vr, NCAL, HKV, D, 1, 7);
+  for (int h = 0; h < HKV; h++) {
+    cr_assert_eq(calib_compute(kr + h * D, NCAL, HKV * D, D, 0, &ck[h], &e), SQ_OK, "%s", e.msg);
+    cr_assert_eq(calib_compute(vr + h * D, NCAL, HKV * D, D, 0, &cv[h], &e), SQ_OK, "%s", e.msg);
+  }
+  free(kr);
+  free(vr);
+}
+
+static void teardown(void) {
+  if (!cpu) return;
+  for (int h = 0; h < HKV; h++) {
+    calib_head_free(&ck[h]);
+    calib_head_free(&cv[h]);
+  }
+  tu_layer_free(&lay);
+  cpu->destroy(cpu);
+  gpu->destroy(gpu);
+}
+
+TestSuite(gpu_agree, .init = setup, .fini = teardown);
+
+static plan_knobs knobs(int arm, int bits) {
+  plan_knobs k;
+  memset(&k, 0, sizeof k);
+  k.arm = arm;
+  k.total_bits = bits;
+  k.noise_bits = k.value_noise_bits = CFG_NONE;
+  k.d_eff_variance = 0.9;
+  k.use_water_fill = 1;
+  k.tq_variant = TQ_PROD;
+  k.tq_rotation = TQ_HAAR;
+  k.tq_codebook = TQ_CB_BETA;
+  return k;
+}
+
+/* Every plan kind the harness builds. */
+static int all_knobs(plan_knobs *out) {
+  int n = 0;
+  for (int v = 0; v < 2; v++)
+    for (int r = 0; r < 2; r++)
+      for (int c = 0; c < 2; c++) {
+        plan_knobs k = knobs(ARM_TQ, 3);
+        k.tq_variant = v ? TQ_MSE : TQ_PROD;
+        k.tq_rotation = r ? TQ_HADAMARD : TQ_HAAR;
+        k.tq_codebook = c ? TQ_CB_GAUSSIAN : TQ_CB_BETA;
+        out[n++] = k;
+      }
+  out[n] = knobs(ARM_TQ, 1), n++;
+  out[n] = knobs(ARM_TQ, 4), out[n].tq_shared_rotation = 1, n++;
+  for (int wf = 0; wf < 2; wf++)
+    for (int qjl = 0; qjl < 2; qjl++) {
+      plan_knobs k = knobs(ARM_SQ, 3);
+      k.use_water_fill = wf;
+      k.use_qjl = qjl;
+      out[n++] = k;
+    }
+  out[n] = knobs(ARM_SQ, 2), out[n].noise_bits = 1, out[n].use_qjl = 1, n++;
+  out[n] = knobs(ARM_SQ, 4), out[n].noise_bits = 0, out[n].value_noise_bits = 2, n++;
+  out[n++] = knobs(ARM_SQV1, 3);
+  out[n] = knobs(ARM_LOWRANK, 0), out[n].rank = 8, n++;
+  out[n] = knobs(ARM_LOWRANK, 0), out[n].rank = 0, n++;
+  return n;
+}
+
+static void build_all(plan_pair *pp, const plan_knobs *kn, int n, int head) {
+  sq_err e = {0};
+  for (int i = 0; i < n; i++)
+    cr_assert_eq(plan_build(&pp[i], &kn[i], &ck[head], &cv[head], 0, head, 42, &e), SQ_OK, "%s", e.msg);
+}
+
+/* Codes and decodes of one side over the layer's rows of `head`. */
+static int check_side(const plan_side *p, const char *what, const float *x, int64_t n) {
+  sq_err e = {0};
+  int64_t stride = HKV * D;
+  uint8_t *c1 = malloc((size_t)(n * p->code_bytes)), *c2 = malloc((size_t)(n * p->code_bytes));
+  float *x1 = malloc((size_t)(n * D) * sizeof(float)), *x2 = malloc((size_t)(n * D) * sizeof(float));
+  memset(c2, 0xA5, (size_t)(n * p->code_bytes)); /* poisoned: every byte must be written */
+  cr_assert_eq(cpu->encode(cpu, p, &cb, x, n, stride, c1, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(gpu->encode(gpu, p, &cb, x, n, stride, c2, &e), SQ_OK, "%s", e.msg);
+  int bad_rows = 0;
+  for (int64_t i = 0; i < n; i++)
+    if (memcmp(c1 + i * p->code_bytes, c2 + i * p->code_bytes, (size_t)p->code_bytes)) {
+      bad_rows++;
+      fprintf(stderr, "gpu_agree: %s row %lld: packed codes differ\n", what, (long long)i);
+    }
+  cr_expect_leq(bad_rows, (int)(n / 1000), "%s: %d of %lld rows differ", what, bad_rows, (long long)n);
+  for (int64_t i = 0; i < n * D; i++) x2[i] = NAN;
+  cr_assert_eq(cpu->decode(cpu, p, &cb, c1, n, x1, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(gpu->decode(gpu, p, &cb, c1, n, x2, &e), SQ_OK, "%s", e.msg);
+  double worst = 0;
+  for (int64_t i = 0; i < n * D; i++) {
+    double d = fabs((double)x1[i] - x2[i]) / (fabs((double)x1[i]) + 1e-6);
+    if (!(d <= worst)) worst = isnan(d) ? INFINITY : d;
+  }
+  cr_expect_leq(worst, 1e-6, "%s: decode differs by %g (relative)", what, worst);
+  free(c1), free(c2), free(x1), free(x2);
+  return bad_rows;
+}
+
+Test(gpu_agree, codes) {
+  need_gpu();
+  plan_knobs kn[32];
+  int n = all_knobs(kn), total_bad = 0;
+  for (int h = 0; h < HKV; h++) {
+    plan_pair pp[32];
+    build_all(pp, kn, n, h);
+    for (int i = 0; i < n; i++) {
+      char what[300];
+      snprintf(what, sizeof what, "%s head %d K", pp[i].key, h);
+      total_bad += check_side(&pp[i].k, what, lay.k + h * D, lay.n_tok);
+      snprintf(what, sizeof what, "%s head %d V", pp[i].key, h);
+      total_bad += check_side(&pp[i].v, what, lay.v + h * D, lay.n_tok);
+      plan_pair_free(&pp[i]);
+    }
+  }
+  fprintf(stderr, "gpu_agree: %d plans x %d heads x K,V x %lld rows: %d rows with differing codes\n",
+          n, HKV, (long long)lay.n_tok, total_bad);
+}
+
+static void expect_close(double a, double b, const char *name, const char *key) {
+  if (isnan(a) && isnan(b)) return;
+  cr_expect(fabs(a - b) <= 1e-4, "%s %s: cpu %.9g cuda %.9g", key, name, a, b);
+}
+
+static void eval_both(const kern_layer *L, const char *tag) {
+  sq_err e = {0};
+  cr_assert_eq(cpu->load_layer(cpu, L, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(gpu->load_layer(gpu, L, &e), SQ_OK, "%s", e.msg);
+  plan_knobs kn[32];
+  int n = all_knobs(kn);
+  for (int h = 0; h < HKV; h++) {
+    plan_pair pp[32];
+    const plan_pair *ptr[32];
+    kern_metrics m1[32], m2[32];
+    build_all(pp, kn, n, h);
+    for (int i = 0; i < n; i++) ptr[i] = &pp[i];
+    cr_assert_eq(cpu->eval(cpu, h, n, ptr, &cb, m1, &e), SQ_OK, "%s", e.msg);
+    cr_assert_eq(gpu->eval(gpu, h, n, ptr, &cb, m2, &e), SQ_OK, "%s", e.msg);
+    for (int i = 0; i < n; i++) {
+      char key[320];
+      snprintf(key, sizeof key, "[%s head %d] %s", tag, h, pp[i].key);
+      const kern_metrics *a = &m1[i], *b = &m2[i];
+      expect_close(a->attn_cos, b->attn_cos, "attn_cos", key);
+      expect_close(a->randq_cos, b->randq_cos, "randq_cos", key);
+      expect_close(a->probs_cos, b->probs_cos, "probs_cos", key);
+      expect_close(a->k_cos, b->k_cos, "k_cos", key);
+      expect_close(a->v_cos, b->v_cos, "v_cos", key);
+      expect_close(a->k_rel_mse, b->k_rel_mse, "k_rel_mse", key);
+      expect_close(a->v_rel_mse, b->v_rel_mse, "v_rel_mse", key);
+      expect_close(a->logit_bias, b->logit_bias, "logit_bias", key);
+      expect_close(a->logit_slope, b->logit_slope, "logit_slope", key);
+      expect_close(a->topk_recall, b->topk_recall, "topk_recall", key);
+      cr_expect_eq(a->n_attn, b->n_attn, "%s n_attn", key);
+      cr_expect_eq(a->n_randq, b->n_randq, "%s n_randq", key);
+      cr_expect_eq(a->n_probs, b->n_probs, "%s n_probs", key);
+      cr_expect_eq(a->n_pairs, b->n_pairs, "%s n_pairs", key);
+      if (i == 0 || i == n - 1)
+        fprintf(stderr, "gpu_agree: %s attn %.6f/%.6f randq %.6f/%.6f probs %.6f/%.6f topk %.4f/%.4f\n",
+                key, a->attn_cos, b->attn_cos, a->randq_cos, b->randq_cos, a->probs_cos,
+                b->probs_cos, a->topk_recall, b->topk_recall);
+      plan_pair_free(&pp[i]);
+    }
+  }
+}
+
+Test(gpu_agree, eval_all_protocols) {
+  need_gpu();
+  eval_both(&lay.L, "all");
+}
+
+Test(gpu_agree, eval_protocol_subsets) {
+  need_gpu();
+  kern_layer L = lay.L;
+  L.protocols = PROTO_PROBS;
+  L.probs_last = 200; /* longer than two of the sequences: every position counts */
+  eval_both(&L, "probs-long");
+  L = lay.L;
+  L.protocols = PROTO_ATTN | PROTO_RANDQ;
+  L.topk = 40;        /* more than one slot per lane on the GPU, more than some rows' keys */
+  eval_both(&L, "attn-topk40");
+}
+
+Test(gpu_agree, moments) {
+  need_gpu();
+  sq_err e = {0};
+  float *x;
+  int64_t n = 5000;
+  tu_rows(&x, n, HKV, D, 0, 11);
+  double *c1 = malloc(sizeof(double) * HKV * D * D), *c2 = malloc(sizeof(double) * HKV * D * D);
+  for (int norm = 0; norm < 2; norm++) {
+    cr_assert_eq(cpu->moments(cpu, x, n, HKV, D, norm, c1, &e), SQ_OK, "%s", e.msg);
+    cr_assert_eq(gpu->moments(gpu, x, n, HKV, D, norm, c2, &e), SQ_OK, "%s", e.msg);
+    double mx = 0, worst = 0;
+    for (int64_t i = 0; i < HKV * D * D; i++) mx = fmax(mx, fabs(c1[i]));
+    for (int64_t i = 0; i < HKV * D * D; i++) worst = fmax(worst, fabs(c1[i] - c2[i]) / mx);
+    cr_expect_leq(worst, 1e-9, "moments (normalize=%d) differ by %g relative", norm, worst);
+    /* and the calibration built from each is the same spectrum */
+    calib_head a, b;
+    cr_assert_eq(calib_from_moment(c1, D, n, &a, &e), SQ_OK, "%s", e.msg);
+    cr_assert_eq(calib_from_moment(c2, D, n, &b, &e), SQ_OK, "%s", e.msg);
+    for (int i = 0; i < D; i++)
+      cr_expect(fabs(a.eigval[i] - b.eigval[i]) <= 1e-9 * (a.eigval[0] + 1e-30), "eigval %d", i);
+    cr_expect_eq(a.pr_int, b.pr_int);
+    calib_head_free(&a);
+    calib_head_free(&b);
+  }
+  free(x), free(c1), free(c2);
+}
+
+Test(gpu_agree, bad_input_is_an_error_not_a_crash) {
+  need_gpu();
+  sq_err e = {0};
+  kern_layer L = lay.L;
+  L.topk = 0;
+  cr_expect_eq(gpu->load_layer(gpu, &L, &e), SQ_EINPUT);
+  plan_knobs k = knobs(ARM_TQ, 3);
+  plan_pair pp;
+  cr_assert_eq(plan_build(&pp, &k, &ck[0], &cv[0], 0, 0, 42, &e), SQ_OK, "%s", e.msg);
+  pp.k.bits[3] = 11; /* not a valid width */
+  uint8_t codes[4096];
+  cr_expect_eq(gpu->encode(gpu, &pp.k, &cb, lay.k, 1, D, codes, &e), SQ_EINPUT);
+  cr_expect(strstr(e.msg, "coordinate 3") != NULL, "message: %s", e.msg);
+  plan_pair_free(&pp);
+}
