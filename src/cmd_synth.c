@@ -177,8 +177,12 @@ static void show_progress(void *vctx, int done, int total) {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
   double el = (double)(now.tv_sec - c->start.tv_sec) + 1e-9 * (double)(now.tv_nsec - c->start.tv_nsec);
-  double eta = done ? el * (total - done) / done : 0;
-  fprintf(stderr, "\rsqexp synth: layer %d/%d  %.0fs elapsed, ETA %.0fs   ", done, total, el, eta);
+  if (done == 0) {
+    fprintf(stderr, "\rsqexp synth: generating layer 1/%d ...", total);
+    return;
+  }
+  double eta = el * (total - done) / done;
+  fprintf(stderr, "\rsqexp synth: layer %d/%d written, %.0fs elapsed, ETA %.0fs   ", done, total, el, eta);
   if (done == total) fprintf(stderr, "\n");
 }
 

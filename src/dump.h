@@ -44,7 +44,8 @@ typedef struct {
 
 int dump_open(dump_t *d, const char *path, int allow_nonfinite, sq_err *e);
 /* Read stored layer number `idx` (0..n_dump_layers-1, not the model layer index). Validates shape
- * and finiteness. Reuses out's buffers when sizes allow; free with dump_layer_free. */
+ * and finiteness. Reuses out's buffers when sizes allow (zero *out before the first call); free
+ * with dump_layer_free. */
 int dump_read_layer(dump_t *d, int idx, dump_layer *out, sq_err *e);
 void dump_layer_free(dump_layer *l);
 void dump_close(dump_t *d);

@@ -299,6 +299,7 @@ int synth_write(const synth_opts *o, const char *path, const char *provenance,
   rc = dump_create(&w, &h, e);
   dump_layer l;
   memset(&l, 0, sizeof l);
+  if (!rc && progress) progress(ctx, 0, h.n_dump_layers);
   for (int i = 0; !rc && i < h.n_dump_layers; i++) {
     synth_layer(o, &h, h.layers[i], &l);
     rc = dump_write_layer(w, &l, e);

@@ -46,7 +46,8 @@ void synth_header_free(dump_t *hdr);
 void synth_layer(const synth_opts *o, const dump_t *hdr, int layer, dump_layer *out);
 
 /* Whole pipeline: header, then generate+write one layer at a time (memory: one layer), rename on
- * success. progress (may be NULL) is called after each layer with (done, total). */
+ * success. progress (may be NULL) is called before the first layer with (0, total) and after each
+ * layer with (done, total). */
 int synth_write(const synth_opts *o, const char *path, const char *provenance,
                 void (*progress)(void *ctx, int done, int total), void *ctx, sq_err *e);
 

@@ -540,3 +540,30 @@ Test(dump, cli_inspect_usage) {
   cr_expect_eq(run_inspect(args, out, sizeof out, err, sizeof err), 2);
   cr_expect(strstr(err, "layer 2 is not stored"), "%s", err);
 }
+
+/* The files must open in the standard tools: h5dump, and h5py (strings read back as str,
+ * float16 as numpy float16). Skipped where the tool is not installed. */
+Test(dump, opens_in_h5dump) {
+  if (system("command -v h5dump >/dev/null 2>&1") != 0) cr_skip_test("h5dump not installed");
+  write_valid(DUMP_F16);
+  char cmd[800];
+  snprintf(cmd, sizeof cmd, "h5dump -H '%s' >/dev/null 2>&1", file);
+  cr_expect_eq(system(cmd), 0);
+}
+
+Test(dump, opens_in_h5py) {
+  if (system("python3 -c 'import h5py' >/dev/null 2>&1") != 0) cr_skip_test("python3 h5py not installed");
+  write_valid(DUMP_F16);
+  char cmd[1600];
+  snprintf(cmd, sizeof cmd,
+           "python3 -c \"import h5py, numpy as np; f = h5py.File('%s', 'r'); a = f.attrs; "
+           "assert a['format'] == 'sqexp-activations' and isinstance(a['provenance'], str); "
+           "assert a['dtype'] == 'float16' and int(a['format_version']) == 1; "
+           "assert list(a['layers']) == [1, 3]; "
+           "assert f['sequences'].attrs['domain_names'] == 'prose,code'; "
+           "k = f['layers/3/k']; assert k.dtype == np.float16 and k.shape == (16, 2, 8); "
+           "assert k.compression == 'gzip' and k.shuffle; "
+           "assert f['layers/1/q'].shape == (11, 4, 8)\" 2>&1",
+           file);
+  cr_expect_eq(system(cmd), 0, "h5py could not read the file as documented");
+}
