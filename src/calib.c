@@ -8,25 +8,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Row t of x as doubles, divided by (|x| + 1e-8) when normalize. */
+static void load_row(const float *xt, int D, int normalize, double *row) {
+  double norm2 = 0.0;
+  for (int i = 0; i < D; i++) {
+    row[i] = xt[i];
+    norm2 += row[i] * row[i];
+  }
+  if (normalize) {
+    double inv = 1.0 / (sqrt(norm2) + 1e-8);
+    for (int i = 0; i < D; i++) row[i] *= inv;
+  }
+}
+
+#define CALIB_BLOCK 4 /* rows per update: C is read and written once per block, not per row */
+
 void calib_moment(const float *x, int64_t n, int64_t stride, int D, int normalize, double *C) {
   memset(C, 0, sizeof(double) * (size_t)D * (size_t)D);
-  double *row = sq_xmalloc(sizeof(double) * (size_t)D);
-  for (int64_t t = 0; t < n; t++) {
-    const float *xt = x + t * stride;
-    double norm2 = 0.0;
-    for (int i = 0; i < D; i++) {
-      row[i] = xt[i];
-      norm2 += row[i] * row[i];
-    }
-    if (normalize) {
-      double inv = 1.0 / (sqrt(norm2) + 1e-8);
-      for (int i = 0; i < D; i++) row[i] *= inv;
-    }
+  double *rows = sq_xcalloc((size_t)CALIB_BLOCK * (size_t)D, sizeof(double));
+  for (int64_t t0 = 0; t0 < n; t0 += CALIB_BLOCK) {
+    int nb = n - t0 < CALIB_BLOCK ? (int)(n - t0) : CALIB_BLOCK;
+    for (int k = 0; k < CALIB_BLOCK; k++) /* a short last block is padded with zero rows */
+      if (k < nb) load_row(x + (t0 + k) * stride, D, normalize, rows + (size_t)k * D);
+      else memset(rows + (size_t)k * D, 0, sizeof(double) * (size_t)D);
+    const double *r0 = rows, *r1 = rows + D, *r2 = rows + 2 * D, *r3 = rows + 3 * D;
     /* upper triangle only; mirrored below (half the work, and C stays exactly symmetric) */
     for (int i = 0; i < D; i++) {
-      double ri = row[i];
+      double a0 = r0[i], a1 = r1[i], a2 = r2[i], a3 = r3[i];
       double *Ci = C + (size_t)i * D;
-      for (int j = i; j < D; j++) Ci[j] += ri * row[j];
+      for (int j = i; j < D; j++) Ci[j] += a0 * r0[j] + a1 * r1[j] + a2 * r2[j] + a3 * r3[j];
     }
   }
   double inv_n = n > 0 ? 1.0 / (double)n : 0.0;
@@ -36,7 +46,7 @@ void calib_moment(const float *x, int64_t n, int64_t stride, int D, int normaliz
       C[(size_t)i * D + j] = v;
       C[(size_t)j * D + i] = v;
     }
-  free(row);
+  free(rows);
 }
 
 void calib_fix_signs(float *basis, int D) {

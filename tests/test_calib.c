@@ -221,3 +221,25 @@ Test(calib, bad_input) {
   cr_expect_eq(calib_compute(x, 0, 4, 4, 0, &h, &e), SQ_EINPUT, "no rows");
   calib_head_free(&h); /* freeing a failed head is safe */
 }
+
+/* The blocked accumulation against the textbook double loop, for row counts that are not a
+ * multiple of the block, with and without normalisation. */
+Test(calib, moment_matches_naive_sum) {
+  enum { D = 5, STRIDE = 7 };
+  float x[11 * STRIDE];
+  for (int i = 0; i < 11 * STRIDE; i++) x[i] = (float)sin(1.7 * i + 0.3) * (float)(1 + i % 3);
+  for (int n = 1; n <= 11; n++)
+    for (int norm = 0; norm < 2; norm++) {
+      double C[D * D], want[D * D] = {0};
+      calib_moment(x, n, STRIDE, D, norm, C);
+      for (int t = 0; t < n; t++) {
+        double r[D], ss = 0;
+        for (int i = 0; i < D; i++) r[i] = x[t * STRIDE + i], ss += r[i] * r[i];
+        for (int i = 0; i < D; i++) r[i] /= norm ? sqrt(ss) + 1e-8 : 1.0;
+        for (int a = 0; a < D; a++)
+          for (int b = 0; b < D; b++) want[a * D + b] += r[a] * r[b] / n;
+      }
+      for (int k = 0; k < D * D; k++)
+        cr_expect(fabs(C[k] - want[k]) < 1e-12, "n=%d norm=%d C[%d] = %.15g, want %.15g", n, norm, k, C[k], want[k]);
+    }
+}
