@@ -24,7 +24,7 @@ typedef struct {
   int normalize;           /* store |x| as fp16, quantize x/|x| */
   int family;              /* CB_GAUSS | CB_BETA: which unit codebooks bits[i] index */
   uint8_t bits[PLAN_MAX_D];
-  float scale[PLAN_MAX_D];
+  float scale[PLAN_MAX_D];  /* > 0 where bits is 1..8; ignored where bits is 0 (dropped) or 16 (fp16) */
   int qjl_rows;            /* m; 0 = no QJL */
   float *qjl;              /* [m*D] i.i.d. N(0,1) rows, applied in the original coordinates */
   int owns_qjl;
@@ -53,7 +53,8 @@ typedef struct {
   char key[256];           /* canonical grid-point key, e.g. "sq:b=3,nb=none,vnb=none,tau=0.90,wf=1,qjl=0" */
   int layer, head;
   plan_side k, v;
-  int d_eff_k, d_eff_v;    /* the dimension the plan used (sq: d_eff(tau); others: 0) */
+  int d_eff_k, d_eff_v;    /* the dimension the plan used (sq: d_eff(tau); lowrank: the ranks kept;
+                            * tq, sq_paper_v1: 0) */
   /* bits per token for K and V under each accounting (methods.md §4-5, §7):
    * honest = code_bits; seed = the published engine's formula; paper = the paper's formula. */
   double bits_honest_k, bits_honest_v, bits_seed_k, bits_seed_v, bits_paper_k, bits_paper_v;
