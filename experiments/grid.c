@@ -250,8 +250,7 @@ static int grid_per_layer(exp_ctx *x, sq_err *e) {
 }
 
 /* ---- figures ---- */
-static const char *const grid_arm_title[] = {"TurboQuant", "SpectralQuant", "sq\\\\_paper\\\\_v1 (paper's SQ arm)",
-                                             "low-rank (fp16)", "other"};
+static const char *const grid_arm_title[] = {"TurboQuant", "SpectralQuant", "SQ paper v1", "low-rank", "other"};
 
 static int grid_fig_pareto(exp_ctx *x, const rep_point *pts, int np, sq_err *e) {
   FILE *f = plot_open_dat(x->figures, "pareto.dat", x->made, e);
@@ -300,7 +299,7 @@ static int grid_fig_pareto(exp_ctx *x, const rep_point *pts, int np, sq_err *e) 
                x->model_id ? x->model_id : "");
   plot_bprintf(&b, "set xlabel \"compression ratio vs fp16 (honest bits, ×)\"\n");
   plot_bprintf(&b, "set ylabel \"attention-output cosine (mean over heads)\"\n");
-  plot_bprintf(&b, "set key outside right top\nset format y \"%%.3f\"\nset offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05\n");
+  plot_bprintf(&b, "set key outside right top vertical\nset format y \"%%.3f\"\nset offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05\n");
   plot_bprintf(&b, "plot \\\n");
   int first = 1;
   for (int a = 0; a < 5; a++) {
@@ -309,7 +308,7 @@ static int grid_fig_pareto(exp_ctx *x, const rep_point *pts, int np, sq_err *e) 
                  a + 1, grid_arm_title[a]);
     first = 0;
   }
-  plot_bprintf(&b, "%s  'pareto_frontier.dat' using 1:2 with linespoints ls 7 title \"Pareto frontier\"\n",
+  plot_bprintf(&b, "%s  'pareto_frontier.dat' using 1:2 with linespoints ls 7 title \"frontier\"\n",
                first ? "" : ", \\\n");
   int rc = plot_render(x->figures, "pareto", b.s, x->gnuplot, x->made, e);
   plot_buf_free(&b);
@@ -373,8 +372,9 @@ static int grid_fig_heatmap(exp_ctx *x, const rep_point *pts, int np, sq_err *e)
   int cols = nbud < 3 ? nbud : 3, rows = (nbud + cols - 1) / cols;
   plot_bprintf(&b, "set multiplot layout %d,%d title \"SpectralQuant attention cosine over noise\\\\_bits × d\\\\_eff\\\\_variance "
                    "(wf=%s, qjl=%s)\"\n", rows, cols, pref_wf ? "1" : "any", pref_qjl ? "0" : "any");
+  plot_bprintf(&b, "set style textbox opaque noborder margins 2,1\n");
   plot_bprintf(&b, "set palette defined (0 '#440154', 0.25 '#3b528b', 0.5 '#21918c', 0.75 '#5ec962', 1 '#fde725')\n");
-  plot_bprintf(&b, "set cbrange [%.6f:%.6f]\nset cblabel \"attention cosine\"\nset format cb \"%%.3f\"\n", lo,
+  plot_bprintf(&b, "set cbrange [%.6f:%.6f]\nset format cb \"%%.3f\"\n", lo,
                hi > lo ? hi : lo + 1e-6);
   plot_bprintf(&b, "set xlabel \"noise\\\\_bits\"\nset ylabel \"d\\\\_eff\\\\_variance τ\"\nunset key\nunset grid\n");
   plot_bprintf(&b, "set xrange [-0.5:%d.5]\nset yrange [-0.5:%d.5]\n", nnb - 1, ntau - 1);
@@ -389,7 +389,7 @@ static int grid_fig_heatmap(exp_ctx *x, const rep_point *pts, int np, sq_err *e)
   for (int k = 0; k < nbud; k++) {
     plot_bprintf(&b, "set title \"total\\\\_bits = %d\"\n", budgets[k]);
     plot_bprintf(&b, "plot 'heatmap.dat' index %d using 1:2:3 with image, '' index %d using 1:2:(sprintf(\"%%.4f\", $3)) "
-                     "with labels font \",%d\" tc rgb 'white'\n", k, k, nbud > 1 ? 12 : 16);
+                     "with labels boxed font \",%d\"\n", k, k, nbud > 2 ? 13 : 17);
   }
   plot_bprintf(&b, "unset multiplot\n");
   int rc = plot_render(x->figures, "heatmap", b.s, x->gnuplot, x->made, e);
@@ -398,12 +398,12 @@ static int grid_fig_heatmap(exp_ctx *x, const rep_point *pts, int np, sq_err *e)
 }
 
 /* Per-head attention cosine distributions, one box per grid point (best point per arm and
- * budget when there are more than 24). */
+ * budget when there are more than 12). */
 static int grid_fig_boxes(exp_ctx *x, const rep_point *pts, int np, sq_err *e) {
   int *pick = sq_xmalloc((size_t)(np > 0 ? np : 1) * sizeof *pick), n = 0;
   for (int i = 0; i < np; i++) {
     if (!isfinite(pts[i].attn.mean)) continue;
-    if (np <= 24) { pick[n++] = i; continue; }
+    if (np <= 12) { pick[n++] = i; continue; }
     int best = 1; /* keep only the best point of its (arm, bits) */
     for (int j = 0; j < np; j++)
       if (j != i && !strcmp(pts[j].first->arm, pts[i].first->arm) &&
@@ -428,19 +428,24 @@ static int grid_fig_boxes(exp_ctx *x, const rep_point *pts, int np, sq_err *e) {
   fclose(f);
   plot_buf b = {0};
   plot_bprintf(&b, "set title \"Per-head attention cosine by arm and bit budget%s\"\n",
-               np > 24 ? " (best point per arm and budget)" : "");
+               np > 12 ? " (best point per arm and budget)" : "");
   plot_bprintf(&b, "set ylabel \"attention-output cosine per (layer, head)\"\nset xlabel \"\"\n");
   plot_bprintf(&b, "set style fill solid 0.35 border\nset style boxplot outliers pointtype 7\nset boxwidth 0.6\n");
-  plot_bprintf(&b, "unset key\nset format y \"%%.3f\"\nset xrange [0.3:%d.7]\nset xtics rotate by 35 right font \",%d\"\n",
-               n, n > 10 ? 11 : 14);
-  plot_bprintf(&b, "set bmargin 9\nset xtics (");
+  plot_bprintf(&b, "unset key\nset format y \"%%.3f\"\nset xrange [0.3:%d.7]\nset xtics rotate by 30 right font \",%d\"\n",
+               n, n > 8 ? 14 : 16);
+  plot_bprintf(&b, "set bmargin 7\nset xtics (");
   for (int k = 0; k < n; k++) {
     const store_row *first = pts[pick[k]].first;
     char tick[200];
     rep_label(first, label, sizeof label);
     if (!strcmp(first->arm, "lowrank")) snprintf(tick, sizeof tick, "lowrank %s", label);
-    else if (!strcmp(first->arm, "sq") && np <= 24) snprintf(tick, sizeof tick, "sq %db %s", first->total_bits, label);
-    else snprintf(tick, sizeof tick, "%s %db", first->arm, first->total_bits);
+    else if (!strcmp(first->arm, "sq")) {
+      char nb[8];
+      if (first->noise_bits < 0) nb[0] = '\0';
+      else snprintf(nb, sizeof nb, " nb%d", first->noise_bits);
+      snprintf(tick, sizeof tick, "sq %db%s τ%.2f%s%s", first->total_bits, nb, first->d_eff_variance,
+               first->use_water_fill ? " wf" : "", first->use_qjl ? " qjl" : "");
+    } else snprintf(tick, sizeof tick, "%s %db", first->arm, first->total_bits);
     plot_quote(tick, q, sizeof q);
     plot_bprintf(&b, "%s\"%s\" %d", k ? ", " : "", q, k + 1);
   }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include "experiments.h"
 #include "plot.h"
 
@@ -141,10 +142,9 @@ void rep_label(const store_row *r, char *buf, size_t n) {
   } else if (!strcmp(r->arm, "sq")) {
     if (r->noise_bits < 0) snprintf(nb, sizeof nb, "none");
     else snprintf(nb, sizeof nb, "%d", r->noise_bits);
-    if (r->value_noise_bits < 0) snprintf(vnb, sizeof vnb, "=nb");
-    else snprintf(vnb, sizeof vnb, "%d", r->value_noise_bits);
-    snprintf(buf, n, "nb=%s vnb=%s tau=%.2f wf=%d qjl=%d", nb, vnb, r->d_eff_variance, r->use_water_fill,
-             r->use_qjl);
+    vnb[0] = '\0'; /* value_noise_bits shown only when it does not follow noise_bits */
+    if (r->value_noise_bits >= 0) snprintf(vnb, sizeof vnb, " vnb=%d", r->value_noise_bits);
+    snprintf(buf, n, "nb=%s%s tau=%.2f wf=%d qjl=%d", nb, vnb, r->d_eff_variance, r->use_water_fill, r->use_qjl);
   } else if (!strcmp(r->arm, "lowrank")) {
     if (r->rank == 0) snprintf(buf, n, "r=d_eff(%.2f)", r->d_eff_variance);
     else snprintf(buf, n, "r=%d", r->rank);
@@ -409,6 +409,9 @@ int report_dir(const char *dir, FILE *out, rep_outputs *made, sq_err *e) {
   snprintf(x.figures, sizeof x.figures, "%s/figures", dir);
   if (!rc) rc = rep_mkdir(x.tables, e);
   if (!rc) rc = rep_mkdir(x.figures, e);
+  char log[1300];
+  snprintf(log, sizeof log, "%s/gnuplot.log", x.figures);
+  unlink(log); /* gnuplot appends; keep only this report's messages */
   x.gnuplot = plot_available();
   if (!x.gnuplot && made) made->gnuplot_missing = 1;
   for (int i = 0; !rc && i < exp_count; i++)

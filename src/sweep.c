@@ -1,8 +1,20 @@
 /* sweep: the run flow (see sweep.h). */
 #include "sweep.h"
+#include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include "calib.h"
+#include "codebook.h"
+#include "dump.h"
+#include "experiments.h"
+#include "kern.h"
+#include "plan.h"
+#include "progress.h"
+#include "prov.h"
 #include "report.h"
+#include "rng.h"
+#include "store.h"
 
 int sweep_report(const char *dir, FILE *out, const char *cmd) {
   rep_outputs *made = sq_xcalloc(1, sizeof *made);
@@ -28,5 +40,694 @@ int sweep_report(const char *dir, FILE *out, const char *cmd) {
                    dir, n_tables, dir, n_figures);
   int status = made->n_warn ? 1 : 0; /* a failed gnuplot script is a failure; no gnuplot is not */
   free(made);
+  return status;
+}
+
+/* ======================================================================================== */
+/* The run flow.                                                                             */
+
+/* SIGINT/SIGTERM set this; the loop checks it between row batches and stops cleanly. A signal
+ * handler can only communicate through a global of this type, so it is the one mutable global. */
+static volatile sig_atomic_t sweep_stop_signal = 0;
+
+static void sweep_on_signal(int sig) { sweep_stop_signal = sig; }
+
+typedef struct {
+  cfg_t cfg;
+  int cfg_loaded;
+  dump_t dump;
+  int dump_opened;
+  plan_knobs *grid;
+  int n_grid;
+  int needs_rows;               /* some selected experiment evaluates grid points */
+  int *layer_idx, n_layers;     /* indices into dump.layers */
+  int *heads, n_heads;
+  int *calib_seq, n_calib_seq;  /* split-0 sequences used, in order */
+  int64_t *calib_len;           /* tokens used of each (the last may be truncated) */
+  int64_t n_calib_tok;
+  int *eval_seq, n_eval_seq;
+  int64_t *eval_off;            /* [n_eval_seq+1] offsets into the eval token buffers */
+  int use_queries;              /* attn or probs: real queries needed */
+  double taus[STORE_MAX_TAU];
+  int n_tau;
+  char *id_text;                /* resolved config text that was hashed */
+  store_identity id;
+  char experiments[512];
+  char out_dir[1024];
+  char dump_fp[65];
+  int64_t dump_size;
+} sweep_state;
+
+static void sweep_state_free(sweep_state *s) {
+  if (s->dump_opened) dump_close(&s->dump);
+  if (s->cfg_loaded) cfg_free(&s->cfg);
+  free(s->grid);
+  free(s->layer_idx);
+  free(s->heads);
+  free(s->calib_seq);
+  free(s->calib_len);
+  free(s->eval_seq);
+  free(s->eval_off);
+  free(s->id_text);
+}
+
+static int sweep_domain_selected(const sweep_state *s, int seq) {
+  const cfg_slist *dom = &s->cfg.run.domains;
+  if (dom->n == 0) return 1;
+  const char *name = s->dump.domain_names[s->dump.domain[seq]];
+  for (int i = 0; i < dom->n; i++)
+    if (!strcmp(dom->v[i], name)) return 1;
+  return 0;
+}
+
+/* Layers and heads: every configured one must exist in the dump. */
+static int sweep_select_layers(sweep_state *s, sq_err *e) {
+  const dump_t *d = &s->dump;
+  const cfg_ilist *L = &s->cfg.run.layers, *H = &s->cfg.run.heads;
+  s->n_layers = L->n ? L->n : d->n_dump_layers;
+  s->layer_idx = sq_xmalloc((size_t)s->n_layers * sizeof *s->layer_idx);
+  for (int i = 0; i < s->n_layers; i++) {
+    int idx = L->n ? dump_find_layer(d, L->v[i]) : i;
+    if (idx < 0) {
+      char have[512] = "";
+      size_t k = 0;
+      for (int j = 0; j < d->n_dump_layers && k < sizeof have - 16; j++)
+        k += (size_t)snprintf(have + k, sizeof have - k, "%s%d", j ? "," : "", d->layers[j]);
+      return sq_fail(e, SQ_EINPUT, "%s: [run] layers: layer %d is not in the dump %s (it holds layers %s)",
+                     s->cfg.path, L->v[i], d->path, have);
+    }
+    s->layer_idx[i] = idx;
+  }
+  s->n_heads = H->n ? H->n : d->n_kv_heads;
+  s->heads = sq_xmalloc((size_t)s->n_heads * sizeof *s->heads);
+  for (int i = 0; i < s->n_heads; i++) {
+    s->heads[i] = H->n ? H->v[i] : i;
+    if (s->heads[i] < 0 || s->heads[i] >= d->n_kv_heads)
+      return sq_fail(e, SQ_EINPUT, "%s: [run] heads: KV head %d does not exist (the dump %s has %d KV heads)",
+                     s->cfg.path, s->heads[i], d->path, d->n_kv_heads);
+  }
+  return SQ_OK;
+}
+
+/* Calibration = split-0 sequences of the selected domains, in order, truncated to
+ * max_calib_tokens; evaluation = split-1 sequences, whole, in order, until the next one would
+ * exceed max_eval_tokens (at least one). */
+static int sweep_select_tokens(sweep_state *s, sq_err *e) {
+  const dump_t *d = &s->dump;
+  const cfg_run *r = &s->cfg.run;
+  for (int i = 0; i < r->domains.n; i++) {
+    int found = 0;
+    for (int j = 0; j < d->n_domains; j++) found |= !strcmp(r->domains.v[i], d->domain_names[j]);
+    if (!found)
+      return sq_fail(e, SQ_EINPUT, "%s: [run] domains: '%s' is not a domain of the dump %s", s->cfg.path,
+                     r->domains.v[i], d->path);
+  }
+  s->calib_seq = sq_xmalloc((size_t)d->n_seq * sizeof *s->calib_seq);
+  s->calib_len = sq_xmalloc((size_t)d->n_seq * sizeof *s->calib_len);
+  s->eval_seq = sq_xmalloc((size_t)d->n_seq * sizeof *s->eval_seq);
+  s->eval_off = sq_xmalloc((size_t)(d->n_seq + 1) * sizeof *s->eval_off);
+  s->eval_off[0] = 0;
+  int eval_full = 0;
+  for (int q = 0; q < d->n_seq; q++) {
+    if (!sweep_domain_selected(s, q)) continue;
+    int64_t len = d->seq_off[q + 1] - d->seq_off[q];
+    if (d->split[q] == DUMP_SPLIT_CALIB) {
+      int64_t room = r->max_calib_tokens > 0 ? r->max_calib_tokens - s->n_calib_tok : len;
+      if (room <= 0) continue;
+      s->calib_seq[s->n_calib_seq] = q;
+      s->calib_len[s->n_calib_seq++] = len < room ? len : room;
+      s->n_calib_tok += len < room ? len : room;
+    } else if (!eval_full) {
+      int64_t have = s->eval_off[s->n_eval_seq];
+      if (s->n_eval_seq > 0 && r->max_eval_tokens > 0 && have + len > r->max_eval_tokens) {
+        eval_full = 1;
+        continue;
+      }
+      s->eval_seq[s->n_eval_seq] = q;
+      s->eval_off[s->n_eval_seq + 1] = have + len;
+      s->n_eval_seq++;
+    }
+  }
+  if (s->n_calib_tok < 1)
+    return sq_fail(e, SQ_EINPUT, "%s: no calibration tokens (split 0) in the selected domains of %s", s->cfg.path,
+                   d->path);
+  if (s->n_eval_seq < 1)
+    return sq_fail(e, SQ_EINPUT, "%s: no evaluation sequences (split 1) in the selected domains of %s", s->cfg.path,
+                   d->path);
+  s->use_queries = s->needs_rows && (r->protocols & (PROTO_ATTN | PROTO_PROBS));
+  for (int i = 0; s->use_queries && i < s->n_eval_seq; i++) {
+    int q = s->eval_seq[i];
+    if (d->q_off[q + 1] - d->q_off[q] != d->seq_off[q + 1] - d->seq_off[q])
+      return sq_fail(e, SQ_EINPUT,
+                     "%s: evaluation sequence %d has no stored queries, which the attn/probs protocols need "
+                     "(set [run] protocols = randq, or use a dump with queries)",
+                     d->path, q);
+  }
+  return SQ_OK;
+}
+
+static void sweep_add_tau(sweep_state *s, double t) {
+  for (int i = 0; i < s->n_tau; i++)
+    if (fabs(s->taus[i] - t) < 1e-12) return;
+  if (s->n_tau < STORE_MAX_TAU) s->taus[s->n_tau++] = t;
+  for (int i = s->n_tau - 1; i > 0 && s->taus[i] < s->taus[i - 1]; i--) {
+    double x = s->taus[i]; s->taus[i] = s->taus[i - 1]; s->taus[i - 1] = x;
+  }
+}
+
+/* Build every grid point's plan once on a made-up spectrum: catches infeasible points (a
+ * Hadamard rotation for a D that is not a power of two, a rank above D, ...) before any output. */
+static int sweep_check_plans(sweep_state *s, sq_err *e) {
+  int D = s->dump.head_dim;
+  if (D > PLAN_MAX_D) return sq_fail(e, SQ_EINPUT, "%s: head_dim %d exceeds %d", s->dump.path, D, PLAN_MAX_D);
+  calib_head c;
+  memset(&c, 0, sizeof c);
+  c.D = D;
+  c.n = 1000;
+  c.eigval = sq_xmalloc((size_t)D * sizeof *c.eigval);
+  c.basis = sq_xcalloc((size_t)D * D, sizeof *c.basis);
+  double sum = 0, sq = 0;
+  for (int i = 0; i < D; i++) {
+    c.eigval[i] = 1.0 / ((i + 1.0) * (i + 1.0));
+    c.basis[(size_t)i * D + i] = 1.0f;
+    sum += c.eigval[i];
+    sq += c.eigval[i] * c.eigval[i];
+  }
+  c.pr = sum * sum / sq;
+  c.pr_int = (int)fmin(fmax(round(c.pr), 2), D - 2);
+  c.kappa = c.eigval[c.pr_int - 1] / c.eigval[c.pr_int];
+  int rc = SQ_OK;
+  for (int g = 0; g < s->n_grid && !rc; g++) {
+    plan_pair p;
+    rc = plan_build(&p, &s->grid[g], &c, &c, s->dump.layers[s->layer_idx[0]], s->heads[0], s->cfg.run.seed, e);
+    if (rc) sq_wrap(e, "%s: grid point infeasible for this dump: ", s->cfg.path);
+    else plan_pair_free(&p);
+  }
+  free(c.eigval);
+  free(c.basis);
+  return rc;
+}
+
+static void sweep_join(const cfg_slist *l, char *buf, size_t n) {
+  size_t k = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < l->n && k < n; i++) k += (size_t)snprintf(buf + k, n - k, "%s%s", i ? "," : "", l->v[i]);
+}
+
+/* Everything that can be checked before a byte is written. */
+static int sweep_prepare(const sweep_opts *o, sweep_state *s, sq_err *e) {
+  if (cfg_load(&s->cfg, o->config_path, e)) return e->code;
+  s->cfg_loaded = 1;
+  for (int i = 0; i < o->n_overrides; i++)
+    if (cfg_override(&s->cfg, o->overrides[i], e)) return sq_wrap(e, "--set %s: ", o->overrides[i]);
+  if (o->backend) {
+    char set[64];
+    snprintf(set, sizeof set, "run.backend=%s", o->backend);
+    if (cfg_override(&s->cfg, set, e)) return sq_wrap(e, "--backend: ");
+  }
+  if (o->out) {
+    if (strlen(o->out) >= sizeof s->cfg.run.out) return sq_fail(e, SQ_EINPUT, "--out: path too long");
+    snprintf(s->cfg.run.out, sizeof s->cfg.run.out, "%s", o->out);
+  }
+  snprintf(s->out_dir, sizeof s->out_dir, "%s", s->cfg.run.out);
+  for (int i = 0; i < s->cfg.experiments.n; i++) {
+    const experiment *x = exp_find(s->cfg.experiments.v[i]);
+    if (!x) {
+      char known[256] = "";
+      for (int j = 0; j < exp_count; j++) {
+        strncat(known, j ? ", " : "", sizeof known - strlen(known) - 1);
+        strncat(known, exp_table[j].name, sizeof known - strlen(known) - 1);
+      }
+      return sq_fail(e, SQ_EINPUT, "%s: [run] experiments: unknown experiment '%s' (known: %s)", s->cfg.path,
+                     s->cfg.experiments.v[i], known);
+    }
+    s->needs_rows |= x->needs_rows;
+  }
+  sweep_join(&s->cfg.experiments, s->experiments, sizeof s->experiments);
+  if (s->cfg.run.backend == CFG_BACKEND_CUDA && !kern_cuda_available())
+    return sq_fail(e, SQ_EINPUT, "backend cuda requested but %s",
+                   SQEXP_HAVE_CUDA ? "no usable GPU is visible" : "this sqexp was built without CUDA");
+  if (dump_open(&s->dump, s->cfg.run.dump, s->cfg.run.allow_nonfinite, e)) return e->code;
+  s->dump_opened = 1;
+  if (plan_grid(&s->cfg, &s->grid, &s->n_grid, e)) return sq_wrap(e, "%s: ", s->cfg.path);
+  if (s->needs_rows && s->n_grid == 0)
+    return sq_fail(e, SQ_EINPUT, "%s: the grid is empty ([run] arms selects no arm)", s->cfg.path);
+  if (!s->needs_rows) s->n_grid = 0;
+  if (sweep_select_layers(s, e) || sweep_select_tokens(s, e) || sweep_check_plans(s, e)) return e->code;
+  sweep_add_tau(s, 0.90);
+  sweep_add_tau(s, 0.95);
+  for (int i = 0; i < s->cfg.sq.d_eff_variance.n; i++) sweep_add_tau(s, s->cfg.sq.d_eff_variance.v[i]);
+  for (int i = 0; i < s->cfg.lowrank.d_eff_variance.n; i++) sweep_add_tau(s, s->cfg.lowrank.d_eff_variance.v[i]);
+  s->id_text = prov_config_identity(&s->cfg, s->id.config_hash);
+  if (prov_dump_fingerprint(&s->dump, s->dump_fp, &s->dump_size, e)) return e->code;
+  s->id.config_text = s->id_text;
+  memcpy(s->id.dump_fp, s->dump_fp, sizeof s->dump_fp);
+  s->id.dump_path = s->dump.path;
+  s->id.dump_size = s->dump_size;
+  s->id.model_id = s->dump.model_id;
+  s->id.experiments = s->experiments;
+  return SQ_OK;
+}
+
+/* One layer's working set, reused across layers. */
+typedef struct {
+  dump_layer raw;
+  float *calib;       /* [n_calib_tok][H][D] keys, then values (reused) */
+  double *C;          /* [H][D*D] second moments */
+  calib_head *ck, *cv; /* [n_heads] */
+  float *ek, *ev, *eq; /* evaluation tokens [n_tok][H][D], queries [n_tok][H_q][D] */
+  float *randq;       /* [H][n_seq][n_randq][D] */
+} sweep_layer_buf;
+
+static void sweep_layer_buf_free(sweep_layer_buf *b, int n_heads) {
+  dump_layer_free(&b->raw);
+  free(b->calib);
+  free(b->C);
+  for (int i = 0; b->ck && i < n_heads; i++) {
+    calib_head_free(&b->ck[i]);
+    calib_head_free(&b->cv[i]);
+  }
+  free(b->ck);
+  free(b->cv);
+  free(b->ek);
+  free(b->ev);
+  free(b->eq);
+  free(b->randq);
+}
+
+typedef struct {
+  sweep_state *s;
+  kern_backend *be;
+  store *st;
+  cb_table *cb;
+  progress prog;
+  prov_info prov;
+  int64_t done;          /* rows of the selection that exist */
+  int64_t computed;      /* rows computed in this session */
+  int quiet;
+} sweep_run_ctx;
+
+/* Copy whole token ranges of `seqs` from src [T][H][D] into dst, contiguously. */
+static void sweep_gather(const float *src, const int64_t *off, const int *seqs, const int64_t *lens, int n,
+                         int64_t row, float *dst) {
+  int64_t at = 0;
+  for (int i = 0; i < n; i++) {
+    int64_t len = lens ? lens[i] : off[seqs[i] + 1] - off[seqs[i]];
+    memcpy(dst + at * row, src + off[seqs[i]] * row, (size_t)(len * row) * sizeof *dst);
+    at += len;
+  }
+}
+
+/* Calibrate keys and values of every selected head; write spectra not yet stored. */
+static int sweep_calibrate(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e) {
+  sweep_state *s = r->s;
+  const dump_t *d = &s->dump;
+  int H = d->n_kv_heads, D = d->head_dim;
+  int64_t row = (int64_t)H * D, n = s->n_calib_tok;
+  for (int side = 0; side < 2; side++) {
+    sweep_gather(side ? b->raw.v : b->raw.k, d->seq_off, s->calib_seq, s->calib_len, s->n_calib_seq, row, b->calib);
+    if (r->be->moments(r->be, b->calib, n, H, D, s->cfg.run.calib_normalize, b->C, e))
+      return sq_wrap(e, "layer %d: %s moments: ", layer, side ? "value" : "key");
+    for (int i = 0; i < s->n_heads; i++) {
+      calib_head *c = side ? &b->cv[i] : &b->ck[i];
+      calib_head_free(c);
+      if (calib_from_moment(b->C + (int64_t)s->heads[i] * D * D, D, n, c, e))
+        return sq_wrap(e, "layer %d head %d %s calibration: ", layer, s->heads[i], side ? "value" : "key");
+    }
+  }
+  for (int i = 0; i < s->n_heads; i++) {
+    if (store_has_spectrum(r->st, layer, s->heads[i])) continue;
+    store_spectrum sp;
+    memset(&sp, 0, sizeof sp);
+    sp.layer = layer;
+    sp.head = s->heads[i];
+    sp.head_dim = D;
+    sp.n_calib = n;
+    sp.n_tau = s->n_tau;
+    memcpy(sp.tau, s->taus, sizeof sp.tau);
+    for (int side = 0; side < 2; side++) {
+      const calib_head *c = side ? &b->cv[i] : &b->ck[i];
+      sp.pr[side] = c->pr;
+      sp.pr_int[side] = c->pr_int;
+      sp.kappa[side] = c->kappa;
+      for (int t = 0; t < s->n_tau; t++) sp.d_eff[side][t] = calib_deff(c, s->taus[t]);
+      memcpy(sp.eigval[side], c->eigval, (size_t)D * sizeof(double));
+    }
+    if (store_append_spectrum(r->st, &sp, e)) return e->code;
+  }
+  return store_sync(r->st, e);
+}
+
+/* Evaluation tokens, their queries, and the host-drawn randq queries; then load_layer. */
+static int sweep_load_eval(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e) {
+  sweep_state *s = r->s;
+  const dump_t *d = &s->dump;
+  int H = d->n_kv_heads, Hq = d->n_q_heads, D = d->head_dim;
+  sweep_gather(b->raw.k, d->seq_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)H * D, b->ek);
+  sweep_gather(b->raw.v, d->seq_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)H * D, b->ev);
+  if (s->use_queries) sweep_gather(b->raw.q, d->q_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)Hq * D, b->eq);
+  int R = (s->cfg.run.protocols & PROTO_RANDQ) ? s->cfg.run.randq_queries : 0;
+  for (int h = 0; R > 0 && h < H; h++) {
+    /* methods: one generator per (layer, head); n_seq * n_randq * D normals in (seq, query, dim) order */
+    rng_t g;
+    rng_seed(&g, rng_head_seed(s->cfg.run.seed, layer, h));
+    float *dst = b->randq + (int64_t)h * s->n_eval_seq * R * D;
+    for (int64_t i = 0; i < (int64_t)s->n_eval_seq * R * D; i++) dst[i] = (float)rng_normal(&g);
+  }
+  kern_layer L;
+  memset(&L, 0, sizeof L);
+  L.layer = layer;
+  L.n_kv_heads = H;
+  L.n_q_heads = Hq;
+  L.head_dim = D;
+  L.n_seq = s->n_eval_seq;
+  L.seq_off = s->eval_off;
+  L.n_tok = s->eval_off[s->n_eval_seq];
+  L.k = b->ek;
+  L.v = b->ev;
+  L.q = s->use_queries ? b->eq : NULL;
+  L.n_randq = R;
+  L.randq = R > 0 ? b->randq : NULL;
+  L.protocols = s->cfg.run.protocols;
+  if (!s->use_queries) L.protocols &= ~(PROTO_ATTN | PROTO_PROBS);
+  L.probs_last = s->cfg.run.probs_last;
+  L.topk = s->cfg.run.topk;
+  if (r->be->load_layer(r->be, &L, e)) return sq_wrap(e, "layer %d: ", layer);
+  return SQ_OK;
+}
+
+static void sweep_fill_row(store_row *row, const plan_pair *p, const kern_metrics *m, const calib_head *ck,
+                           const calib_head *cv, int D, const char *backend, double eval_s) {
+  store_row_init(row);
+  snprintf(row->key, sizeof row->key, "%s", p->key);
+  snprintf(row->arm, sizeof row->arm, "%s", plan_arm_names[p->knobs.arm]);
+  row->layer = p->layer;
+  row->head = p->head;
+  row->head_dim = D;
+  const plan_knobs *k = &p->knobs;
+  switch (k->arm) {
+  case ARM_TQ:
+    row->total_bits = k->total_bits;
+    row->tq_variant = k->tq_variant;
+    row->tq_rotation = k->tq_rotation;
+    row->tq_codebook = k->tq_codebook;
+    row->tq_shared_rotation = k->tq_shared_rotation;
+    break;
+  case ARM_SQ:
+    row->total_bits = k->total_bits;
+    row->noise_bits = k->noise_bits;
+    row->value_noise_bits = k->value_noise_bits;
+    row->d_eff_variance = k->d_eff_variance;
+    row->use_water_fill = k->use_water_fill;
+    row->use_qjl = k->use_qjl;
+    break;
+  case ARM_SQV1: row->total_bits = k->total_bits; break;
+  case ARM_LOWRANK:
+    row->rank = k->rank;
+    if (k->rank == 0) row->d_eff_variance = k->d_eff_variance;
+    break;
+  }
+  row->m = *m;
+  row->d_eff_k = p->d_eff_k;
+  row->d_eff_v = p->d_eff_v;
+  row->pr_k = ck->pr;
+  row->pr_v = cv->pr;
+  row->pr_int_k = ck->pr_int;
+  row->pr_int_v = cv->pr_int;
+  row->kappa_k = ck->kappa;
+  row->kappa_v = cv->kappa;
+  row->bits_honest_k = p->bits_honest_k;
+  row->bits_honest_v = p->bits_honest_v;
+  row->bits_seed_k = p->bits_seed_k;
+  row->bits_seed_v = p->bits_seed_v;
+  row->bits_paper_k = p->bits_paper_k;
+  row->bits_paper_v = p->bits_paper_v;
+  double fp16 = 2.0 * 16.0 * D;
+  row->ratio_honest = fp16 / (p->bits_honest_k + p->bits_honest_v);
+  row->ratio_seed = fp16 / (p->bits_seed_k + p->bits_seed_v);
+  row->ratio_paper = fp16 / (p->bits_paper_k + p->bits_paper_v);
+  snprintf(row->backend, sizeof row->backend, "%s", backend);
+  row->eval_s = eval_s;
+}
+
+enum { SWEEP_BATCH = 8 };
+
+/* Per-arm running means of attn cos for the per-layer line. */
+typedef struct {
+  double sum[ARM_COUNT];
+  int n[ARM_COUNT];
+} sweep_layer_sum;
+
+/* All pending grid points of one (layer, head), in batches; rows appended after each batch. */
+static int sweep_head(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int hi, sweep_layer_sum *ls, sq_err *e) {
+  sweep_state *s = r->s;
+  int head = s->heads[hi], D = s->dump.head_dim;
+  int *pending = sq_xmalloc((size_t)(s->n_grid > 0 ? s->n_grid : 1) * sizeof *pending), np = 0;
+  for (int g = 0; g < s->n_grid; g++) {
+    char key[256];
+    plan_knobs_key(&s->grid[g], key, (int)sizeof key);
+    if (!store_has_row(r->st, key, layer, head)) pending[np++] = g;
+  }
+  plan_pair plans[SWEEP_BATCH];
+  const plan_pair *ptrs[SWEEP_BATCH];
+  kern_metrics met[SWEEP_BATCH];
+  int rc = SQ_OK;
+  for (int at = 0; at < np && !rc && !sweep_stop_signal; at += SWEEP_BATCH) {
+    int n = np - at < SWEEP_BATCH ? np - at : SWEEP_BATCH, built = 0;
+    double t0 = prov_mono();
+    for (; built < n && !rc; built++) {
+      rc = plan_build(&plans[built], &s->grid[pending[at + built]], &b->ck[hi], &b->cv[hi], layer, head,
+                      s->cfg.run.seed, e);
+      ptrs[built] = &plans[built];
+    }
+    if (rc) built--; /* the failed one freed itself */
+    double t1 = prov_mono();
+    r->prov.phase_s[PROV_PLAN] += t1 - t0;
+    if (!rc) {
+      char what[128];
+      snprintf(what, sizeof what, "layer %d head %d", layer, head);
+      progress_set(&r->prog, r->done, what);
+      rc = r->be->eval(r->be, head, n, ptrs, r->cb, met, e);
+      if (rc) sq_wrap(e, "layer %d head %d: eval: ", layer, head);
+    }
+    double t2 = prov_mono();
+    r->prov.phase_s[PROV_EVAL] += t2 - t1;
+    for (int i = 0; i < n && !rc; i++) {
+      store_row row;
+      sweep_fill_row(&row, &plans[i], &met[i], &b->ck[hi], &b->cv[hi], D, r->be->name, (t2 - t1) / n);
+      rc = store_append_row(r->st, &row, e);
+      if (!rc && isfinite(met[i].attn_cos) && met[i].n_attn > 0) {
+        ls->sum[plans[i].knobs.arm] += met[i].attn_cos;
+        ls->n[plans[i].knobs.arm]++;
+      }
+      if (!rc) r->done++, r->computed++;
+    }
+    for (int i = 0; i < built; i++) plan_pair_free(&plans[i]);
+    if (!rc) progress_set(&r->prog, r->done, NULL);
+    r->prov.phase_s[PROV_WRITE] += prov_mono() - t2;
+  }
+  free(pending);
+  double t3 = prov_mono();
+  if (!rc) rc = store_sync(r->st, e);
+  r->prov.phase_s[PROV_WRITE] += prov_mono() - t3;
+  return rc;
+}
+
+/* Does this layer have anything left to do? */
+static int sweep_layer_pending(const sweep_run_ctx *r, int layer) {
+  const sweep_state *s = r->s;
+  for (int i = 0; i < s->n_heads; i++) {
+    if (!store_has_spectrum(r->st, layer, s->heads[i])) return 1;
+    for (int g = 0; g < s->n_grid; g++) {
+      char key[256];
+      plan_knobs_key(&s->grid[g], key, (int)sizeof key);
+      if (!store_has_row(r->st, key, layer, s->heads[i])) return 1;
+    }
+  }
+  return 0;
+}
+
+static void sweep_layer_line(sweep_run_ctx *r, int layer, const sweep_layer_sum *ls, double secs) {
+  if (r->quiet) return;
+  progress_clear(&r->prog);
+  printf("layer %3d (%.1f s): attn cos", layer, secs);
+  int any = 0;
+  for (int a = 0; a < ARM_COUNT; a++)
+    if (ls->n[a]) {
+      printf("  %s %.4f", plan_arm_names[a], ls->sum[a] / ls->n[a]);
+      any = 1;
+    }
+  printf("%s\n", any ? "  (mean over the layer's new rows)" : "  (nothing new to evaluate)");
+  fflush(stdout);
+}
+
+static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
+  sweep_state *s = r->s;
+  const dump_t *d = &s->dump;
+  int H = d->n_kv_heads, Hq = d->n_q_heads, D = d->head_dim;
+  int64_t n_tok = s->eval_off[s->n_eval_seq];
+  int R = (s->cfg.run.protocols & PROTO_RANDQ) ? s->cfg.run.randq_queries : 0;
+  sweep_layer_buf b;
+  memset(&b, 0, sizeof b);
+  b.calib = sq_xmalloc((size_t)(s->n_calib_tok * H * D) * sizeof *b.calib);
+  b.C = sq_xmalloc((size_t)H * D * D * sizeof *b.C);
+  b.ck = sq_xcalloc((size_t)s->n_heads, sizeof *b.ck);
+  b.cv = sq_xcalloc((size_t)s->n_heads, sizeof *b.cv);
+  b.ek = sq_xmalloc((size_t)(n_tok * H * D) * sizeof *b.ek);
+  b.ev = sq_xmalloc((size_t)(n_tok * H * D) * sizeof *b.ev);
+  b.eq = s->use_queries ? sq_xmalloc((size_t)(n_tok * Hq * D) * sizeof *b.eq) : NULL;
+  b.randq = R ? sq_xmalloc((size_t)H * s->n_eval_seq * R * D * sizeof *b.randq) : NULL;
+  int rc = SQ_OK;
+  for (int li = 0; li < s->n_layers && !rc && !sweep_stop_signal; li++) {
+    int layer = d->layers[s->layer_idx[li]];
+    if (!sweep_layer_pending(r, layer)) {
+      progress_layer(&r->prog, layer, li, s->n_layers);
+      continue;
+    }
+    double t0 = prov_mono();
+    char what[64];
+    snprintf(what, sizeof what, "layer %d: reading", layer);
+    progress_set(&r->prog, r->done, what);
+    rc = dump_read_layer(&s->dump, s->layer_idx[li], &b.raw, e);
+    double t1 = prov_mono();
+    r->prov.phase_s[PROV_READ] += t1 - t0;
+    if (!rc) rc = sweep_calibrate(r, &b, layer, e);
+    double t2 = prov_mono();
+    r->prov.phase_s[PROV_CALIB] += t2 - t1;
+    sweep_layer_sum ls;
+    memset(&ls, 0, sizeof ls);
+    if (!rc && s->n_grid > 0) {
+      rc = sweep_load_eval(r, &b, layer, e);
+      r->prov.phase_s[PROV_EVAL] += prov_mono() - t2;
+      for (int hi = 0; hi < s->n_heads && !rc && !sweep_stop_signal; hi++) rc = sweep_head(r, &b, layer, hi, &ls, e);
+    }
+    if (!rc && !sweep_stop_signal) {
+      sweep_layer_line(r, layer, &ls, prov_mono() - t0);
+      progress_layer(&r->prog, layer, li, s->n_layers);
+    }
+  }
+  sweep_layer_buf_free(&b, s->n_heads);
+  return rc;
+}
+
+/* Rows of the selection that the store already holds (for progress). */
+static int64_t sweep_count_done(const sweep_run_ctx *r) {
+  const sweep_state *s = r->s;
+  int64_t n = 0;
+  for (int li = 0; li < s->n_layers; li++)
+    for (int i = 0; i < s->n_heads; i++)
+      for (int g = 0; g < s->n_grid; g++) {
+        char key[256];
+        plan_knobs_key(&s->grid[g], key, (int)sizeof key);
+        n += store_has_row(r->st, key, s->dump.layers[s->layer_idx[li]], s->heads[i]);
+      }
+  return n;
+}
+
+static void sweep_dry_run(const sweep_state *s) {
+  cfg_print(&s->cfg, stdout);
+  long long rows = (long long)s->n_grid * s->n_layers * s->n_heads;
+  printf("\n; grid: %d points x %d layers x %d KV heads = %lld rows\n", s->n_grid, s->n_layers, s->n_heads, rows);
+  printf("; dump: %s (%s, D = %d, %d query / %d KV heads)\n", s->dump.path, s->dump.model_id, s->dump.head_dim,
+         s->dump.n_q_heads, s->dump.n_kv_heads);
+  printf("; calibration: %lld tokens of %d sequences; evaluation: %lld tokens of %d sequences\n",
+         (long long)s->n_calib_tok, s->n_calib_seq, (long long)s->eval_off[s->n_eval_seq], s->n_eval_seq);
+  printf("; results: %s (identity %.12s / dump %.12s)\n", s->out_dir, s->id.config_hash, s->dump_fp);
+}
+
+static void sweep_signals(int install, struct sigaction *old_int, struct sigaction *old_term) {
+  if (install) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = sweep_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, old_int);
+    sigaction(SIGTERM, &sa, old_term);
+  } else {
+    sigaction(SIGINT, old_int, NULL);
+    sigaction(SIGTERM, old_term, NULL);
+  }
+}
+
+static int sweep_exit_code(const sq_err *e) { return e->code == SQ_EINPUT ? 2 : 1; }
+
+static int sweep_execute(sweep_state *s, const sweep_opts *o, sq_err *e) {
+  sweep_run_ctx r;
+  memset(&r, 0, sizeof r);
+  r.s = s;
+  r.quiet = o->quiet;
+  r.prov.cfg = &s->cfg;
+  r.prov.dump = &s->dump;
+  r.prov.config_hash = s->id.config_hash;
+  r.prov.dump_fp = s->dump_fp;
+  r.prov.dump_size = s->dump_size;
+  r.prov.start_time = prov_now();
+  r.prov.status = "running";
+  int rc = kern_create(&r.be, s->cfg.run.backend, s->cfg.run.threads, e);
+  if (rc) return sweep_exit_code(e);
+  r.prov.backend = r.be->name;
+  r.cb = sq_xmalloc(sizeof *r.cb);
+  rc = cb_table_build(r.cb, s->dump.head_dim, e);
+  if (!rc) rc = store_open(&r.st, s->out_dir, &s->id, o->fresh, e);
+  struct sigaction old_int, old_term;
+  sweep_stop_signal = 0;
+  sweep_signals(1, &old_int, &old_term);
+  if (!rc) {
+    r.prov.end_time = prov_now();
+    prov_write(s->out_dir, &r.prov, NULL);
+    r.done = sweep_count_done(&r);
+    int64_t total = (int64_t)s->n_grid * s->n_layers * s->n_heads;
+    progress_init(&r.prog, stderr, !o->quiet, total, r.done);
+    if (!o->quiet && r.done > 0)
+      fprintf(stderr, "sqexp run: resuming %s: %lld of %lld rows already done\n", s->out_dir, (long long)r.done,
+              (long long)total);
+    rc = sweep_layers(&r, e);
+    progress_finish(&r.prog);
+  }
+  int status = rc ? sweep_exit_code(e) : 0;
+  if (!rc && sweep_stop_signal) status = 130;
+  r.prov.rows_computed = r.computed;
+  r.prov.rows_total = r.done;
+  if (r.st) {
+    sq_err e2;
+    if (store_sync(r.st, &e2) && !rc) status = 1, *e = e2;
+    store_close(r.st);
+    if (status == 0) {
+      double t = prov_mono();
+      status = sweep_report(s->out_dir, stdout, "run");
+      r.prov.phase_s[PROV_REPORT] = prov_mono() - t;
+    }
+    r.prov.status = status == 0 ? "complete" : status == 130 ? "interrupted" : "failed";
+    r.prov.end_time = prov_now();
+    sq_err e3;
+    if (prov_write(s->out_dir, &r.prov, &e3) && status == 0) {
+      fprintf(stderr, "sqexp run: %s\n", e3.msg);
+      status = 1;
+    }
+  }
+  sweep_signals(0, &old_int, &old_term);
+  r.be->destroy(r.be);
+  free(r.cb);
+  if (status == 130) fprintf(stderr, "sqexp run: interrupted; rerun the same command to resume\n");
+  else if (rc) fprintf(stderr, "sqexp run: %s\n", e->msg);
+  return status;
+}
+
+int sweep_run(const sweep_opts *o) {
+  sweep_state s;
+  memset(&s, 0, sizeof s);
+  sq_err e;
+  sq_err_clear(&e);
+  int status;
+  if (sweep_prepare(o, &s, &e) || store_check(s.out_dir, &s.id, o->fresh, &e)) {
+    fprintf(stderr, "sqexp run: %s\n", e.msg);
+    status = sweep_exit_code(&e);
+  } else if (o->dry_run) {
+    sweep_dry_run(&s);
+    status = 0;
+  } else {
+    status = sweep_execute(&s, o, &e);
+  }
+  sweep_state_free(&s);
   return status;
 }
