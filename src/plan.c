@@ -196,7 +196,9 @@ static int grid_tq(const cfg_tq *c, knob_vec *g, sq_err *e) {
 }
 
 static int grid_sq(const cfg_sq *c, knob_vec *g, sq_err *e) {
-  int st = check_ilist(&c->total_bits, "[sq] total_bits", 1, 8, 0, e);
+  /* total_bits 8 always needs b_high = 9 bits on the value semantic block: refuse it here, once,
+   * rather than at every head's build */
+  int st = check_ilist(&c->total_bits, "[sq] total_bits", 1, 7, 0, e);
   if (!st) st = check_ilist(&c->noise_bits, "[sq] noise_bits", 0, 8, 1, e);
   if (!st) st = check_ilist(&c->value_noise_bits, "[sq] value_noise_bits", 0, 8, 1, e);
   if (!st) st = check_tau(&c->d_eff_variance, "[sq] d_eff_variance", e);
