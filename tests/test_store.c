@@ -1,0 +1,325 @@
+/* Result store: append + read back, torn trailing line recovery, the finished set, identity
+ * checks (a different config or dump is refused unless --fresh, naming what changed). */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store.h"
+
+static char tmp_root[256];
+
+static void make_root(void) {
+  snprintf(tmp_root, sizeof tmp_root, "/tmp/sqexp_test_store_XXXXXX");
+  cr_assert_not_null(mkdtemp(tmp_root));
+}
+
+static void id_init(store_identity *id, const char *cfg_hash, const char *fp) {
+  memset(id, 0, sizeof *id);
+  snprintf(id->config_hash, sizeof id->config_hash, "%s", cfg_hash);
+  snprintf(id->dump_fp, sizeof id->dump_fp, "%s", fp);
+  id->config_text = "[run]\nseed = 42\n[sq]\ntotal_bits = 3\n";
+  id->dump_path = "/data/x.h5";
+  id->dump_size = 1234;
+  id->model_id = "test-model";
+  id->experiments = "grid,spectrum";
+}
+
+static void row_init(store_row *r, const char *key, int layer, int head, double attn) {
+  store_row_init(r);
+  snprintf(r->key, sizeof r->key, "%s", key);
+  snprintf(r->arm, sizeof r->arm, "sq");
+  snprintf(r->backend, sizeof r->backend, "cpu");
+  r->layer = layer;
+  r->head = head;
+  r->head_dim = 64;
+  r->total_bits = 3;
+  r->noise_bits = -1;
+  r->value_noise_bits = 2;
+  r->d_eff_variance = 0.9;
+  r->use_water_fill = 1;
+  r->use_qjl = 0;
+  r->m.attn_cos = attn;
+  r->m.randq_cos = 0.5 + attn / 3;
+  r->m.probs_cos = NAN; /* protocol off */
+  r->m.k_cos = 0.1 * layer + 0.01 * head + 1.0 / 3.0;
+  r->m.v_cos = 0.7;
+  r->m.k_rel_mse = 1e-3 / 7;
+  r->m.v_rel_mse = 0.02;
+  r->m.logit_bias = -1e-5;
+  r->m.logit_slope = 0.987654321;
+  r->m.topk_recall = 0.75;
+  r->m.n_attn = 100;
+  r->m.n_randq = 8;
+  r->m.n_probs = 0;
+  r->m.n_pairs = 5050;
+  r->d_eff_k = 5;
+  r->d_eff_v = 40;
+  r->pr_k = 4.2;
+  r->pr_v = 39.9;
+  r->pr_int_k = 4;
+  r->pr_int_v = 40;
+  r->kappa_k = 3.5;
+  r->kappa_v = 1.01;
+  r->bits_honest_k = 200;
+  r->bits_honest_v = 250;
+  r->bits_seed_k = 232;
+  r->bits_seed_v = 250;
+  r->bits_paper_k = 232;
+  r->bits_paper_v = 250;
+  r->ratio_honest = 2048.0 / 450;
+  r->ratio_seed = 2048.0 / 482;
+  r->ratio_paper = 2048.0 / 482;
+  r->eval_s = 0.125;
+}
+
+static char *path_in(const char *dir, const char *name) {
+  static char buf[512];
+  snprintf(buf, sizeof buf, "%s/%s", dir, name);
+  return buf;
+}
+
+static long file_size(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+Test(store, append_and_read_back) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  store_identity id;
+  id_init(&id, "aaaa", "ffff");
+  store *s;
+  sq_err e = {0};
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  store_row in[3];
+  row_init(&in[0], "sq:b=3,x", 0, 0, 0.91);
+  row_init(&in[1], "sq:b=3,x", 0, 1, 0.95);
+  row_init(&in[2], "tq:b=3,y", 4, 2, 0.8123456789012345);
+  for (int i = 0; i < 3; i++) cr_assert_eq(store_append_row(s, &in[i], &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(store_sync(s, &e), SQ_OK);
+  cr_expect_eq(store_n_rows(s), 3);
+  store_close(s);
+
+  store_row *out;
+  int64_t n;
+  cr_assert_eq(store_read_rows(dir, &out, &n, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(n, 3);
+  for (int i = 0; i < 3; i++) {
+    cr_expect_str_eq(out[i].key, in[i].key);
+    cr_expect_eq(out[i].layer, in[i].layer);
+    cr_expect_eq(out[i].head, in[i].head);
+    /* 17 significant digits: doubles come back bit-exact */
+    cr_expect_eq(out[i].m.attn_cos, in[i].m.attn_cos);
+    cr_expect_eq(out[i].m.k_cos, in[i].m.k_cos);
+    cr_expect_eq(out[i].m.k_rel_mse, in[i].m.k_rel_mse);
+    cr_expect_eq(out[i].ratio_honest, in[i].ratio_honest);
+    cr_expect(isnan(out[i].m.probs_cos), "a protocol that was off reads back as NaN");
+    cr_expect_eq(out[i].noise_bits, -1, "noise_bits none");
+    cr_expect_eq(out[i].value_noise_bits, 2);
+    cr_expect_eq(out[i].use_water_fill, 1);
+    cr_expect_eq(out[i].m.n_pairs, 5050);
+    cr_expect_str_eq(out[i].backend, "cpu");
+  }
+  free(out);
+  /* one line per row, each a complete JSON object */
+  FILE *f = fopen(path_in(dir, STORE_ROWS_FILE), "r");
+  cr_assert_not_null(f);
+  char line[8192];
+  int lines = 0;
+  while (fgets(line, sizeof line, f)) {
+    cr_expect(line[strlen(line) - 1] == '\n');
+    json_error_t je;
+    json_t *o = json_loads(line, 0, &je);
+    cr_expect(json_is_object(o), "line %d: %s", lines + 1, je.text);
+    json_decref(o);
+    lines++;
+  }
+  fclose(f);
+  cr_expect_eq(lines, 3);
+}
+
+Test(store, skip_set_survives_reopen) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  store_identity id;
+  id_init(&id, "aaaa", "ffff");
+  store *s;
+  sq_err e = {0};
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  store_row r;
+  row_init(&r, "sq:b=3,x", 2, 1, 0.9);
+  cr_assert_eq(store_append_row(s, &r, &e), SQ_OK);
+  store_spectrum sp;
+  memset(&sp, 0, sizeof sp);
+  sp.layer = 2;
+  sp.head = 1;
+  sp.head_dim = 4;
+  sp.n_tau = 1;
+  sp.tau[0] = 0.9;
+  sp.eigval[0][0] = 3;
+  sp.eigval[1][0] = 2;
+  cr_assert_eq(store_append_spectrum(s, &sp, &e), SQ_OK);
+  cr_expect(store_has_row(s, "sq:b=3,x", 2, 1));
+  store_close(s);
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  cr_expect(store_has_row(s, "sq:b=3,x", 2, 1));
+  cr_expect(!store_has_row(s, "sq:b=3,x", 2, 0), "other head");
+  cr_expect(!store_has_row(s, "sq:b=3,x", 1, 1), "other layer");
+  cr_expect(!store_has_row(s, "sq:b=2,x", 2, 1), "other key");
+  cr_expect(!store_has_row(s, "sq:b=3,x|2", 1, 1), "no confusion through the separator");
+  cr_expect(store_has_spectrum(s, 2, 1));
+  cr_expect(!store_has_spectrum(s, 2, 0));
+  /* many keys: the set grows */
+  for (int i = 0; i < 1000; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "k%d", i);
+    row_init(&r, key, i % 7, i % 3, 0.5);
+    cr_assert_eq(store_append_row(s, &r, &e), SQ_OK);
+  }
+  for (int i = 0; i < 1000; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "k%d", i);
+    cr_expect(store_has_row(s, key, i % 7, i % 3));
+    cr_expect(!store_has_row(s, key, i % 7, 3));
+  }
+  store_close(s);
+  store_spectrum *sps;
+  int64_t n;
+  cr_assert_eq(store_read_spectra(dir, &sps, &n, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(n, 1);
+  cr_expect_eq(sps[0].eigval[0][0], 3);
+  cr_expect_eq(sps[0].eigval[1][0], 2);
+  cr_expect_eq(sps[0].tau[0], 0.9);
+  free(sps);
+}
+
+Test(store, torn_line_is_truncated) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  store_identity id;
+  id_init(&id, "aaaa", "ffff");
+  store *s;
+  sq_err e = {0};
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  store_row r;
+  for (int i = 0; i < 3; i++) {
+    row_init(&r, "sq:b=3,x", 0, i, 0.9);
+    cr_assert_eq(store_append_row(s, &r, &e), SQ_OK);
+  }
+  store_close(s);
+  const char *rows = path_in(dir, STORE_ROWS_FILE);
+  long whole = file_size(rows);
+  /* a write cut short by a kill: half a row, no newline */
+  FILE *f = fopen(rows, "a");
+  fputs("{\"key\":\"sq:b=3,x\",\"arm\":\"sq\",\"layer\":0,\"head\":3,\"attn_c", f);
+  fclose(f);
+  cr_assert_gt(file_size(rows), whole);
+  /* readers ignore it */
+  store_row *out;
+  int64_t n;
+  cr_assert_eq(store_read_rows(dir, &out, &n, &e), SQ_OK, "%s", e.msg);
+  cr_expect_eq(n, 3);
+  free(out);
+  /* opening for append cuts it off, and the torn row is not counted as done */
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  cr_expect_eq(file_size(rows), whole);
+  cr_expect_eq(store_n_rows(s), 3);
+  cr_expect(!store_has_row(s, "sq:b=3,x", 0, 3));
+  row_init(&r, "sq:b=3,x", 0, 3, 0.9);
+  cr_assert_eq(store_append_row(s, &r, &e), SQ_OK);
+  store_close(s);
+  cr_assert_eq(store_read_rows(dir, &out, &n, &e), SQ_OK, "%s", e.msg);
+  cr_expect_eq(n, 4);
+  cr_expect_eq(out[3].head, 3);
+  free(out);
+}
+
+Test(store, corrupt_middle_line_is_an_error) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  store_identity id;
+  id_init(&id, "aaaa", "ffff");
+  store *s;
+  sq_err e = {0};
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  store_close(s);
+  FILE *f = fopen(path_in(dir, STORE_ROWS_FILE), "a");
+  fputs("{\"key\":\"a\",\"arm\":\"sq\",\"layer\":0,\"head\":0}\nnot json\n", f);
+  fclose(f);
+  cr_expect_eq(store_open(&s, dir, &id, 0, &e), SQ_EFAIL);
+  cr_expect(strstr(e.msg, "rows.jsonl:2") != NULL, "names the line: %s", e.msg);
+}
+
+Test(store, identity_mismatch_refused) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  store_identity id, other_cfg, other_dump;
+  id_init(&id, "aaaa", "ffff");
+  id_init(&other_cfg, "bbbb", "ffff");
+  other_cfg.config_text = "[run]\nseed = 42\n[sq]\ntotal_bits = 2,3\n";
+  id_init(&other_dump, "aaaa", "eeee");
+  sq_err e = {0};
+  /* checking a directory that does not exist writes nothing */
+  cr_assert_eq(store_check(dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  cr_expect_neq(access(dir, F_OK), 0, "store_check created %s", dir);
+  store *s;
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  store_row r;
+  row_init(&r, "sq:b=3,x", 0, 0, 0.9);
+  cr_assert_eq(store_append_row(s, &r, &e), SQ_OK);
+  store_close(s);
+  long rows_before = file_size(path_in(dir, STORE_ROWS_FILE));
+
+  cr_expect_eq(store_check(dir, &other_cfg, 0, &e), SQ_EINPUT);
+  cr_expect(strstr(e.msg, "different config") && strstr(e.msg, "total_bits = 2,3") && strstr(e.msg, "[sq]"),
+            "names the changed line: %s", e.msg);
+  cr_expect_eq(store_open(&s, dir, &other_cfg, 0, &e), SQ_EINPUT);
+  cr_expect_eq(store_check(dir, &other_dump, 0, &e), SQ_EINPUT);
+  cr_expect(strstr(e.msg, "different dump") != NULL, "%s", e.msg);
+  cr_expect_eq(file_size(path_in(dir, STORE_ROWS_FILE)), rows_before, "a refused open touched the rows");
+  cr_expect_eq(store_check(dir, &id, 0, &e), SQ_OK, "the same identity resumes: %s", e.msg);
+
+  /* --fresh: the old run is moved aside, not deleted, and the new one starts empty */
+  cr_assert_eq(store_open(&s, dir, &other_cfg, 1, &e), SQ_OK, "%s", e.msg);
+  cr_expect_eq(store_n_rows(s), 0);
+  cr_expect(!store_has_row(s, "sq:b=3,x", 0, 0));
+  store_close(s);
+  void *run;
+  cr_assert_eq(store_read_run(dir, &run, &e), SQ_OK);
+  cr_expect_str_eq(json_string_value(json_object_get(run, "config_hash")), "bbbb");
+  json_decref(run);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "test $(cat %s/old-*/rows.jsonl | wc -l) -eq 1", dir);
+  cr_expect_eq(system(cmd), 0, "old rows kept under old-*/");
+}
+
+Test(store, rows_without_run_json_refused) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  mkdir(dir, 0777);
+  FILE *f = fopen(path_in(dir, STORE_ROWS_FILE), "w");
+  fputs("{\"key\":\"a\",\"arm\":\"sq\",\"layer\":0,\"head\":0}\n", f);
+  fclose(f);
+  store_identity id;
+  id_init(&id, "aaaa", "ffff");
+  sq_err e = {0};
+  cr_expect_eq(store_check(dir, &id, 0, &e), SQ_EINPUT);
+  cr_expect_eq(store_check(dir, &id, 1, &e), SQ_OK);
+  /* a plain file where the directory should be */
+  char file[300];
+  snprintf(file, sizeof file, "%s/afile", tmp_root);
+  fclose(fopen(file, "w"));
+  cr_expect_eq(store_check(file, &id, 0, &e), SQ_EINPUT);
+}
