@@ -98,6 +98,9 @@ int kc_upload_mats(kc_work *w, const plan_side *p, kc_mats *m, sq_err *e);
 int kc_side_run(cublasHandle_t cb_h, const kc_side *s, const kc_mats *m, const float *cb_dev,
                 kc_work *w, const float *x, int64_t n, int64_t stride, float *xhat_out,
                 float *keff_out, sq_err *e);
+/* The first step alone (norms, unit rows as doubles), for the bench's precision table. */
+int kc_prep(const kc_side *s, const float *x, int64_t stride, int64_t n, double *u, float *norm16,
+            sq_err *e);
 /* Pack / unpack rows between w's fields and codes [n][code_bytes]. */
 int kc_pack(const kc_side *s, kc_work *w, int64_t n, uint8_t *codes, sq_err *e);
 int kc_unpack_decode(cublasHandle_t cb_h, const kc_side *s, const kc_mats *m, const float *cb_dev,

@@ -216,6 +216,13 @@ __global__ void k_keff(int D, double coef, const float *xh, const double *zk, co
 
 static unsigned blocks_for(int64_t threads, int per) { return (unsigned)((threads + per - 1) / per); }
 
+int kc_prep(const kc_side *s, const float *x, int64_t stride, int64_t n, double *u, float *norm16,
+            sq_err *e) {
+  k_prep<<<blocks_for(n * 32, 256), 256>>>(s->D, s->normalize, x, stride, n, u, norm16);
+  launchCheck();
+  return SQ_OK;
+}
+
 /* Work buffers for n rows of side s. */
 static int work_need(kc_work *w, const kc_side *s, int64_t n, sq_err *e) {
   size_t D = (size_t)s->D, m = (size_t)s->m, dm = D > m ? D : m;
