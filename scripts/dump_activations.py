@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 
@@ -309,7 +310,7 @@ class DumpWriter:
 # ----------------------------------------------------------------------------------------------
 
 def model_description(args, model):
-    info = {"path": args.model}
+    info = {"path": args.model, "source": args.model_source}
     if os.path.isfile(args.model):
         info.update(file=os.path.basename(args.model), size=os.path.getsize(args.model),
                     sha256=sha256_of(args.model))
@@ -331,6 +332,8 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="HF model dir / id, or a .gguf file")
     p.add_argument("--model-id", help="model_id attribute (default: from the file name)")
+    p.add_argument("--model-source", default="",
+                   help="where the model file came from (recorded in the provenance)")
     p.add_argument("--texts", action="append", metavar="DOMAIN=DIR",
                    help=f"a text domain (repeatable; default {' '.join(DEFAULT_TEXTS)})")
     p.add_argument("--calib-texts", type=int, default=16, help="calibration sequences in all (16)")
@@ -410,7 +413,7 @@ def run(args, model=None, tok=None):
     provenance = {
         "tool": "scripts/dump_activations.py",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
+        "command": shlex.join(sys.argv),
         "model": model_description(args, model),
         "capture": "post-RoPE q/k and v at transformers' attention interface (before GQA repeat); "
                    f"delegates to {args.attn}; forward in float32",

