@@ -325,6 +325,7 @@ typedef struct {
   int64_t done;          /* rows of the selection that exist */
   int64_t computed;      /* rows computed in this session */
   int quiet;
+  int layer_header;      /* the per-layer legend line was printed */
 } sweep_run_ctx;
 
 /* Copy whole token ranges of `seqs` from src [T][H][D] into dst, contiguously. */
@@ -550,14 +551,18 @@ static int sweep_layer_pending(const sweep_run_ctx *r, int layer) {
 static void sweep_layer_line(sweep_run_ctx *r, int layer, const sweep_layer_sum *ls, double secs) {
   if (r->quiet) return;
   progress_clear(&r->prog);
-  printf("layer %3d (%.1f s): attn cos", layer, secs);
+  if (!r->layer_header) {
+    printf("per layer: mean attention cosine of each arm over the layer's newly computed rows\n");
+    r->layer_header = 1;
+  }
+  printf("layer %3d (%5.1f s):", layer, secs);
   int any = 0;
   for (int a = 0; a < ARM_COUNT; a++)
     if (ls->n[a]) {
       printf("  %s %.4f", plan_arm_names[a], ls->sum[a] / ls->n[a]);
       any = 1;
     }
-  printf("%s\n", any ? "  (mean over the layer's new rows)" : "  (nothing new to evaluate)");
+  printf("%s\n", any ? "" : "  (no grid rows to compute)");
   fflush(stdout);
 }
 
