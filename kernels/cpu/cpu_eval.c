@@ -28,12 +28,13 @@ typedef struct {
   int n;                       /* plans in this chunk */
   const plan_side *ks[64], *vs[64];
   kcpu_layout kl[64], vl[64];
-  float *keff, *vhat;          /* [n][n_tok][D] */
+  float *keff, *vhat;          /* [n][blk_total]: per sequence a [D][ld] block (kcpu_state) */
   rec_part *krec, *vrec;       /* [n][n_tok] */
 } chunk_t;
 
+/* Encode + decode one token; dst[d * ld] receives coordinate d (the transposed block). */
 static void code_token(const plan_side *p, const kcpu_layout *lay, const cb_table *cb,
-                       const float *x, int is_key, float *dst, rec_part *rec) {
+                       const float *x, int is_key, float *dst, int64_t ld, rec_part *rec) {
   uint8_t code[2048];
   float xh[PLAN_MAX_D];
   int D = p->D;
@@ -49,8 +50,8 @@ static void code_token(const plan_side *p, const kcpu_layout *lay, const cb_tabl
   rec->cos = kcpu_cos(dot, nx, nh);
   rec->err = err;
   rec->nn = nx;
-  if (is_key) kcpu_effective_key(p, lay, code, xh, dst);
-  else memcpy(dst, xh, (size_t)D * sizeof *dst);
+  if (is_key) kcpu_effective_key(p, lay, code, xh, xh);
+  for (int d = 0; d < D; d++) dst[d * ld] = xh[d];
 }
 
 static void phase_code(kcpu_state *st, int head, const cb_table *cb, chunk_t *c) {
@@ -59,9 +60,11 @@ static void phase_code(kcpu_state *st, int head, const cb_table *cb, chunk_t *c)
 #pragma omp parallel for collapse(2) schedule(static) num_threads(st->threads)
   for (int i = 0; i < c->n; i++)
     for (int64_t t = 0; t < nt; t++) {
-      int64_t src = t * kstride + (int64_t)head * D, dst = ((int64_t)i * nt + t);
-      code_token(c->ks[i], &c->kl[i], cb, L->k + src, 1, c->keff + dst * D, c->krec + dst);
-      code_token(c->vs[i], &c->vl[i], cb, L->v + src, 0, c->vhat + dst * D, c->vrec + dst);
+      int s = st->tok_seq[t];
+      int64_t ld = st->blk_ld[s], src = t * kstride + (int64_t)head * D, rec = (int64_t)i * nt + t;
+      int64_t dst = (int64_t)i * st->blk_total + st->blk_off[s] + (t - L->seq_off[s]);
+      code_token(c->ks[i], &c->kl[i], cb, L->k + src, 1, c->keff + dst, ld, c->krec + rec);
+      code_token(c->vs[i], &c->vl[i], cb, L->v + src, 0, c->vhat + dst, ld, c->vrec + rec);
     }
 }
 
@@ -77,10 +80,9 @@ static void attn_row(kcpu_state *st, const chunk_t *c, int64_t s, int g, int64_t
   int32_t top[64];
   for (int i = 0; i < c->n; i++) {
     attn_part *a = part + i;
-    const float *Kh = c->keff + ((int64_t)i * L->n_tok + off) * D;
-    const float *Vh = c->vhat + ((int64_t)i * L->n_tok + off) * D;
-    for (int64_t j = 0; j <= t; j++) shrow[j] = kcpu_dot(q, Kh + j * D, D);
-    double sum = kcpu_attend(shrow, t + 1, Vh, D, D, e, o);
+    int64_t blk = (int64_t)i * st->blk_total + st->blk_off[s], ld = st->blk_ld[s];
+    kcpu_scores_t(q, c->keff + blk, ld, t + 1, D, shrow);
+    double sum = kcpu_attend_t(shrow, t + 1, c->vhat + blk, ld, D, e, o);
     if (st->attn_on) {
       const float *oref = st->o_ref + ((off + t) * Hq + g) * D;
       double dot = 0, n1 = 0, n2 = 0;
@@ -91,14 +93,17 @@ static void attn_row(kcpu_state *st, const chunk_t *c, int64_t s, int g, int64_t
       }
       a->cos += kcpu_cos(dot, n1, n2);
       a->rows++;
+      double bias = 0, ssum = 0, shsum = 0, ss = 0, ssh = 0;
+#pragma omp simd reduction(+ : bias, ssum, shsum, ss, ssh)
       for (int64_t j = 0; j <= t; j++) {
         double sj = srow[j], hj = shrow[j];
-        a->bias += hj - sj;
-        a->s += sj;
-        a->sh += hj;
-        a->ss += sj * sj;
-        a->ssh += sj * hj;
+        bias += hj - sj;
+        ssum += sj;
+        shsum += hj;
+        ss += sj * sj;
+        ssh += sj * hj;
       }
+      a->bias += bias, a->s += ssum, a->sh += shsum, a->ss += ss, a->ssh += ssh;
       a->pairs += t + 1;
       kcpu_topk(shrow, t + 1, k, top);
       int64_t kk = t + 1 < k ? t + 1 : k;
@@ -163,10 +168,9 @@ static void phase_randq(kcpu_state *st, int head, const chunk_t *c, double *cosv
       int64_t slot = ((int64_t)head * L->n_seq + s) * R + task % R;
       const float *q = L->randq + slot * D, *oref = st->randq_ref + slot * D;
       for (int i = 0; i < c->n; i++) {
-        const float *Kh = c->keff + ((int64_t)i * L->n_tok + off) * D;
-        const float *Vh = c->vhat + ((int64_t)i * L->n_tok + off) * D;
-        for (int64_t j = 0; j < len; j++) shrow[j] = kcpu_dot(q, Kh + j * D, D);
-        kcpu_attend(shrow, len, Vh, D, D, e, o);
+        int64_t blk = (int64_t)i * st->blk_total + st->blk_off[s], ld = st->blk_ld[s];
+        kcpu_scores_t(q, c->keff + blk, ld, len, D, shrow);
+        kcpu_attend_t(shrow, len, c->vhat + blk, ld, D, e, o);
         double dot = 0, n1 = 0, n2 = 0;
         for (int d = 0; d < D; d++) {
           dot += (double)o[d] * oref[d];
@@ -240,8 +244,8 @@ static int eval_chunk(kcpu_state *st, int head, int n, const plan_pair *const *p
     c.vs[i] = &plans[i]->v;
     empty_metrics(&out[i]);
   }
-  c.keff = sq_xmalloc((size_t)(n * nt * D) * sizeof(float));
-  c.vhat = sq_xmalloc((size_t)(n * nt * D) * sizeof(float));
+  c.keff = sq_xcalloc((size_t)(n * st->blk_total), sizeof(float)); /* zero padding */
+  c.vhat = sq_xcalloc((size_t)(n * st->blk_total), sizeof(float));
   c.krec = sq_xmalloc((size_t)(n * nt) * sizeof(rec_part));
   c.vrec = sq_xmalloc((size_t)(n * nt) * sizeof(rec_part));
   for (int i = 0; i < n; i++) {
@@ -302,7 +306,7 @@ int kcpu_eval(kcpu_state *st, int head, int n, const plan_pair *const *plans, co
     if (check_plan(st, &plans[i]->k, i, "K", e) || check_plan(st, &plans[i]->v, i, "V", e))
       return SQ_EINPUT;
   }
-  int64_t per_plan = 2 * L->n_tok * L->head_dim;
+  int64_t per_plan = 2 * st->blk_total;
   int chunk = (int)(EVAL_CHUNK_FLOATS / per_plan);
   chunk = chunk < 1 ? 1 : chunk > 64 ? 64 : chunk;
   for (int i0 = 0; i0 < n; i0 += chunk) {

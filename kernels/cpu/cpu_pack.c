@@ -62,6 +62,7 @@ void kcpu_project(const plan_side *p, const float *x, float *y, double *norm) {
   for (int i = 0; i < D; i++) {
     const float *row = p->rot + (size_t)i * D;
     double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
     for (int j = 0; j < D; j++) acc += (double)row[j] * u[j];
     y[i] = (float)acc;
   }
@@ -96,6 +97,7 @@ static void pack_qjl(const plan_side *p, const kcpu_layout *lay, const cb_table 
   for (int k = 0; k < p->qjl_rows; k++) {
     const float *srow = p->qjl + (size_t)k * D;
     double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
     for (int j = 0; j < D; j++) acc += (double)srow[j] * r[j];
     if (acc < 0.0) kcpu_put_bits(code, lay->sign_off + k, 1u, 1);
   }
@@ -145,6 +147,7 @@ void kcpu_decode_row(const plan_side *p, const kcpu_layout *lay, const cb_table 
     if (yh[i] == 0.0f) continue; /* dropped coordinates (lowrank) cost nothing */
     const float *row = p->rot + (size_t)i * D;
     double yi = yh[i];
+#pragma omp simd
     for (int j = 0; j < D; j++) acc[j] += (double)row[j] * yi;
   }
   for (int j = 0; j < D; j++) xhat[j] = (float)(nh * acc[j]);
@@ -166,6 +169,7 @@ void kcpu_effective_key(const plan_side *p, const kcpu_layout *lay, const uint8_
   for (int k = 0; k < p->qjl_rows; k++) {
     const float *srow = p->qjl + (size_t)k * D;
     double sg = qjl_sign(lay, code, k);
+#pragma omp simd
     for (int j = 0; j < D; j++) z[j] += sg * srow[j];
   }
   double c = p->qjl_coef * f16_to_f32((uint16_t)kcpu_get_bits(code, lay->rnorm_off, 16));

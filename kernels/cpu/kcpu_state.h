@@ -17,6 +17,11 @@ typedef struct {
   int64_t *probs_off;       /* [n_seq] offsets into probs_ref (probs_on) */
   float *probs_ref;         /* per seq: [P_s][Hq][L_s] causal weights of its last P_s positions */
   float *randq_ref;         /* [Hkv][n_seq][n_randq][D] randq reference outputs (randq_on) */
+  int32_t *tok_seq;         /* [n_tok] sequence of every eval token */
+  /* eval keeps decoded K/V per sequence transposed: a [D][ld] block at blk_off[s]; ld is padded
+   * to an odd number of cache lines so the D rows do not collide in the same cache sets. */
+  int64_t *blk_off, *blk_ld;  /* [n_seq] */
+  int64_t blk_total;          /* floats per plan */
 } kcpu_state;
 
 /* Query positions of sequence s that enter probs: the last probs_last (or all). */
@@ -35,6 +40,11 @@ static inline float kcpu_dot(const float *a, const float *b, int D) {
  * sum e_j (v_j at V + j*vstride). Returns sum e_j (so callers can form p_j = e_j / sum). */
 double kcpu_attend(const float *s, int64_t n, const float *V, int64_t vstride, int D, float *e,
                    float *o);
+/* The same over keys/values stored transposed, one sequence block: K^T / V^T [D][ld] (element
+ * (d, j) at X[d * ld + j]); used by eval, whose decoded K/V are kept in this layout so that the
+ * inner loops run along keys (no horizontal sums). kcpu_scores_t: s_j = q . k_j, j < n. */
+void kcpu_scores_t(const float *q, const float *KT, int64_t ld, int64_t n, int D, float *s);
+double kcpu_attend_t(const float *s, int64_t n, const float *VT, int64_t ld, int D, float *e, float *o);
 /* Indices of the k largest s_j (j < n), ties to the lower index; fills k slots, -1 past n. */
 void kcpu_topk(const float *s, int64_t n, int k, int32_t *idx);
 /* |a & b| of two index lists of length k (entries -1 ignored). */

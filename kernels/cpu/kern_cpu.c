@@ -45,6 +45,11 @@ static void drop_reference(kcpu_state *st) {
   free(st->probs_off);
   free(st->probs_ref);
   free(st->randq_ref);
+  free(st->tok_seq);
+  free(st->blk_off);
+  free(st->blk_ld);
+  st->tok_seq = NULL;
+  st->blk_off = st->blk_ld = NULL;
   st->o_ref = st->probs_ref = st->randq_ref = NULL;
   st->topk_ref = NULL;
   st->probs_off = NULL;
@@ -88,6 +93,18 @@ static int cpu_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
   for (int s = 0; s < L->n_seq; s++)
     if (L->seq_off[s + 1] - L->seq_off[s] > st->max_len) st->max_len = L->seq_off[s + 1] - L->seq_off[s];
   int64_t D = L->head_dim, Hq = L->n_q_heads;
+  st->tok_seq = sq_xmalloc((size_t)L->n_tok * sizeof *st->tok_seq);
+  for (int s = 0; s < L->n_seq; s++)
+    for (int64_t t = L->seq_off[s]; t < L->seq_off[s + 1]; t++) st->tok_seq[t] = s;
+  st->blk_off = sq_xmalloc((size_t)L->n_seq * sizeof(int64_t));
+  st->blk_ld = sq_xmalloc((size_t)L->n_seq * sizeof(int64_t));
+  st->blk_total = 0;
+  for (int s = 0; s < L->n_seq; s++) {
+    int64_t len = L->seq_off[s + 1] - L->seq_off[s], lines = (len + 15) / 16;
+    st->blk_ld[s] = 16 * (lines | 1); /* an odd number of 64-byte lines */
+    st->blk_off[s] = st->blk_total;
+    st->blk_total += D * st->blk_ld[s];
+  }
   if (st->attn_on) {
     st->o_ref = sq_xmalloc((size_t)(L->n_tok * Hq * D) * sizeof(float));
     st->topk_ref = sq_xmalloc((size_t)(L->n_tok * Hq * L->topk) * sizeof(int32_t));
