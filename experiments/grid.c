@@ -386,10 +386,12 @@ static int grid_fig_heatmap(exp_ctx *x, const rep_point *pts, int np, sq_err *e)
   plot_bprintf(&b, ")\nset ytics (");
   for (int i = 0; i < ntau; i++) plot_bprintf(&b, "%s\"%.2f\" %d", i ? ", " : "", taus[i], i);
   plot_bprintf(&b, ")\n");
+  /* boxxyerror cells (not `with image`, which needs at least two values on each axis) */
   for (int k = 0; k < nbud; k++) {
     plot_bprintf(&b, "set title \"total\\\\_bits = %d\"\n", budgets[k]);
-    plot_bprintf(&b, "plot 'heatmap.dat' index %d using 1:2:3 with image, '' index %d using 1:2:(sprintf(\"%%.4f\", $3)) "
-                     "with labels boxed font \",%d\"\n", k, k, nbud > 2 ? 13 : 17);
+    plot_bprintf(&b, "plot 'heatmap.dat' index %d using 1:2:(0.5):(0.5):3 with boxxyerror fc palette fs solid 1.0 noborder, "
+                     "'' index %d using 1:2:(sprintf(\"%%.4f\", $3)) with labels boxed font \",%d\"\n", k, k,
+                 nbud > 2 ? 20 : 24);
   }
   plot_bprintf(&b, "unset multiplot\n");
   int rc = plot_render(x->figures, "heatmap", b.s, x->gnuplot, x->made, e);
@@ -433,7 +435,7 @@ static int grid_fig_boxes(exp_ctx *x, const rep_point *pts, int np, sq_err *e) {
   plot_bprintf(&b, "set style fill solid 0.35 border\nset style boxplot outliers pointtype 7\nset boxwidth 0.6\n");
   plot_bprintf(&b, "unset key\nset format y \"%%.3f\"\nset xrange [0.3:%d.7]\nset xtics rotate by 30 right font \",%d\"\n",
                n, n > 8 ? 14 : 16);
-  plot_bprintf(&b, "set bmargin 7\nset xtics (");
+  plot_bprintf(&b, "set autoscale yfix\nset offsets 0, 0, graph 0.04, graph 0.04\nset xtics (");
   for (int k = 0; k < n; k++) {
     const store_row *first = pts[pick[k]].first;
     char tick[200];

@@ -151,12 +151,12 @@ static int spec_fig_layers(exp_ctx *x, const int *layers, int nl, sq_err *e) {
   fclose(f);
   int D = x->spectra[0].head_dim;
   plot_buf b = {0};
-  plot_bprintf(&b, "set title \"Effective dimension per layer%s%s\"\n",
-               x->model_id && x->model_id[0] ? ", " : "", x->model_id ? x->model_id : "");
+  plot_bprintf(&b, "set title \"Effective dimension per layer\\n{/*0.75 %s%smean over KV heads, bars: min–max}\"\n",
+               x->model_id ? x->model_id : "", x->model_id && x->model_id[0] ? "; " : "");
   plot_bprintf(&b, "set xlabel \"layer\"\nset ylabel \"participation ratio (Σλ)^2/Σλ^2  (dims, log scale)\"\n");
-  plot_bprintf(&b, "set logscale y\nset yrange [1:%d]\nset key inside right center opaque\n", D * 2);
+  plot_bprintf(&b, "set logscale y\nset yrange [1:%d]\nset key outside right top\n", D * 2);
   plot_bprintf(&b, "set xrange [%d:%d]\n", layers[0] - 1, layers[nl - 1] + 1);
-  plot_bprintf(&b, "plot 'd_eff_layers.dat' using 1:2:3:4 with yerrorlines ls 1 title \"keys (mean; bars: min–max over heads)\", \\\n"
+  plot_bprintf(&b, "plot 'd_eff_layers.dat' using 1:2:3:4 with yerrorlines ls 1 title \"keys\", \\\n"
                    "  '' using 1:5:6:7 with yerrorlines ls 2 title \"values\", \\\n"
                    "  %d with lines ls 8 dt 2 lw 2 title \"D = %d\"\n", D, D);
   int rc = plot_render(x->figures, "d_eff_layers", b.s, x->gnuplot, x->made, e);
