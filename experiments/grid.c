@@ -299,7 +299,7 @@ static int grid_fig_pareto(exp_ctx *x, const rep_point *pts, int np, sq_err *e) 
                x->model_id ? x->model_id : "");
   plot_bprintf(&b, "set xlabel \"compression ratio vs fp16 (honest bits, ×)\"\n");
   plot_bprintf(&b, "set ylabel \"attention-output cosine (mean over heads)\"\n");
-  plot_bprintf(&b, "set key outside right top vertical\nset format y \"%%.3f\"\nset offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05\n");
+  plot_bprintf(&b, "set key outside right top vertical\nset format y \"%%.3f\"\nset autoscale fix\nset offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05\n");
   plot_bprintf(&b, "plot \\\n");
   int first = 1;
   for (int a = 0; a < 5; a++) {
@@ -369,7 +369,7 @@ static int grid_fig_heatmap(exp_ctx *x, const rep_point *pts, int np, sq_err *e)
   }
   fclose(f);
   plot_buf b = {0};
-  int cols = nbud < 3 ? nbud : 3, rows = (nbud + cols - 1) / cols;
+  int cols = nbud < 2 ? nbud : 2, rows = (nbud + cols - 1) / cols;
   plot_bprintf(&b, "set multiplot layout %d,%d title \"SpectralQuant attention cosine over noise\\\\_bits × d\\\\_eff\\\\_variance "
                    "(wf=%s, qjl=%s)\"\n", rows, cols, pref_wf ? "1" : "any", pref_qjl ? "0" : "any");
   plot_bprintf(&b, "set style textbox opaque noborder margins 2,1\n");
@@ -386,12 +386,15 @@ static int grid_fig_heatmap(exp_ctx *x, const rep_point *pts, int np, sq_err *e)
   plot_bprintf(&b, ")\nset ytics (");
   for (int i = 0; i < ntau; i++) plot_bprintf(&b, "%s\"%.2f\" %d", i ? ", " : "", taus[i], i);
   plot_bprintf(&b, ")\n");
-  /* boxxyerror cells (not `with image`, which needs at least two values on each axis) */
+  /* boxxyerror cells (not `with image`, which needs at least two values on each axis); the
+   * value labels get the largest font (PDF points) whose "0.9876" fits a cell of the 10 in wide page */
+  double cell_in = (10.0 / cols - 2.2) / nnb, label_pt = fmin(11.0, fmax(5.0, 0.8 * cell_in * 72 / 3.4));
+  plot_bprintf(&b, "label_font = sprintf(\",%%.1f\", %.1f * fscale)\n", label_pt);
   for (int k = 0; k < nbud; k++) {
     plot_bprintf(&b, "set title \"total\\\\_bits = %d\"\n", budgets[k]);
     plot_bprintf(&b, "plot 'heatmap.dat' index %d using 1:2:(0.5):(0.5):3 with boxxyerror fc palette fs solid 1.0 noborder, "
-                     "'' index %d using 1:2:(sprintf(\"%%.4f\", $3)) with labels boxed font \",%d\"\n", k, k,
-                 nbud > 2 ? 20 : 24);
+                     "'' index %d using 1:2:(sprintf(\"%%.4f\", $3)) with labels boxed font label_font\n",
+                 k, k);
   }
   plot_bprintf(&b, "unset multiplot\n");
   int rc = plot_render(x->figures, "heatmap", b.s, x->gnuplot, x->made, e);
@@ -433,9 +436,11 @@ static int grid_fig_boxes(exp_ctx *x, const rep_point *pts, int np, sq_err *e) {
                np > 12 ? " (best point per arm and budget)" : "");
   plot_bprintf(&b, "set ylabel \"attention-output cosine per (layer, head)\"\nset xlabel \"\"\n");
   plot_bprintf(&b, "set style fill solid 0.35 border\nset style boxplot outliers pointtype 7\nset boxwidth 0.6\n");
-  plot_bprintf(&b, "unset key\nset format y \"%%.3f\"\nset xrange [0.3:%d.7]\nset xtics rotate by 30 right font \",%d\"\n",
-               n, n > 8 ? 14 : 16);
-  plot_bprintf(&b, "set autoscale yfix\nset offsets 0, 0, graph 0.04, graph 0.04\nset xtics (");
+  plot_bprintf(&b, "unset key\nset format y \"%%.3f\"\nset xrange [0.3:%d.7]\n", n);
+  /* a string variable: `font sprintf(...)` is refused inside the preamble's do-for block */
+  plot_bprintf(&b, "tick_font = sprintf(\",%%.1f\", %.1f * fscale)\nset xtics rotate by 30 right font tick_font\n",
+               n > 8 ? 7.0 : 8.0);
+  plot_bprintf(&b, "set rmargin 3\nset autoscale yfix\nset offsets 0, 0, graph 0.04, graph 0.04\nset xtics (");
   for (int k = 0; k < n; k++) {
     const store_row *first = pts[pick[k]].first;
     char tick[200];

@@ -204,8 +204,8 @@ static int spec_fig_spectra(exp_ctx *x, const int *layers, int nl, sq_err *e) {
   plot_bprintf(&b, "set multiplot layout 1,2 title \"Eigenvalue spectra of sample heads%s%s\"\n",
                x->model_id && x->model_id[0] ? ", " : "", x->model_id ? x->model_id : "");
   plot_bprintf(&b, "set logscale y\nset format y \"10^{%%L}\"\nset xlabel \"eigen-index i\"\n");
-  plot_bprintf(&b, "set ylabel \"λ_i / Σλ (log scale)\"\nset key top right font \",%s\"\nset xrange [0:%d]\n",
-               "16", pick[0]->head_dim + 1);
+  plot_bprintf(&b, "set ylabel \"λ_i / Σλ (log scale)\"\nset key top right\nset xrange [0:%d]\n",
+               pick[0]->head_dim + 1);
   for (int s = 0; s < 2; s++) {
     plot_bprintf(&b, "set title \"%s\"\nplot \\\n", s ? "values" : "keys");
     for (int k = 0; k < n; k++)
