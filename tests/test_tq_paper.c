@@ -8,9 +8,12 @@
  * (the per-pair error is linear in y, so this shrinks the noise of the mean to ~1e-4 at b = 1)
  * and test both the mean signed error (< 3e-4) and the regression slope (1 for an unbiased
  * estimator, which the mse variant's 0.64 fails by far). */
-/* The statistics loops below are ~1e9 multiply-adds; optimise this file even in the Debug/ASan
- * build so the test stays well under a minute (the library code under test is built as usual). */
+/* 20,000 vectors x 8 plans is ~1e10 multiply-adds: too slow at -O0 + ASan (a minute and more).
+ * So this file is optimised even in the Debug build, and it compiles the row codec under test
+ * (kernels/cpu/cpu_pack.c, the very source the backend uses) into itself at that level; the
+ * linker then takes those definitions instead of the library's -O0 copy. ASan/UBSan still apply. */
 #pragma GCC optimize("O2")
+#include "../kernels/cpu/cpu_pack.c"
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
