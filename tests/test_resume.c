@@ -20,6 +20,13 @@
 
 static char root[256], dump_path[400], cfg_path[400];
 
+/* Reached only when every assertion before it held: a failing test keeps its files for a look. */
+static void remove_root(void) {
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+  cr_expect_eq(system(cmd), 0);
+}
+
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -193,6 +200,7 @@ Test(resume, sigkill_ten_times_equals_uninterrupted, .timeout = 600) {
   cr_assert_eq(run_to_end(args), 0);
   cr_assert_eq(stat(before, &s2), 0);
   cr_expect_eq(s1.st_size, s2.st_size, "a finished run grew on rerun");
+  remove_root();
 }
 
 Test(resume, bad_input_writes_nothing, .timeout = 300) {
@@ -214,6 +222,7 @@ Test(resume, bad_input_writes_nothing, .timeout = 300) {
   const char *no_dump[] = {"run", cfg_path, "--out", out, "--set", missing_dump, NULL};
   cr_expect_eq(run_to_end(no_dump), 2);
   cr_expect_neq(access(out, F_OK), 0);
+  remove_root();
 }
 
 Test(resume, changed_config_refused_unless_fresh, .timeout = 300) {
@@ -234,4 +243,5 @@ Test(resume, changed_config_refused_unless_fresh, .timeout = 300) {
   snprintf(cmd, sizeof cmd, "ls -d %s/old-* >/dev/null && grep -q 'sq_paper_v1:b=2' %s/rows.jsonl && ! grep -q 'sq_paper_v1:b=3' %s/rows.jsonl",
            out, out, out);
   cr_expect_eq(system(cmd), 0, "--fresh moved the old rows aside and started over");
+  remove_root();
 }
