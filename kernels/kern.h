@@ -14,7 +14,24 @@
  *   logit_bias  mean(s^ - s) over all causal (query, key) pairs of the attn protocol;
  *   logit_slope least-squares slope of s^ on s over the same pairs.
  *   topk_recall mean over (t, g) of |topk(p) & topk(p^)| / min(topk, t+1).
- * A cosine of two zero vectors counts as 1, of one zero vector as 0. */
+ * A cosine of two zero vectors counts as 1, of one zero vector as 0.
+ *
+ * Details both backends follow (the CPU reference defines them; kernels/cpu/kcpu.h spells out the
+ * per-token arithmetic of encode/decode/score):
+ *   - s^ for keys with qjl_rows > 0 includes the QJL term in every protocol; k_cos / k_rel_mse
+ *     use the decoded key x^ (the mse reconstruction, without QJL).
+ *   - QJL sign bit j is 1 when (S r)_j < 0, 0 otherwise (sign(0) = +1); fields are packed
+ *     LSB-first in plan.h's order, zero-padded to whole bytes.
+ *   - top-k ranks by score (s, resp. s^), ties to the lower key index; a row with t+1 < topk
+ *     keys compares all of them (recall 1 unless scores tie differently).
+ *   - probs uses min(probs_last, sequence length) positions; n_probs = number of sequences.
+ *   - randq query r of sequence s for KV head h is randq[((h * n_seq + s) * n_randq + r) * D].
+ *   - logit_bias, logit_slope and topk_recall belong to the attn protocol: NaN (count 0) when
+ *     attn is off or q is NULL, like attn_cos; k_cos, v_cos and the rel_mse are always computed.
+ *   - Partial sums are reduced in (sequence, query head) order, so a backend's numbers do not
+ *     depend on its thread count.
+ *   - eval refuses (SQ_EINPUT) a plan whose code_bits/code_bytes disagree with its layout
+ *     (plan_side_finalize not called) or whose D differs from the layer's head_dim. */
 #ifndef SQEXP_KERN_H
 #define SQEXP_KERN_H
 #include <stdint.h>

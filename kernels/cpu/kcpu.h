@@ -7,7 +7,8 @@
  * puts its bit 0 first), padded with zero bits to a whole byte. A QJL sign bit is 1 when
  * (S r)_j < 0 and 0 otherwise (so sign(0) = +1). Arithmetic (the CUDA backend follows it):
  *   encode: n = sqrt(sum x_j^2) in double; u_j = (float)(x_j / n) (u = 0 when n = 0), or u = x;
- *           y_i = (float) sum_j rot[i][j] u_j in double (y = u when rot is NULL);
+ *           y_i = (float) sum_j rot[i][j] u_j in double (y = u when rot is NULL; the CPU sums
+ *           8 interleaved partial sums, so the order differs from a plain loop in the last bits);
  *           bits 1..8: idx = cb_quantize(boundary[family][b], b, y_i / scale_i) (float division);
  *           bits 16: the fp16 of y_i; bits 0: nothing.
  *   decode: yh_i = scale_i * centroid[family][b][idx] (float), f16 value, or 0;
