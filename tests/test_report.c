@@ -101,6 +101,12 @@ static void build_store(void) {
   store_close(s);
 }
 
+static void remove_dir(void) {
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  cr_expect_eq(system(cmd), 0);
+}
+
 /* The CSV row whose first two fields are (f0, f1), split into fields. */
 static int csv_row(const char *file, const char *f0, const char *f1, char fields[40][64]) {
   char path[600], line[4096];
@@ -236,6 +242,7 @@ Test(report, summary_aggregates) {
   snprintf(cmd, sizeof cmd, "grep -q toprule %s/tables/summary.tex && grep -q bottomrule %s/tables/summary.tex", dir, dir);
   cr_expect_eq(system(cmd), 0);
   free(made);
+  remove_dir();
 }
 
 Test(report, no_gnuplot_still_writes_tables) {
@@ -257,6 +264,7 @@ Test(report, no_gnuplot_still_writes_tables) {
   snprintf(path, sizeof path, "%s/figures/pareto.png", dir);
   cr_expect_neq(access(path, F_OK), 0);
   free(made);
+  remove_dir();
 }
 
 Test(report, not_a_results_dir) {

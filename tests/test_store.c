@@ -19,6 +19,13 @@ static void make_root(void) {
   cr_assert_not_null(mkdtemp(tmp_root));
 }
 
+/* Called at the end of a test: reached only when its assertions held. */
+static void remove_root(void) {
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
+  cr_expect_eq(system(cmd), 0);
+}
+
 static void id_init(store_identity *id, const char *cfg_hash, const char *fp) {
   memset(id, 0, sizeof *id);
   snprintf(id->config_hash, sizeof id->config_hash, "%s", cfg_hash);
@@ -143,6 +150,7 @@ Test(store, append_and_read_back) {
   }
   fclose(f);
   cr_expect_eq(lines, 3);
+  remove_root();
 }
 
 Test(store, skip_set_survives_reopen) {
@@ -199,6 +207,7 @@ Test(store, skip_set_survives_reopen) {
   cr_expect_eq(sps[0].eigval[1][0], 2);
   cr_expect_eq(sps[0].tau[0], 0.9);
   free(sps);
+  remove_root();
 }
 
 Test(store, torn_line_is_truncated) {
@@ -241,6 +250,7 @@ Test(store, torn_line_is_truncated) {
   cr_expect_eq(n, 4);
   cr_expect_eq(out[3].head, 3);
   free(out);
+  remove_root();
 }
 
 Test(store, corrupt_middle_line_is_an_error) {
@@ -258,6 +268,7 @@ Test(store, corrupt_middle_line_is_an_error) {
   fclose(f);
   cr_expect_eq(store_open(&s, dir, &id, 0, &e), SQ_EFAIL);
   cr_expect(strstr(e.msg, "rows.jsonl:2") != NULL, "names the line: %s", e.msg);
+  remove_root();
 }
 
 Test(store, identity_mismatch_refused) {
@@ -302,6 +313,7 @@ Test(store, identity_mismatch_refused) {
   char cmd[600];
   snprintf(cmd, sizeof cmd, "test $(cat %s/old-*/rows.jsonl | wc -l) -eq 1", dir);
   cr_expect_eq(system(cmd), 0, "old rows kept under old-*/");
+  remove_root();
 }
 
 Test(store, rows_without_run_json_refused) {
@@ -322,4 +334,5 @@ Test(store, rows_without_run_json_refused) {
   snprintf(file, sizeof file, "%s/afile", tmp_root);
   fclose(fopen(file, "w"));
   cr_expect_eq(store_check(file, &id, 0, &e), SQ_EINPUT);
+  remove_root();
 }
