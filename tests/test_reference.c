@@ -317,6 +317,38 @@ Test(reference, protocols_off_or_without_queries_are_nan) {
   fixture_free(&f);
 }
 
+/* moments(): per head C = sum x x^T / n in double, rows normalised by |x| + 1e-8 on request. */
+Test(reference, moments_per_head) {
+  const int n = 50, H = 3;
+  float *x;
+  tu_rows(&x, n, H, DIM, 0, 9);
+  kern_backend *be;
+  sq_err e = {0};
+  cr_assert_eq(kern_cpu_create(&be, 2, &e), SQ_OK);
+  double *C = malloc(sizeof(double) * H * DIM * DIM);
+  for (int norm = 0; norm < 2; norm++) {
+    cr_assert_eq(be->moments(be, x, n, H, DIM, norm, C, &e), SQ_OK, "%s", e.msg);
+    for (int h = 0; h < H; h++)
+      for (int a = 0; a < DIM; a++)
+        for (int b = 0; b < DIM; b++) {
+          double want = 0;
+          for (int i = 0; i < n; i++) {
+            const float *r = x + (i * H + h) * DIM;
+            double nn = 0;
+            for (int j = 0; j < DIM; j++) nn += (double)r[j] * r[j];
+            double sc = norm ? 1 / (sqrt(nn) + 1e-8) : 1;
+            want += r[a] * sc * r[b] * sc;
+          }
+          want /= n;
+          cr_assert(fabs(C[(h * DIM + a) * DIM + b] - want) <= 1e-12 * (1 + fabs(want)),
+                    "norm %d head %d C[%d][%d] = %g, want %g", norm, h, a, b, C[(h * DIM + a) * DIM + b], want);
+        }
+  }
+  cr_expect_eq(be->moments(be, x, 0, H, DIM, 0, C, &e), SQ_EINPUT);
+  free(C), free(x);
+  be->destroy(be);
+}
+
 Test(reference, bad_input_is_refused) {
   fixture f;
   fixture_init(&f);

@@ -14,7 +14,7 @@
 #include "kcpu_state.h"
 
 /* Plans decoded at once are capped so their K/V copies stay under this many floats. */
-#define EVAL_CHUNK_FLOATS ((int64_t)64 << 20)
+#define EVAL_CHUNK_FLOATS ((int64_t)32 << 20)
 
 typedef struct {
   double cos, topk, bias, s, sh, ss, ssh;  /* sums over rows / pairs */
