@@ -73,8 +73,32 @@ typedef struct {
 
 struct store {
   char dir[1024];
+  int lock_fd;               /* DIR/.lock, write-locked while this store is open */
   store_file rows, spectra;
 };
+
+/* One writer per directory: a POSIX record lock on DIR/.lock (released by the kernel when the
+ * process dies, so a killed run never leaves a stale lock). */
+static int store_lock(store *s, sq_err *e) {
+  char path[1200];
+  snprintf(path, sizeof path, "%s/.lock", s->dir);
+  s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (s->lock_fd < 0) return sq_fail(e, SQ_EFAIL, "cannot open %s: %s", path, strerror(errno));
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  if (fcntl(s->lock_fd, F_SETLK, &fl) == 0) return SQ_OK;
+  int err = errno;
+  struct flock who;
+  memset(&who, 0, sizeof who);
+  who.l_type = F_WRLCK;
+  who.l_whence = SEEK_SET;
+  if ((err == EACCES || err == EAGAIN) && fcntl(s->lock_fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK)
+    return sq_fail(e, SQ_EINPUT, "%s is in use by another sqexp run (pid %ld); wait for it or choose another --out",
+                   s->dir, (long)who.l_pid);
+  return sq_fail(e, SQ_EFAIL, "cannot lock %s: %s", path, strerror(err));
+}
 
 /* Read a whole file; *len = size. NULL + errno when it cannot be read. */
 static char *store_slurp(const char *path, size_t *len) {
@@ -572,11 +596,16 @@ int store_open(store **out, const char *dir, const store_identity *id, int fresh
   *out = NULL;
   if (store_check(dir, id, fresh, e)) return e->code;
   if (store_mkdirs(dir, e)) return e->code;
-  if (fresh && store_move_old(dir, e)) return e->code;
-  if (store_write_run(dir, id, e)) return e->code;
   store *s = sq_xcalloc(1, sizeof *s);
   snprintf(s->dir, sizeof s->dir, "%s", dir);
   s->rows.fd = s->spectra.fd = -1;
+  /* lock first: --fresh must not move files from under a running writer; and check again under
+   * the lock, since another run may have written run.json in between */
+  if (store_lock(s, e) || store_check(dir, id, fresh, e) || (fresh && store_move_old(dir, e)) ||
+      store_write_run(dir, id, e)) {
+    store_close(s);
+    return e->code;
+  }
   if (store_file_open(&s->rows, dir, STORE_ROWS_FILE, store_row_seen, e) ||
       store_file_open(&s->spectra, dir, STORE_SPECTRA_FILE, store_spectrum_seen, e)) {
     store_close(s);
@@ -655,6 +684,7 @@ int store_sync(store *s, sq_err *e) {
 
 void store_close(store *s) {
   if (!s) return;
+  if (s->lock_fd > 0) close(s->lock_fd); /* releases the lock */
   if (s->rows.fd >= 0) close(s->rows.fd);
   if (s->spectra.fd >= 0) close(s->spectra.fd);
   store_set_free(&s->rows.done);

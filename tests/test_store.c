@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "store.h"
@@ -334,5 +335,41 @@ Test(store, rows_without_run_json_refused) {
   snprintf(file, sizeof file, "%s/afile", tmp_root);
   fclose(fopen(file, "w"));
   cr_expect_eq(store_check(file, &id, 0, &e), SQ_EINPUT);
+  remove_root();
+}
+
+Test(store, one_writer_per_directory) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  store_identity id;
+  id_init(&id, "aaaa", "ffff");
+  int ready[2], done[2];
+  cr_assert_eq(pipe(ready), 0);
+  cr_assert_eq(pipe(done), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) { /* the other writer: hold the store open until told to go */
+    store *s;
+    sq_err e = {0};
+    char c = store_open(&s, dir, &id, 0, &e) == SQ_OK ? 'y' : 'n';
+    if (write(ready[1], &c, 1) != 1) _exit(1);
+    if (read(done[0], &c, 1) != 1) _exit(1);
+    _exit(0);
+  }
+  char c = 0;
+  cr_assert_eq(read(ready[0], &c, 1), 1);
+  cr_assert_eq(c, 'y');
+  store *s;
+  sq_err e = {0};
+  cr_expect_eq(store_open(&s, dir, &id, 0, &e), SQ_EINPUT);
+  cr_expect(strstr(e.msg, "in use by another sqexp run") != NULL, "%s", e.msg);
+  cr_expect_eq(store_open(&s, dir, &id, 1, &e), SQ_EINPUT, "--fresh must not move a running writer's files");
+  cr_assert_eq(write(done[1], "x", 1), 1);
+  int st;
+  waitpid(pid, &st, 0);
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "free again once the writer is gone: %s", e.msg);
+  store_close(s);
   remove_root();
 }
