@@ -292,10 +292,10 @@ static int sweep_prepare(const sweep_opts *o, sweep_state *s, sq_err *e) {
 /* One layer's working set, reused across layers. */
 typedef struct {
   dump_layer raw;
-  float *calib;       /* [n_calib_tok][H][D] keys, then values (reused) */
+  float *calib;       /* [n_calib_tok][H][D] keys, then values, when not adjacent in the dump */
   double *C;          /* [H][D*D] second moments */
   calib_head *ck, *cv; /* [n_heads] */
-  float *ek, *ev, *eq; /* evaluation tokens [n_tok][H][D], queries [n_tok][H_q][D] */
+  float *ek, *ev, *eq; /* evaluation tokens [n_tok][H][D], queries [n_tok][H_q][D], when not adjacent */
   float *randq;       /* [H][n_seq][n_randq][D] */
 } sweep_layer_buf;
 
@@ -339,6 +339,22 @@ static void sweep_gather(const float *src, const int64_t *off, const int *seqs, 
   }
 }
 
+/* The rows of `seqs` as one [total][row] block: a pointer into src when they are already adjacent
+ * there (the usual layout, calibration sequences then evaluation ones), else a copy in *buf
+ * (allocated on first need, reused for later layers). */
+static const float *sweep_rows(const float *src, const int64_t *off, const int *seqs, const int64_t *lens, int n,
+                               int64_t row, int64_t total, float **buf) {
+  int adjacent = 1;
+  for (int i = 0; i + 1 < n && adjacent; i++) {
+    int64_t len = lens ? lens[i] : off[seqs[i] + 1] - off[seqs[i]];
+    adjacent = off[seqs[i]] + len == off[seqs[i + 1]];
+  }
+  if (adjacent) return src + off[seqs[0]] * row;
+  if (!*buf) *buf = sq_xmalloc((size_t)(total * row) * sizeof **buf);
+  sweep_gather(src, off, seqs, lens, n, row, *buf);
+  return *buf;
+}
+
 /* Calibrate keys and values of every selected head; write spectra not yet stored. */
 static int sweep_calibrate(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e) {
   sweep_state *s = r->s;
@@ -346,8 +362,9 @@ static int sweep_calibrate(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_e
   int H = d->n_kv_heads, D = d->head_dim;
   int64_t row = (int64_t)H * D, n = s->n_calib_tok;
   for (int side = 0; side < 2; side++) {
-    sweep_gather(side ? b->raw.v : b->raw.k, d->seq_off, s->calib_seq, s->calib_len, s->n_calib_seq, row, b->calib);
-    if (r->be->moments(r->be, b->calib, n, H, D, s->cfg.run.calib_normalize, b->C, e))
+    const float *x = sweep_rows(side ? b->raw.v : b->raw.k, d->seq_off, s->calib_seq, s->calib_len, s->n_calib_seq,
+                                row, n, &b->calib);
+    if (r->be->moments(r->be, x, n, H, D, s->cfg.run.calib_normalize, b->C, e))
       return sq_wrap(e, "layer %d: %s moments: ", layer, side ? "value" : "key");
     for (int i = 0; i < s->n_heads; i++) {
       calib_head *c = side ? &b->cv[i] : &b->ck[i];
@@ -384,9 +401,12 @@ static int sweep_load_eval(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_e
   sweep_state *s = r->s;
   const dump_t *d = &s->dump;
   int H = d->n_kv_heads, Hq = d->n_q_heads, D = d->head_dim;
-  sweep_gather(b->raw.k, d->seq_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)H * D, b->ek);
-  sweep_gather(b->raw.v, d->seq_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)H * D, b->ev);
-  if (s->use_queries) sweep_gather(b->raw.q, d->q_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)Hq * D, b->eq);
+  int64_t n_tok = s->eval_off[s->n_eval_seq];
+  const float *ek = sweep_rows(b->raw.k, d->seq_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)H * D, n_tok, &b->ek);
+  const float *ev = sweep_rows(b->raw.v, d->seq_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)H * D, n_tok, &b->ev);
+  const float *eq = s->use_queries
+                        ? sweep_rows(b->raw.q, d->q_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)Hq * D, n_tok, &b->eq)
+                        : NULL;
   int R = (s->cfg.run.protocols & PROTO_RANDQ) ? s->cfg.run.randq_queries : 0;
   for (int h = 0; R > 0 && h < H; h++) {
     /* methods: one generator per (layer, head); n_seq * n_randq * D normals in (seq, query, dim) order */
@@ -404,9 +424,9 @@ static int sweep_load_eval(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_e
   L.n_seq = s->n_eval_seq;
   L.seq_off = s->eval_off;
   L.n_tok = s->eval_off[s->n_eval_seq];
-  L.k = b->ek;
-  L.v = b->ev;
-  L.q = s->use_queries ? b->eq : NULL;
+  L.k = ek;
+  L.v = ev;
+  L.q = eq;
   L.n_randq = R;
   L.randq = R > 0 ? b->randq : NULL;
   L.protocols = s->cfg.run.protocols;
@@ -569,18 +589,13 @@ static void sweep_layer_line(sweep_run_ctx *r, int layer, const sweep_layer_sum 
 static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
   sweep_state *s = r->s;
   const dump_t *d = &s->dump;
-  int H = d->n_kv_heads, Hq = d->n_q_heads, D = d->head_dim;
-  int64_t n_tok = s->eval_off[s->n_eval_seq];
+  int H = d->n_kv_heads, D = d->head_dim;
   int R = (s->cfg.run.protocols & PROTO_RANDQ) ? s->cfg.run.randq_queries : 0;
   sweep_layer_buf b;
   memset(&b, 0, sizeof b);
-  b.calib = sq_xmalloc((size_t)(s->n_calib_tok * H * D) * sizeof *b.calib);
   b.C = sq_xmalloc((size_t)H * D * D * sizeof *b.C);
   b.ck = sq_xcalloc((size_t)s->n_heads, sizeof *b.ck);
   b.cv = sq_xcalloc((size_t)s->n_heads, sizeof *b.cv);
-  b.ek = sq_xmalloc((size_t)(n_tok * H * D) * sizeof *b.ek);
-  b.ev = sq_xmalloc((size_t)(n_tok * H * D) * sizeof *b.ev);
-  b.eq = s->use_queries ? sq_xmalloc((size_t)(n_tok * Hq * D) * sizeof *b.eq) : NULL;
   b.randq = R ? sq_xmalloc((size_t)H * s->n_eval_seq * R * D * sizeof *b.randq) : NULL;
   int rc = SQ_OK;
   for (int li = 0; li < s->n_layers && !rc && !sweep_stop_signal; li++) {
