@@ -1,7 +1,7 @@
 /* The CPU executor's metrics against a slow, obvious implementation written here: double
  * precision everywhere, no packing (rotate, brute-force nearest centroid, reconstruct), the QJL
  * estimator evaluated directly as q.x^ + coef |r| <S q, sign(S r)>, attention by direct loops.
- * Small synthetic layer: 4 sequences of 17, 40, 9 and 3 tokens, 2 KV heads, 4 query heads, D = 16;
+ * Small synthetic layer: 5 sequences of 17, 40, 9, 3 and 260 tokens, 2 KV heads, 4 query heads, D = 16;
  * plans of four arms built by plan_build from calib_compute on calibration rows. Every metric of
  * kern.h must agree to 1e-5, and the counts exactly. */
 #include <criterion/criterion.h>
@@ -18,10 +18,11 @@
 #define DIM 16
 #define HKV 2
 #define HQ 4
-#define NSEQ 4
+#define NSEQ 5
 #define NPLAN 5
-#define MAXTOK 128
-static const int LENS[NSEQ] = {17, 40, 9, 3}; /* the last is shorter than probs_last */
+#define MAXTOK 512
+/* 3 is shorter than probs_last; 260 has more causal pairs than one of the executor's row blocks */
+static const int LENS[NSEQ] = {17, 40, 9, 3, 260};
 
 static double f16r(double v) { return f16_to_f32(f32_to_f16((float)v)); }
 
@@ -71,15 +72,19 @@ static void ref_encode(const plan_side *p, const cb_table *cb, const float *x, r
   }
 }
 
-static double ref_score(const plan_side *p, const ref_code *c, const float *q) {
+/* S q of one query (computed once per query, used against every key). */
+static void ref_sketch(const plan_side *p, const float *q, double *Sq) {
+  for (int k = 0; k < p->qjl_rows; k++) {
+    Sq[k] = 0;
+    for (int j = 0; j < DIM; j++) Sq[k] += p->qjl[k * DIM + j] * q[j];
+  }
+}
+
+static double ref_score(const plan_side *p, const ref_code *c, const float *q, const double *Sq) {
   double s = 0;
   for (int j = 0; j < DIM; j++) s += q[j] * c->xh[j];
   double sk = 0;
-  for (int k = 0; k < p->qjl_rows; k++) {
-    double sq = 0;
-    for (int j = 0; j < DIM; j++) sq += p->qjl[k * DIM + j] * q[j];
-    sk += sq * c->sgn[k];
-  }
+  for (int k = 0; k < p->qjl_rows; k++) sk += Sq[k] * c->sgn[k];
   return s + p->qjl_coef * c->rn * sk;
 }
 
@@ -144,11 +149,12 @@ static void reference(const tu_layer *t, int h, const plan_pair *pp, const cb_ta
     for (int g = h * G; g < (h + 1) * G; g++)
       for (int r = 0; r < len; r++) {
         const float *q = t->q + ((off + r) * HQ + g) * DIM;
-        double sc[MAXTOK], sh[MAXTOK], p[MAXTOK], pq[MAXTOK], o[DIM], oh[DIM];
+        double sc[MAXTOK], sh[MAXTOK], p[MAXTOK], pq[MAXTOK], o[DIM], oh[DIM], Sq[PLAN_MAX_D];
+        ref_sketch(&pp->k, q, Sq);
         for (int j = 0; j <= r; j++) {
           sc[j] = 0;
           for (int d = 0; d < DIM; d++) sc[j] += (double)q[d] * t->k[((off + j) * HKV + h) * DIM + d];
-          sh[j] = ref_score(&pp->k, &kc[off + j], q);
+          sh[j] = ref_score(&pp->k, &kc[off + j], q, Sq);
           bias += sh[j] - sc[j], S += sc[j], Sh += sh[j], SS += sc[j] * sc[j], SSh += sc[j] * sh[j];
         }
         pairs += r + 1;
@@ -165,11 +171,12 @@ static void reference(const tu_layer *t, int h, const plan_pair *pp, const cb_ta
     probs += pd / sqrt(pn * ph);
     for (int i = 0; i < L->n_randq; i++) {
       const float *q = t->randq + (((int64_t)h * NSEQ + s) * L->n_randq + i) * DIM;
-      double sc[MAXTOK], sh[MAXTOK], p[MAXTOK], o[DIM], oh[DIM];
+      double sc[MAXTOK], sh[MAXTOK], p[MAXTOK], o[DIM], oh[DIM], Sq[PLAN_MAX_D];
+      ref_sketch(&pp->k, q, Sq);
       for (int j = 0; j < len; j++) {
         sc[j] = 0;
         for (int d = 0; d < DIM; d++) sc[j] += (double)q[d] * t->k[((off + j) * HKV + h) * DIM + d];
-        sh[j] = ref_score(&pp->k, &kc[off + j], q);
+        sh[j] = ref_score(&pp->k, &kc[off + j], q, Sq);
       }
       softmax_out(sc, len, (const double(*)[DIM])V, p, o);
       softmax_out(sh, len, (const double(*)[DIM])Vh, p, oh);

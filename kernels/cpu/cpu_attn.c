@@ -107,15 +107,17 @@ int kcpu_overlap(const int32_t *a, const int32_t *b, int k) {
 }
 
 /* Reference rows of one (sequence, query head): attention outputs, top-k, probs weights. */
-static void reference_task(kcpu_state *st, int64_t s, int g, float *srow, float *e) {
+static void reference_task(kcpu_state *st, int64_t blk, int g, float *srow, float *e) {
   const kern_layer *L = &st->L;
   int D = L->head_dim, Hq = L->n_q_heads, Hkv = L->n_kv_heads, h = g / st->G;
+  int64_t s = st->blk_seq[blk];
   int64_t off = L->seq_off[s], len = L->seq_off[s + 1] - off, P = kcpu_probs_rows(L, len);
   int64_t kstride = (int64_t)Hkv * D;
   const float *K = L->k + off * kstride + (int64_t)h * D, *V = L->v + off * kstride + (int64_t)h * D;
   float o[PLAN_MAX_D];
-  int64_t t0 = st->attn_on ? 0 : len - P;
-  for (int64_t t = t0; t < len; t++) {
+  int64_t t0 = st->blk_t0[blk], t1 = st->blk_t1[blk];
+  if (!st->attn_on && t0 < len - P) t0 = len - P;
+  for (int64_t t = t0; t < t1; t++) {
     const float *q = L->q + ((off + t) * Hq + g) * D;
     for (int64_t j = 0; j <= t; j++) srow[j] = kcpu_dot(q, K + j * kstride, D);
     double sum = kcpu_attend(srow, t + 1, V, kstride, D, e, o);
@@ -144,7 +146,7 @@ static void reference_randq(kcpu_state *st, int h, int64_t s, int r, float *srow
 
 void kcpu_reference(kcpu_state *st) {
   const kern_layer *L = &st->L;
-  int64_t n_task = (int64_t)L->n_seq * L->n_q_heads;
+  int64_t n_task = st->n_blk * L->n_q_heads;
   if (st->attn_on || st->probs_on) {
 #pragma omp parallel num_threads(st->threads)
     {

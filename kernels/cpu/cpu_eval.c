@@ -2,7 +2,7 @@
  * defines them). Three phases per chunk of plans:
  *   1. code: encode + decode every eval token's K and V (tokens in parallel) -> effective keys
  *      (decoded key + QJL correction, so s^ = q.keff) and decoded values, plus K/V statistics;
- *   2. attn/probs: tasks (sequence, query head of the group) in parallel; each query row computes
+ *   2. attn/probs: tasks (row block, query head of the group) in parallel; each query row computes
  *      the true scores once and then every plan's s^, softmax, o^, logit sums, top-k, probs;
  *   3. randq: tasks (sequence, random query).
  * Every task writes its own partial sums; they are reduced in task order afterwards, so the
@@ -124,7 +124,7 @@ static void attn_row(kcpu_state *st, const chunk_t *c, int64_t s, int g, int64_t
 static void phase_attn(kcpu_state *st, int head, const chunk_t *c, attn_part *parts) {
   const kern_layer *L = &st->L;
   int G = st->G, D = L->head_dim, Hq = L->n_q_heads;
-  int64_t n_task = (int64_t)L->n_seq * G, kstride = (int64_t)L->n_kv_heads * D;
+  int64_t n_task = st->n_blk * G, kstride = (int64_t)L->n_kv_heads * D;
 #pragma omp parallel num_threads(st->threads)
   {
     float *srow = sq_xmalloc((size_t)st->max_len * sizeof *srow);
@@ -132,14 +132,15 @@ static void phase_attn(kcpu_state *st, int head, const chunk_t *c, attn_part *pa
     float *e = sq_xmalloc((size_t)st->max_len * sizeof *e);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < n_task; task++) {
-      int64_t s = task / G;
+      int64_t blk = task / G, s = st->blk_seq[blk];
       int g = head * G + (int)(task % G);
       int64_t off = L->seq_off[s], len = L->seq_off[s + 1] - off;
       const float *K = L->k + off * kstride + (int64_t)head * D;
-      int64_t t0 = st->attn_on ? 0 : len - kcpu_probs_rows(L, len);
+      int64_t t0 = st->blk_t0[blk], t1 = st->blk_t1[blk];
+      if (!st->attn_on && t0 < len - kcpu_probs_rows(L, len)) t0 = len - kcpu_probs_rows(L, len);
       attn_part *part = parts + task * c->n;
       memset(part, 0, (size_t)c->n * sizeof *part);
-      for (int64_t t = t0; t < len; t++) {
+      for (int64_t t = t0; t < t1; t++) {
         const float *q = L->q + ((off + t) * Hq + g) * D;
         if (st->attn_on)
           for (int64_t j = 0; j <= t; j++) srow[j] = kcpu_dot(q, K + j * kstride, D);
@@ -200,17 +201,19 @@ static void reduce_rec(const rec_part *r, int64_t n, double *cos_mean, double *r
 static void reduce_attn(const kcpu_state *st, const attn_part *parts, int nc, int i, kern_metrics *m) {
   const kern_layer *L = &st->L;
   attn_part a = {0};
-  double probs_sum = 0;
-  for (int64_t s = 0; s < L->n_seq; s++) {
-    double pd = 0, pn = 0, ph = 0;
+  double probs_sum = 0, pd = 0, pn = 0, ph = 0;
+  for (int64_t blk = 0; blk < st->n_blk; blk++) {
     for (int gi = 0; gi < st->G; gi++) {
-      const attn_part *p = parts + (s * st->G + gi) * nc + i;
+      const attn_part *p = parts + (blk * st->G + gi) * nc + i;
       a.cos += p->cos, a.topk += p->topk, a.bias += p->bias;
       a.s += p->s, a.sh += p->sh, a.ss += p->ss, a.ssh += p->ssh;
       a.rows += p->rows, a.pairs += p->pairs;
       pd += p->p_dot, pn += p->p_nn, ph += p->p_hh;
     }
-    probs_sum += kcpu_cos(pd, pn, ph);
+    if (blk + 1 == st->n_blk || st->blk_seq[blk + 1] != st->blk_seq[blk]) { /* sequence done */
+      probs_sum += kcpu_cos(pd, pn, ph);
+      pd = pn = ph = 0;
+    }
   }
   if (st->attn_on) {
     m->attn_cos = a.cos / (double)a.rows;
@@ -258,7 +261,7 @@ static int eval_chunk(kcpu_state *st, int head, int n, const plan_pair *const *p
     reduce_rec(c.vrec + i * nt, nt, &out[i].v_cos, &out[i].v_rel_mse);
   }
   if (st->attn_on || st->probs_on) {
-    int64_t n_task = (int64_t)L->n_seq * st->G;
+    int64_t n_task = st->n_blk * st->G;
     attn_part *parts = sq_xmalloc((size_t)(n_task * n) * sizeof *parts);
     phase_attn(st, head, &c, parts);
     for (int i = 0; i < n; i++) reduce_attn(st, parts, n, i, &out[i]);

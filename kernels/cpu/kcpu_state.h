@@ -22,7 +22,16 @@ typedef struct {
    * to an odd number of cache lines so the D rows do not collide in the same cache sets. */
   int64_t *blk_off, *blk_ld;  /* [n_seq] */
   int64_t blk_total;          /* floats per plan */
+  /* Query rows split into blocks of about equal causal work (a long sequence would otherwise be
+   * one task per query head and leave threads idle). Blocks run in sequence order, rows in order
+   * inside; the split depends only on the lengths, so results do not depend on threads. */
+  int64_t n_blk;
+  int32_t *blk_seq;           /* [n_blk] sequence of the block */
+  int64_t *blk_t0, *blk_t1;   /* [n_blk] its rows [t0, t1) within the sequence */
 } kcpu_state;
+
+/* Causal (query, key) pairs per row block that the split aims at. */
+#define KCPU_BLOCK_PAIRS 32768
 
 /* Query positions of sequence s that enter probs: the last probs_last (or all). */
 static inline int64_t kcpu_probs_rows(const kern_layer *L, int64_t len) {

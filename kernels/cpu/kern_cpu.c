@@ -48,8 +48,11 @@ static void drop_reference(kcpu_state *st) {
   free(st->tok_seq);
   free(st->blk_off);
   free(st->blk_ld);
-  st->tok_seq = NULL;
-  st->blk_off = st->blk_ld = NULL;
+  free(st->blk_seq);
+  free(st->blk_t0);
+  free(st->blk_t1);
+  st->tok_seq = st->blk_seq = NULL;
+  st->blk_off = st->blk_ld = st->blk_t0 = st->blk_t1 = NULL;
   st->o_ref = st->probs_ref = st->randq_ref = NULL;
   st->topk_ref = NULL;
   st->probs_off = NULL;
@@ -80,6 +83,36 @@ static int check_layer(const kern_layer *L, sq_err *e) {
   return SQ_OK;
 }
 
+/* Split every sequence's query rows into blocks of ~KCPU_BLOCK_PAIRS causal pairs: row r has
+ * r + 1 keys, so block k of m ends near len * sqrt(k / m). */
+static void split_rows(kcpu_state *st) {
+  const kern_layer *L = &st->L;
+  int64_t total = 0;
+  int64_t *parts = sq_xmalloc((size_t)L->n_seq * sizeof *parts);
+  for (int s = 0; s < L->n_seq; s++) {
+    int64_t len = L->seq_off[s + 1] - L->seq_off[s], pairs = len * (len + 1) / 2;
+    parts[s] = (pairs + KCPU_BLOCK_PAIRS - 1) / KCPU_BLOCK_PAIRS;
+    if (parts[s] > len) parts[s] = len;
+    total += parts[s];
+  }
+  st->n_blk = total;
+  st->blk_seq = sq_xmalloc((size_t)total * sizeof *st->blk_seq);
+  st->blk_t0 = sq_xmalloc((size_t)total * sizeof *st->blk_t0);
+  st->blk_t1 = sq_xmalloc((size_t)total * sizeof *st->blk_t1);
+  int64_t b = 0;
+  for (int s = 0; s < L->n_seq; s++) {
+    int64_t len = L->seq_off[s + 1] - L->seq_off[s], t0 = 0;
+    for (int64_t k = 1; k <= parts[s]; k++) {
+      int64_t t1 = k == parts[s] ? len : (int64_t)((double)len * sqrt((double)k / (double)parts[s]));
+      if (t1 <= t0) continue; /* never an empty block */
+      st->blk_seq[b] = s, st->blk_t0[b] = t0, st->blk_t1[b] = t1;
+      b++, t0 = t1;
+    }
+  }
+  st->n_blk = b;
+  free(parts);
+}
+
 static int cpu_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
   kcpu_state *st = state_of(b);
   drop_reference(st);
@@ -105,6 +138,7 @@ static int cpu_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
     st->blk_off[s] = st->blk_total;
     st->blk_total += D * st->blk_ld[s];
   }
+  split_rows(st);
   if (st->attn_on) {
     st->o_ref = sq_xmalloc((size_t)(L->n_tok * Hq * D) * sizeof(float));
     st->topk_ref = sq_xmalloc((size_t)(L->n_tok * Hq * L->topk) * sizeof(int32_t));
