@@ -240,7 +240,7 @@ static void empty_metrics(kern_metrics *m) {
 static int eval_chunk(kcpu_state *st, int head, int n, const plan_pair *const *plans,
                       const cb_table *cb, kern_metrics *out, sq_err *e) {
   const kern_layer *L = &st->L;
-  int64_t D = L->head_dim, nt = L->n_tok;
+  int64_t nt = L->n_tok;
   chunk_t c = {.n = n};
   for (int i = 0; i < n; i++) {
     c.ks[i] = &plans[i]->k;
