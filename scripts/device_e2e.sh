@@ -6,30 +6,33 @@
 #   run.log        the run's output (final table)
 #   torch.txt      scripts/torch_sweep.py on the same GPU and dump (a subset, extrapolated), and
 #                  the speed-up
-# Knobs: E2E_TOKENS (default 32768: with --calib-frac 0.33 and 1024-token sequences that is 11264
-# calibration and 21504 evaluation tokens), TORCH_LAYERS (default 2), TORCH_ARGS.
+# Knobs: E2E_TOKENS (default 24576: with --calib-frac 0.34 and 1024-token sequences that is 8192
+# calibration and 16384 evaluation tokens), TORCH_LAYERS (default 2), TORCH_ARGS.
 set -u
 OUT=${OUT:-/tmp/sqexp-out}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 source scripts/device_env.sh
 DUMP=${E2E_DUMP:-/tmp/synth-mistral.h5}
-TOK=${E2E_TOKENS:-32768}
+TOK=${E2E_TOKENS:-24576}
 RES=/tmp/res-mistral
 t0=$(date +%s.%N)
+if [ -e /tmp/synth.log ] && [ ! -e /tmp/synth.done ]; then   # started in the background by device_run.sh
+  while [ ! -e /tmp/synth.done ]; do sleep 1; done
+fi
 if [ ! -s "$DUMP" ]; then
-  .bundle/sqexp synth --shape mistral-7b --tokens "$TOK" -o "$DUMP" > /tmp/synth.log 2>&1 || { echo "synth failed"; cat /tmp/synth.log; exit 1; }
+  .bundle/sqexp synth --shape mistral-7b --tokens "$TOK" --calib-frac 0.34 -o "$DUMP" > /tmp/synth.log 2>&1 || { echo "synth failed"; cat /tmp/synth.log; exit 1; }
 fi
 t1=$(date +%s.%N)
 .bundle/sqexp inspect "$DUMP" > /tmp/inspect.log 2>&1
 rm -rf "$RES"
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null   # cold page cache: the HDF5 reads count
 t2=$(date +%s.%N)
-timeout 420 .bundle/sqexp run configs/mistral.ini --set run.dump="$DUMP" --out "$RES" > "$OUT/run.log" 2>&1
+timeout ${RUN_TIMEOUT:-300} .bundle/sqexp run configs/mistral.ini --set run.dump="$DUMP" --out "$RES" > "$OUT/run.log" 2>&1
 rc=$?
 t3=$(date +%s.%N)
 {
-  echo "dump: $DUMP ($(du -h "$DUMP" | cut -f1)), synth --shape mistral-7b --tokens $TOK: $(awk "BEGIN{print $t1-$t0}") s"
+  echo "dump: $DUMP ($(du -h "$DUMP" | cut -f1)), synth --shape mistral-7b --tokens $TOK --calib-frac 0.34: $(cat /tmp/synth.done 2>/dev/null) (waited $(awk "BEGIN{print $t1-$t0}") s)"
   head -30 /tmp/inspect.log
   echo "sqexp run configs/mistral.ini (full grid, all layers, backend auto): exit $rc, wall $(awk "BEGIN{print $t3-$t2}") s"
   echo "rows: $(wc -l < "$RES/rows.jsonl" 2>/dev/null)"
@@ -41,7 +44,7 @@ tail -5 "$OUT/run.log"
 if [ -f scripts/torch_sweep.py ]; then
   PY=python3
   [ -x /opt/torch/.venv/bin/python3 ] && PY=/opt/torch/.venv/bin/python3
-  PYTHONUNBUFFERED=1 timeout 300 $PY scripts/torch_sweep.py "$DUMP" --config configs/mistral.ini \
+  PYTHONUNBUFFERED=1 timeout ${TORCH_TIMEOUT:-200} $PY scripts/torch_sweep.py "$DUMP" --config configs/mistral.ini \
     --layers "${TORCH_LAYERS:-2}" --sqexp-seconds "$(awk "BEGIN{print $t3-$t2}")" ${TORCH_ARGS:-} \
     > "$OUT/torch.txt" 2>&1
   echo "torch exit $?"; tail -15 "$OUT/torch.txt"

@@ -107,48 +107,106 @@ __device__ void topk_offer(topk_list *L, int K, int want, float v, int j) {
   }
 }
 
+/* Key tiles: TILE keys of the block's union key range are staged in shared memory once per block
+ * (coalesced 16-byte loads) and read by all its warps; a lane then reads its key's row from shared
+ * memory (rows padded by 4 floats: conflict-free float4 reads). */
+#define TILE 32
+#define KPAD 4
+
+__device__ __forceinline__ float dot_sm(const float *__restrict__ q, const float *__restrict__ row, int D) {
+  float s = 0.0f;
+  const float4 *a = (const float4 *)q, *b = (const float4 *)row;
+#pragma unroll 8
+  for (int j = 0; j < (D >> 2); j++) {
+    float4 x = a[j], y = b[j];
+    s = fmaf(x.x, y.x, s);
+    s = fmaf(x.y, y.y, s);
+    s = fmaf(x.z, y.z, s);
+    s = fmaf(x.w, y.w, s);
+  }
+  return s;
+}
+
+/* Copy rows j0..j0+n-1 (row j at src + j*stride) into dst [TILE][ld] (D floats per row). */
+__device__ __forceinline__ void load_tile(float *dst, int ld, const float *src, int64_t stride, int64_t j0,
+                                          int n, int D) {
+  int per_row = D >> 2;
+  for (int i = threadIdx.x; i < n * per_row; i += blockDim.x) {
+    int r = i / per_row, c = i % per_row;
+    *(float4 *)(dst + r * ld + 4 * c) = __ldg((const float4 *)(src + (j0 + r) * stride) + c);
+  }
+}
+
+/* Row coordinates of a mode: the query, the key range [kb, ke), the KV head, (t, g) for outputs. */
+template <int MODE>
+__device__ __forceinline__ void row_coords(const kc_attn_args &a, int64_t row, int h_blk, const float **q,
+                                           int64_t *kb, int64_t *ke, int64_t *t, int *g) {
+  if (MODE == KC_REF_ATTN || MODE == KC_EVAL_ATTN) {
+    int h = MODE == KC_REF_ATTN ? h_blk : a.head;
+    *t = row / a.G;
+    *g = h * a.G + (int)(row % a.G);
+    int64_t s = seq_of(a.seq_off, a.n_seq, *t);
+    *kb = a.seq_off[s];
+    *ke = *t + 1;
+    *q = a.q + (*t * a.Hq + *g) * a.D;
+  } else {
+    int h = MODE == KC_REF_RANDQ ? h_blk : a.head;
+    int64_t slot = (int64_t)h * a.n_seq * a.n_randq + row;
+    int64_t s = row / a.n_randq;
+    *kb = a.seq_off[s];
+    *ke = a.seq_off[s + 1];
+    *q = a.randq + slot * a.D;
+    *g = h * a.G;
+    *t = slot;
+  }
+}
+
+/* Grid: x = row blocks, y = KV head (reference modes) or plan (eval modes). Rows per y:
+ *   REF_ATTN / EVAL_ATTN: n_tok * G, row = t*G + (g - h*G);   *_RANDQ: n_seq * n_randq. */
 template <int MODE>
 __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
-  extern __shared__ float smq[];
-  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, D = a.D;
+  extern __shared__ float4 sm4[];
+  float *sm = (float *)sm4;
+  const int D = a.D, ldk = D + KPAD;
+  float *qs_all = sm;                              /* [ROW_WARPS][D] */
+  float *tk = qs_all + ROW_WARPS * D;              /* [TILE][ldk] keys the scores use */
+  float *tr = tk + TILE * ldk;                     /* [TILE][ldk] reference keys (EVAL_ATTN) */
+  float *tv = tr + (MODE == KC_EVAL_ATTN ? TILE * ldk : 0); /* [TILE][D] values */
+  __shared__ int64_t blk_kb[ROW_WARPS], blk_ke[ROW_WARPS];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int64_t row = (int64_t)blockIdx.x * ROW_WARPS + warp;
-  if (row >= a.n_rows) return;
-  int plan = blockIdx.y;
-  float *qs = smq + warp * D;
-  const float *q, *Kh, *V, *Kref = NULL;
-  int64_t kh_stride, v_stride, kref_stride = (int64_t)a.Hkv * D, kb, ke, t = 0;
+  const int ref_mode = MODE == KC_REF_ATTN || MODE == KC_REF_RANDQ;
+  int plan = ref_mode ? 0 : blockIdx.y, h_blk = ref_mode ? blockIdx.y : a.head;
+  int live = row < a.n_rows;
+  const float *q = NULL;
+  int64_t kb = 0, ke = 0, t = 0;
   int g = 0;
-  if (MODE == KC_REF_ATTN || MODE == KC_EVAL_ATTN) {
-    int per = MODE == KC_REF_ATTN ? a.Hq : a.G;
-    t = row / per;
-    g = MODE == KC_REF_ATTN ? (int)(row % per) : a.head * a.G + (int)(row % per);
-    int64_t s = seq_of(a.seq_off, a.n_seq, t);
-    kb = a.seq_off[s];
-    ke = t + 1;
-    q = a.q + (t * a.Hq + g) * D;
-  } else {
-    int64_t per_head = (int64_t)a.n_seq * a.n_randq;
-    int64_t slot = MODE == KC_REF_RANDQ ? row : a.head * per_head + row;
-    int64_t s = (slot % per_head) / a.n_randq;
-    kb = a.seq_off[s];
-    ke = a.seq_off[s + 1];
-    q = a.randq + slot * D;
-    g = (int)(slot / per_head) * a.G; /* KV head h = g / G */
-    t = slot;
+  if (live) row_coords<MODE>(a, row, h_blk, &q, &kb, &ke, &t, &g);
+  float *qs = qs_all + warp * D;
+  if (live)
+    for (int j = lane; j < D; j += 32) qs[j] = q[j];
+  if (lane == 0) {
+    blk_kb[warp] = live ? kb : INT64_MAX;
+    blk_ke[warp] = live ? ke : INT64_MIN;
   }
-  int h = g / a.G;
-  if (MODE == KC_REF_ATTN || MODE == KC_REF_RANDQ) {
-    Kh = a.k + (int64_t)h * D;
-    V = a.v + (int64_t)h * D;
-    kh_stride = v_stride = kref_stride;
+  __syncthreads();
+  int64_t KB = INT64_MAX, KE = INT64_MIN;
+  for (int w = 0; w < ROW_WARPS; w++) {
+    KB = blk_kb[w] < KB ? blk_kb[w] : KB;
+    KE = blk_ke[w] > KE ? blk_ke[w] : KE;
+  }
+  const float *Kh, *V, *Kref = NULL;
+  int64_t kh_stride, kref_stride = (int64_t)a.Hkv * D;
+  if (ref_mode) {
+    Kh = a.k + (int64_t)h_blk * D;
+    V = a.v + (int64_t)h_blk * D;
+    kh_stride = kref_stride;
   } else {
     Kh = a.keff + plan * a.plan_stride;
     V = a.vhat + plan * a.plan_stride;
-    kh_stride = v_stride = D;
-    if (MODE == KC_EVAL_ATTN) Kref = a.k + (int64_t)h * D;
+    kh_stride = D;
+    if (MODE == KC_EVAL_ATTN) Kref = a.k + (int64_t)a.head * D;
   }
-  for (int j = lane; j < D; j += 32) qs[j] = q[j];
-  __syncwarp();
   const float c = 1.0f / sqrtf((float)D);
   float o[NDL_MAX];
 #pragma unroll
@@ -158,14 +216,21 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
   const int want_topk = MODE == KC_REF_ATTN || MODE == KC_EVAL_ATTN;
   topk_list TL;
   topk_init(&TL);
-  for (int64_t j0 = kb; j0 < ke; j0 += 32) {
+  for (int64_t j0 = KB; j0 < KE; j0 += TILE) {
+    int nt = KE - j0 < TILE ? (int)(KE - j0) : TILE;
+    __syncthreads(); /* the previous tile is no longer read */
+    load_tile(tk, ldk, Kh, kh_stride, j0, nt, D);
+    if (MODE == KC_EVAL_ATTN) load_tile(tr, ldk, Kref, kref_stride, j0, nt, D);
+    load_tile(tv, D, V, ref_mode ? kref_stride : D, j0, nt, D);
+    __syncthreads();
+    if (!live || j0 + nt <= kb || j0 >= ke) continue; /* warp-uniform */
     int64_t j = j0 + lane;
-    int valid = j < ke;
+    int valid = lane < nt && j >= kb && j < ke;
     float sh = -INFINITY, sr = 0.0f;
     if (valid) {
-      sh = dotf(qs, Kh + j * kh_stride, D);
+      sh = dot_sm(qs, tk + lane * ldk, D);
       if (MODE == KC_EVAL_ATTN) {
-        sr = dotf(qs, Kref + j * kref_stride, D);
+        sr = dot_sm(qs, tr + lane * ldk, D);
         sb += (double)sh - (double)sr;
         ss_ += sr;
         ssh += sh;
@@ -179,13 +244,13 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
     l = l * alpha + warp_sum_f(p);
 #pragma unroll
     for (int i = 0; i < NDL_MAX; i++) o[i] *= alpha;
-    int nk = ke - j0 < 32 ? (int)(ke - j0) : 32;
-    for (int jj = 0; jj < nk; jj++) {
+    for (int jj = 0; jj < nt; jj++) {
       float pj = __shfl_sync(0xffffffffu, p, jj);
-      const float *vr = V + (j0 + jj) * v_stride;
+      if (pj == 0.0f) continue; /* masked (warp-uniform) */
+      const float *vr = tv + jj * D;
 #pragma unroll
       for (int i = 0; i < NDL_MAX; i++)
-        if (lane + 32 * i < D) o[i] = fmaf(pj, __ldg(vr + lane + 32 * i), o[i]);
+        if (lane + 32 * i < D) o[i] = fmaf(pj, vr[lane + 32 * i], o[i]);
     }
     m = mnew;
     if (want_topk) {
@@ -193,16 +258,18 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
       topk_offer(&TL, a.topk, valid && (TL.cnt < a.topk || sh > tl), sh, (int)(j - kb));
     }
   }
+  if (!live) return;
   float inv = 1.0f / l;
-  if (MODE == KC_REF_ATTN || MODE == KC_REF_RANDQ) {
-    float *out = MODE == KC_REF_ATTN ? a.o_out + (t * a.Hq + g) * D : a.o_out + row * D;
+  if (ref_mode) {
+    int64_t orow = MODE == KC_REF_ATTN ? t * a.Hq + g : (int64_t)h_blk * a.n_seq * a.n_randq + row;
+    float *out = a.o_out + orow * D;
 #pragma unroll
     for (int i = 0; i < NDL_MAX; i++)
       if (lane + 32 * i < D) out[lane + 32 * i] = o[i] * inv;
     if (MODE == KC_REF_ATTN) {
-      int32_t *tk = a.topk_out + (t * a.Hq + g) * a.topk;
-      if (lane < a.topk) tk[lane] = TL.i0;
-      if (lane + 32 < a.topk) tk[lane + 32] = TL.i1;
+      int32_t *tkp = a.topk_out + (t * a.Hq + g) * a.topk;
+      if (lane < a.topk) tkp[lane] = TL.i0;
+      if (lane + 32 < a.topk) tkp[lane + 32] = TL.i1;
     }
     return;
   }
@@ -310,18 +377,35 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_probs(kc_attn_args a) {
   }
 }
 
-int kc_attn_launch(int mode, const kc_attn_args *a, int n_plans, sq_err *e) {
-  if (a->n_rows <= 0) return SQ_OK;
-  dim3 grid((unsigned)((a->n_rows + ROW_WARPS - 1) / ROW_WARPS), (unsigned)n_plans);
-  size_t smem = (size_t)ROW_WARPS * a->D * sizeof(float);
-  switch (mode) {
-  case KC_REF_ATTN: k_rows<KC_REF_ATTN><<<grid, ROW_WARPS * 32, smem>>>(*a); break;
-  case KC_REF_RANDQ: k_rows<KC_REF_RANDQ><<<grid, ROW_WARPS * 32, smem>>>(*a); break;
-  case KC_EVAL_ATTN: k_rows<KC_EVAL_ATTN><<<grid, ROW_WARPS * 32, smem>>>(*a); break;
-  case KC_EVAL_RANDQ: k_rows<KC_EVAL_RANDQ><<<grid, ROW_WARPS * 32, smem>>>(*a); break;
-  case KC_EVAL_PROBS: k_probs<<<grid, ROW_WARPS * 32, smem>>>(*a); break;
-  default: return sq_fail(e, SQ_EFAIL, "%s:%d: unknown attention mode %d", __FILE__, __LINE__, mode);
-  }
+static size_t rows_smem(int mode, int D) {
+  size_t f = (size_t)ROW_WARPS * D + (size_t)TILE * (D + KPAD) + (size_t)TILE * D;
+  if (mode == KC_EVAL_ATTN) f += (size_t)TILE * (D + KPAD);
+  return f * sizeof(float);
+}
+
+template <int MODE>
+static int launch_rows(const kc_attn_args *a, dim3 grid, sq_err *e) {
+  size_t smem = rows_smem(MODE, a->D);
+  cudaCheck(cudaFuncSetAttribute(k_rows<MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  k_rows<MODE><<<grid, ROW_WARPS * 32, smem>>>(*a);
   launchCheck();
   return SQ_OK;
+}
+
+int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e) {
+  if (a->n_rows <= 0) return SQ_OK;
+  if (a->D % 4)
+    return sq_fail(e, SQ_EINPUT, "cuda backend: head_dim %d is not a multiple of 4", a->D);
+  dim3 grid((unsigned)((a->n_rows + ROW_WARPS - 1) / ROW_WARPS), (unsigned)n_y);
+  switch (mode) {
+  case KC_REF_ATTN: return launch_rows<KC_REF_ATTN>(a, grid, e);
+  case KC_REF_RANDQ: return launch_rows<KC_REF_RANDQ>(a, grid, e);
+  case KC_EVAL_ATTN: return launch_rows<KC_EVAL_ATTN>(a, grid, e);
+  case KC_EVAL_RANDQ: return launch_rows<KC_EVAL_RANDQ>(a, grid, e);
+  case KC_EVAL_PROBS:
+    k_probs<<<grid, ROW_WARPS * 32, (size_t)ROW_WARPS * a->D * sizeof(float)>>>(*a);
+    launchCheck();
+    return SQ_OK;
+  default: return sq_fail(e, SQ_EFAIL, "%s:%d: unknown attention mode %d", __FILE__, __LINE__, mode);
+  }
 }

@@ -9,7 +9,7 @@ enum { KC_ATTN_FIELDS = 8, KC_RANDQ_FIELDS = 1, KC_PROBS_FIELDS = 3 };
 
 typedef struct {
   int D, G, Hq, Hkv, head, n_seq, topk, n_randq, probs_last, n_fields;
-  int64_t n_rows;            /* rows of this launch (per plan) */
+  int64_t n_rows;            /* rows per plan (eval) or per KV head (reference) */
   const int64_t *seq_off;    /* [n_seq+1] device */
   const float *q, *k, *v;    /* layer arrays (device) */
   const float *randq;        /* [Hkv][n_seq][n_randq][D] */
@@ -23,6 +23,7 @@ typedef struct {
   double *rows_out;          /* eval modes: [plan][n_rows][n_fields] */
 } kc_attn_args;
 
-int kc_attn_launch(int mode, const kc_attn_args *a, int n_plans, sq_err *e);
+/* n_y: KV heads (REF_* modes: n_rows per head) or plans (EVAL_* modes, a.head fixed). */
+int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e);
 
 #endif

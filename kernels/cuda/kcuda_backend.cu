@@ -239,17 +239,17 @@ static int cuda_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
     tryCheck(kc_buf_need(&st->o_ref, (size_t)(nt * Hq * D) * sizeof(float), e));
     tryCheck(kc_buf_need(&st->topk_ref, (size_t)(nt * Hq * L->topk) * sizeof(int32_t), e));
     kc_attn_args a = base_args(st);
-    a.n_rows = nt * Hq;
+    a.n_rows = nt * st->G;
     a.o_out = (float *)st->o_ref.p;
     a.topk_out = (int32_t *)st->topk_ref.p;
-    tryCheck(kc_attn_launch(KC_REF_ATTN, &a, 1, e));
+    tryCheck(kc_attn_launch(KC_REF_ATTN, &a, (int)Hkv, e));
   }
   if (st->randq_on) {
     tryCheck(kc_buf_need(&st->randq_ref, nrq * sizeof(float), e));
     kc_attn_args a = base_args(st);
-    a.n_rows = Hkv * L->n_seq * L->n_randq;
+    a.n_rows = (int64_t)L->n_seq * L->n_randq;
     a.o_out = (float *)st->randq_ref.p;
-    tryCheck(kc_attn_launch(KC_REF_RANDQ, &a, 1, e));
+    tryCheck(kc_attn_launch(KC_REF_RANDQ, &a, (int)Hkv, e));
   }
   cudaCheck(cudaDeviceSynchronize());
   st->loaded = 1;

@@ -277,6 +277,7 @@ int kc_side_run(cublasHandle_t h, const kc_side *s, const kc_mats *mt, const flo
   k_quant<<<blocks_for(n * D, 256), 256>>>(*s, cb_dev, proj, u, (uint16_t *)w->idx.p, n);
   launchCheck();
   float *xh = xhat_out ? xhat_out : (float *)w->xhat.p;
+  if (m == 0 && !xhat_out && !keff_out) return SQ_OK; /* encode without QJL needs no reconstruction */
   tryCheck(reconstruct(h, s, mt, w, x, stride, n, xh, e));
   if (m > 0) {
     double *r = (double *)w->r.p, *z = (double *)w->z.p;
