@@ -447,7 +447,7 @@ static int grid_fig_boxes(exp_ctx *x, const rep_point *pts, int np, sq_err *e) {
     rep_label(first, label, sizeof label);
     if (!strcmp(first->arm, "lowrank")) snprintf(tick, sizeof tick, "lowrank %s", label);
     else if (!strcmp(first->arm, "sq")) {
-      char nb[8];
+      char nb[16];
       if (first->noise_bits < 0) nb[0] = '\0';
       else snprintf(nb, sizeof nb, " nb%d", first->noise_bits);
       snprintf(tick, sizeof tick, "sq %db%s τ%.2f%s%s", first->total_bits, nb, first->d_eff_variance,
