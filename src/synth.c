@@ -129,7 +129,8 @@ static int n_dominant(int layer, int D) {
   int cap = D / 2 > 1 ? D / 2 : 1;
   return n < cap ? n : cap;
 }
-static double dominant_var(int layer) { return 12.0 + 3.0 * (layer % 7); }
+/* Scaled so that key norms (~15) and value norms (~4) are those of a real small model's dump. */
+static double dominant_var(int layer) { return 80.0 + 20.0 * (layer % 7); }
 
 /* Random orthonormal rows B[D][D] (Gram-Schmidt, twice for stability). The first n_low rows are
  * drawn on the lowest-frequency RoPE pairs only (dims i and i+D/2 for i >= D/2 - m), so they
@@ -215,9 +216,9 @@ static void gen_kv(const synth_opts *o, const dump_t *h, const synth_geom *g, in
   rng_seed(&rv, rng_head_seed(o->seed, layer, kh) ^ SALT_V);
   random_basis(&rk, D, nd, Bk);
   random_basis(&rv, D, 0, Bv);
-  /* keys: A*0.55^r on the dominant directions, a 1.5 * j^-1.1 power-law tail after them */
+  /* keys: A*0.55^r on the dominant directions, a 10 * j^-1.1 power-law tail after them */
   for (int r = 0; r < D; r++) {
-    double var = r < nd ? A * pow(0.55, r) : 1.5 * pow(r - nd + 1, -1.1);
+    double var = r < nd ? A * pow(0.55, r) : 10.0 * pow(r - nd + 1, -1.1);
     for (int j = 0; j < D; j++) Bs[r * D + j] = (float)(sqrt(var) * Bk[r * D + j]);
   }
   for (int64_t t = 0; t < h->n_tokens; t++) {
@@ -225,9 +226,9 @@ static void gen_kv(const synth_opts *o, const dump_t *h, const synth_geom *g, in
     draw_vector(&rk, Bs, D, x);
     rope_table(x, D, g->rope_cs + g->pos[t] * D);
   }
-  /* values: a flat (r+1)^-0.3 spectrum */
+  /* values: a flatter (r+1)^-0.6 spectrum (top-5 share ~0.2-0.25 against ~0.8 for keys) */
   for (int r = 0; r < D; r++) {
-    double sd = sqrt(pow(r + 1, -0.3));
+    double sd = sqrt(pow(r + 1, -0.6));
     for (int j = 0; j < D; j++) Bs[r * D + j] = (float)(sd * Bv[r * D + j]);
   }
   for (int64_t t = 0; t < h->n_tokens; t++) draw_vector(&rv, Bs, D, out->v + (t * H + kh) * D);
@@ -236,19 +237,20 @@ static void gen_kv(const synth_opts *o, const dump_t *h, const synth_geom *g, in
 }
 
 /* Query head qh: fixed per-head weights on its KV head's dominant key directions, per-row
- * jitter on them, isotropic noise, then RoPE at the token's position. */
+ * jitter on them, isotropic noise, then RoPE at the token's position. The scales give attention
+ * logits q.k/sqrt(D) with a standard deviation of about 2-3, as in the shipped SmolLM2 dump. */
 static void gen_q(const synth_opts *o, const dump_t *h, const synth_geom *g, int layer, int qh, const double *Bk,
                   dump_layer *out) {
   int D = h->head_dim, Hq = h->n_q_heads, nd = n_dominant(layer, D);
   rng_t rq;
   rng_seed(&rq, rng_head_seed(o->seed, layer, qh) ^ SALT_Q);
   double w[256];
-  for (int r = 0; r < nd; r++) w[r] = 4.0 * rng_normal(&rq);
+  for (int r = 0; r < nd; r++) w[r] = 1.3 * rng_normal(&rq);
   for (int64_t row = 0; row < h->n_q_rows; row++) {
     float *x = out->q + (row * Hq + qh) * D;
-    for (int j = 0; j < D; j++) x[j] = (float)(0.4 * rng_normal(&rq));
+    for (int j = 0; j < D; j++) x[j] = (float)(0.5 * rng_normal(&rq));
     for (int r = 0; r < nd; r++) {
-      double c = w[r] + 0.8 * rng_normal(&rq);
+      double c = w[r] + 0.5 * rng_normal(&rq);
       for (int j = 0; j < D; j++) x[j] += (float)(c * Bk[r * D + j]);
     }
     rope_table(x, D, g->rope_cs + g->pos[g->q_tok[row]] * D);

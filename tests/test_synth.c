@@ -119,8 +119,8 @@ Test(synth, keys_concentrated_values_flat) {
       double vs = top5_share(l.v, l.n_tokens, h.n_kv_heads, kh, h.head_dim);
       /* isotropic data in D = 64 would give 5/64 = 0.08 */
       cr_expect_gt(ks, 0.6, "layer %d head %d: keys' top-5 share %.3f", layer, kh, ks);
-      cr_expect_lt(vs, 0.2, "layer %d head %d: values' top-5 share %.3f", layer, kh, vs);
-      cr_expect_gt(ks, 4 * vs, "layer %d head %d: keys %.3f vs values %.3f", layer, kh, ks, vs);
+      cr_expect_lt(vs, 0.35, "layer %d head %d: values' top-5 share %.3f", layer, kh, vs);
+      cr_expect_gt(ks, 2.5 * vs, "layer %d head %d: keys %.3f vs values %.3f", layer, kh, ks, vs);
     }
   }
   dump_layer_free(&l);
@@ -162,7 +162,7 @@ Test(synth, queries_follow_their_keys) {
       }
     }
     /* random directions would put 6/64 = 0.09 of the energy there */
-    cr_expect_gt(in / all, 0.5, "query head %d: %.3f of its energy in its keys' top-6 subspace", qh, in / all);
+    cr_expect_gt(in / all, 0.2, "query head %d: %.3f of its energy in its keys' top-6 subspace", qh, in / all);
     gsl_eigen_symmv_free(w);
     gsl_matrix_free(U);
     gsl_vector_free(ev);
