@@ -28,53 +28,66 @@ double kcpu_attend(const float *s, int64_t n, const float *V, int64_t vstride, i
   return sum;
 }
 
-/* Scores of 32 keys at a time: 32 accumulators stay in registers while d runs. */
-void kcpu_scores_t(const float *q, const float *KT, int64_t ld, int64_t n, int D, float *s) {
+/* Scores of 32 keys at a time: 32 accumulators stay in registers while d runs, and the D x 32
+ * block of keys stays in L1 while the nq queries (a GQA group) take their turn. */
+void kcpu_scores_t(const float *Q, int nq, const float *KT, int64_t ld, int64_t n, int D, float *S,
+                   int64_t lds) {
   int64_t j0 = 0;
-  for (; j0 + 32 <= n; j0 += 32) {
-    float acc[32] = {0};
+  for (; j0 + 32 <= n; j0 += 32)
+    for (int g = 0; g < nq; g++) {
+      const float *q = Q + (int64_t)g * D;
+      float acc[32] = {0};
+      for (int d = 0; d < D; d++) {
+        const float *kt = KT + d * ld + j0;
+        float qd = q[d];
+#pragma omp simd
+        for (int jj = 0; jj < 32; jj++) acc[jj] += qd * kt[jj];
+      }
+      memcpy(S + g * lds + j0, acc, sizeof acc);
+    }
+  if (j0 == n) return;
+  int rest = (int)(n - j0);
+  for (int g = 0; g < nq; g++) {
+    const float *q = Q + (int64_t)g * D;
+    float *sj = S + g * lds + j0;
+    for (int jj = 0; jj < rest; jj++) sj[jj] = 0.0f;
     for (int d = 0; d < D; d++) {
       const float *kt = KT + d * ld + j0;
       float qd = q[d];
-#pragma omp simd
-      for (int jj = 0; jj < 32; jj++) acc[jj] += qd * kt[jj];
+      for (int jj = 0; jj < rest; jj++) sj[jj] += qd * kt[jj];
     }
-    memcpy(s + j0, acc, sizeof acc);
-  }
-  if (j0 == n) return;
-  int rest = (int)(n - j0);
-  for (int jj = 0; jj < rest; jj++) s[j0 + jj] = 0.0f;
-  for (int d = 0; d < D; d++) {
-    const float *kt = KT + d * ld + j0;
-    float qd = q[d], *sj = s + j0;
-    for (int jj = 0; jj < rest; jj++) sj[jj] += qd * kt[jj];
   }
 }
 
-double kcpu_attend_t(const float *s, int64_t n, const float *VT, int64_t ld, int D, float *e, float *o) {
-  float mx = -INFINITY;
-  for (int64_t j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-  float c = 1.0f / sqrtf((float)D);
-  double sum = 0.0;
-  for (int64_t j = 0; j < n; j++) {
-    e[j] = expf((s[j] - mx) * c);
-    sum += e[j];
-  }
-  float inv = (float)(1.0 / sum);
-  for (int d = 0; d < D; d++) {
-    const float *vt = VT + d * ld;
-    /* 16 independent partial sums: a single running sum would be bound by the add latency */
-    float part[16] = {0};
-    int64_t j = 0;
-    for (; j + 16 <= n; j += 16)
+/* sum_j e_j v_j as 16 independent partial sums (one running sum would be add-latency bound). */
+static float dot16(const float *e, const float *v, int64_t n) {
+  float part[16] = {0};
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
 #pragma omp simd
-      for (int jj = 0; jj < 16; jj++) part[jj] += e[j + jj] * vt[j + jj];
-    float acc = 0.0f;
-    for (; j < n; j++) acc += e[j] * vt[j];
-    for (int jj = 0; jj < 16; jj++) acc += part[jj];
-    o[d] = acc * inv;
+    for (int jj = 0; jj < 16; jj++) part[jj] += e[j + jj] * v[j + jj];
+  float acc = 0.0f;
+  for (; j < n; j++) acc += e[j] * v[j];
+  for (int jj = 0; jj < 16; jj++) acc += part[jj];
+  return acc;
+}
+
+void kcpu_attend_t(const float *S, int nq, int64_t lds, int64_t n, const float *VT, int64_t ld, int D,
+                   float *E, float *O, double *sum) {
+  float c = 1.0f / sqrtf((float)D);
+  for (int g = 0; g < nq; g++) {
+    const float *s = S + g * lds;
+    float *e = E + g * lds, mx = -INFINITY;
+    for (int64_t j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    double sm = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+      e[j] = expf((s[j] - mx) * c);
+      sm += e[j];
+    }
+    sum[g] = sm;
   }
-  return sum;
+  for (int d = 0; d < D; d++) /* row d of V^T stays in L1 for the whole group */
+    for (int g = 0; g < nq; g++) O[g * D + d] = dot16(E + g * lds, VT + d * ld, n) * (float)(1.0 / sum[g]);
 }
 
 void kcpu_topk(const float *s, int64_t n, int k, int32_t *idx) {

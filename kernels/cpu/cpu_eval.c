@@ -2,9 +2,10 @@
  * defines them). Three phases per chunk of plans:
  *   1. code: encode + decode every eval token's K and V (tokens in parallel) -> effective keys
  *      (decoded key + QJL correction, so s^ = q.keff) and decoded values, plus K/V statistics;
- *   2. attn/probs: tasks (row block, query head of the group) in parallel; each query row computes
- *      the true scores once and then every plan's s^, softmax, o^, logit sums, top-k, probs;
- *   3. randq: tasks (sequence, random query).
+ *   2. attn/probs: row blocks in parallel; each query row takes the G query heads of the group
+ *      together, computes their true scores once and then every plan's s^, softmax, o^, logit
+ *      sums, top-k, probs (the group shares the keys, so each key block is read once per row);
+ *   3. randq: sequences in parallel, their n_randq queries together.
  * Every task writes its own partial sums; they are reduced in task order afterwards, so the
  * results do not depend on the number of threads. */
 #include <math.h>
@@ -68,121 +69,150 @@ static void phase_code(kcpu_state *st, int head, const cb_table *cb, chunk_t *c)
     }
 }
 
-/* One query row t of (sequence s, query head g) against every plan of the chunk. */
-static void attn_row(kcpu_state *st, const chunk_t *c, int64_t s, int g, int64_t t,
-                     const float *srow, float *shrow, float *e, attn_part *part) {
+/* Per-thread scratch of the attention phases: G rows of max_len for the true scores, the
+ * estimated scores and the softmax numerators; G outputs. */
+typedef struct {
+  float *srow, *shrow, *e, *o;
+  double *sum;
+  int64_t lds;
+} scratch_t;
+
+static scratch_t scratch_new(const kcpu_state *st, int rows) {
+  scratch_t w = {.lds = st->max_len};
+  w.srow = sq_xmalloc((size_t)(rows * w.lds) * sizeof(float));
+  w.shrow = sq_xmalloc((size_t)(rows * w.lds) * sizeof(float));
+  w.e = sq_xmalloc((size_t)(rows * w.lds) * sizeof(float));
+  w.o = sq_xmalloc((size_t)rows * st->L.head_dim * sizeof(float));
+  w.sum = sq_xmalloc((size_t)rows * sizeof(double));
+  return w;
+}
+
+static void scratch_free(scratch_t *w) {
+  free(w->srow), free(w->shrow), free(w->e), free(w->o), free(w->sum);
+}
+
+/* attn metrics of query head g (group member gi) at row t for one plan, from w's rows. */
+static void attn_metrics(const kcpu_state *st, int64_t tok, int g, int64_t t, const scratch_t *w,
+                         int gi, attn_part *a) {
   const kern_layer *L = &st->L;
-  int D = L->head_dim, Hq = L->n_q_heads, k = L->topk;
-  int64_t off = L->seq_off[s], len = L->seq_off[s + 1] - off, P = kcpu_probs_rows(L, len);
-  const float *q = L->q + ((off + t) * Hq + g) * D;
-  int probs_row = st->probs_on && t >= len - P;
-  float o[PLAN_MAX_D];
-  int32_t top[64];
-  for (int i = 0; i < c->n; i++) {
-    attn_part *a = part + i;
-    int64_t blk = (int64_t)i * st->blk_total + st->blk_off[s], ld = st->blk_ld[s];
-    kcpu_scores_t(q, c->keff + blk, ld, t + 1, D, shrow);
-    double sum = kcpu_attend_t(shrow, t + 1, c->vhat + blk, ld, D, e, o);
-    if (st->attn_on) {
-      const float *oref = st->o_ref + ((off + t) * Hq + g) * D;
-      double dot = 0, n1 = 0, n2 = 0;
-      for (int d = 0; d < D; d++) {
-        dot += (double)o[d] * oref[d];
-        n1 += (double)oref[d] * oref[d];
-        n2 += (double)o[d] * o[d];
-      }
-      a->cos += kcpu_cos(dot, n1, n2);
-      a->rows++;
-      double bias = 0, ssum = 0, shsum = 0, ss = 0, ssh = 0;
+  int D = L->head_dim, k = L->topk;
+  const float *o = w->o + gi * D, *oref = st->o_ref + (tok * L->n_q_heads + g) * D;
+  const float *srow = w->srow + gi * w->lds, *shrow = w->shrow + gi * w->lds;
+  double dot = 0, n1 = 0, n2 = 0;
+  for (int d = 0; d < D; d++) {
+    dot += (double)o[d] * oref[d];
+    n1 += (double)oref[d] * oref[d];
+    n2 += (double)o[d] * o[d];
+  }
+  a->cos += kcpu_cos(dot, n1, n2);
+  a->rows++;
+  double bias = 0, ssum = 0, shsum = 0, ss = 0, ssh = 0;
 #pragma omp simd reduction(+ : bias, ssum, shsum, ss, ssh)
-      for (int64_t j = 0; j <= t; j++) {
-        double sj = srow[j], hj = shrow[j];
-        bias += hj - sj;
-        ssum += sj;
-        shsum += hj;
-        ss += sj * sj;
-        ssh += sj * hj;
-      }
-      a->bias += bias, a->s += ssum, a->sh += shsum, a->ss += ss, a->ssh += ssh;
-      a->pairs += t + 1;
-      kcpu_topk(shrow, t + 1, k, top);
-      int64_t kk = t + 1 < k ? t + 1 : k;
-      a->topk += (double)kcpu_overlap(st->topk_ref + ((off + t) * Hq + g) * k, top, k) / (double)kk;
-    }
-    if (probs_row) {
-      const float *pref = st->probs_ref + st->probs_off[s] + ((t - (len - P)) * Hq + g) * len;
-      for (int64_t j = 0; j <= t; j++) {
-        double ph = e[j] / sum;
-        a->p_dot += ph * pref[j];
-        a->p_nn += (double)pref[j] * pref[j];
-        a->p_hh += ph * ph;
-      }
+  for (int64_t j = 0; j <= t; j++) {
+    double sj = srow[j], hj = shrow[j];
+    bias += hj - sj;
+    ssum += sj;
+    shsum += hj;
+    ss += sj * sj;
+    ssh += sj * hj;
+  }
+  a->bias += bias, a->s += ssum, a->sh += shsum, a->ss += ss, a->ssh += ssh;
+  a->pairs += t + 1;
+  int32_t top[64];
+  kcpu_topk(shrow, t + 1, k, top);
+  int64_t kk = t + 1 < k ? t + 1 : k;
+  a->topk += (double)kcpu_overlap(st->topk_ref + (tok * L->n_q_heads + g) * k, top, k) / (double)kk;
+}
+
+/* probs partial sums of query head g at row t (one of the sequence's last P rows). */
+static void probs_metrics(const kcpu_state *st, int64_t s, int g, int64_t t, const scratch_t *w,
+                          int gi, attn_part *a) {
+  const kern_layer *L = &st->L;
+  int64_t len = L->seq_off[s + 1] - L->seq_off[s], P = kcpu_probs_rows(L, len);
+  const float *pref = st->probs_ref + st->probs_off[s] + ((t - (len - P)) * L->n_q_heads + g) * len;
+  const float *e = w->e + gi * w->lds;
+  double sum = w->sum[gi];
+  for (int64_t j = 0; j <= t; j++) {
+    double ph = e[j] / sum;
+    a->p_dot += ph * pref[j];
+    a->p_nn += (double)pref[j] * pref[j];
+    a->p_hh += ph * ph;
+  }
+}
+
+/* Query row t of sequence s, all G query heads of KV head `head`, against every plan. */
+static void attn_row(const kcpu_state *st, const chunk_t *c, int head, int64_t s, int64_t t,
+                     scratch_t *w, attn_part *part) {
+  const kern_layer *L = &st->L;
+  int D = L->head_dim, G = st->G, g0 = head * G;
+  int64_t off = L->seq_off[s], len = L->seq_off[s + 1] - off, tok = off + t;
+  int64_t kstride = (int64_t)L->n_kv_heads * D;
+  const float *Q = L->q + (tok * L->n_q_heads + g0) * D; /* the group's queries are adjacent */
+  const float *K = L->k + off * kstride + (int64_t)head * D;
+  if (st->attn_on) /* true scores, shared by every plan */
+    for (int gi = 0; gi < G; gi++)
+      for (int64_t j = 0; j <= t; j++) w->srow[gi * w->lds + j] = kcpu_dot(Q + gi * D, K + j * kstride, D);
+  int probs_row = st->probs_on && t >= len - kcpu_probs_rows(L, len);
+  int64_t ld = st->blk_ld[s];
+  for (int i = 0; i < c->n; i++) {
+    int64_t blk = (int64_t)i * st->blk_total + st->blk_off[s];
+    kcpu_scores_t(Q, G, c->keff + blk, ld, t + 1, D, w->shrow, w->lds);
+    kcpu_attend_t(w->shrow, G, w->lds, t + 1, c->vhat + blk, ld, D, w->e, w->o, w->sum);
+    for (int gi = 0; gi < G; gi++) {
+      if (st->attn_on) attn_metrics(st, tok, g0 + gi, t, w, gi, part + i);
+      if (probs_row) probs_metrics(st, s, g0 + gi, t, w, gi, part + i);
     }
   }
 }
 
 static void phase_attn(kcpu_state *st, int head, const chunk_t *c, attn_part *parts) {
   const kern_layer *L = &st->L;
-  int G = st->G, D = L->head_dim, Hq = L->n_q_heads;
-  int64_t n_task = st->n_blk * G, kstride = (int64_t)L->n_kv_heads * D;
 #pragma omp parallel num_threads(st->threads)
   {
-    float *srow = sq_xmalloc((size_t)st->max_len * sizeof *srow);
-    float *shrow = sq_xmalloc((size_t)st->max_len * sizeof *shrow);
-    float *e = sq_xmalloc((size_t)st->max_len * sizeof *e);
+    scratch_t w = scratch_new(st, st->G);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < n_task; task++) {
-      int64_t blk = task / G, s = st->blk_seq[blk];
-      int g = head * G + (int)(task % G);
-      int64_t off = L->seq_off[s], len = L->seq_off[s + 1] - off;
-      const float *K = L->k + off * kstride + (int64_t)head * D;
+    for (int64_t blk = 0; blk < st->n_blk; blk++) {
+      int64_t s = st->blk_seq[blk], len = L->seq_off[s + 1] - L->seq_off[s];
       int64_t t0 = st->blk_t0[blk], t1 = st->blk_t1[blk];
       if (!st->attn_on && t0 < len - kcpu_probs_rows(L, len)) t0 = len - kcpu_probs_rows(L, len);
-      attn_part *part = parts + task * c->n;
+      attn_part *part = parts + blk * c->n;
       memset(part, 0, (size_t)c->n * sizeof *part);
-      for (int64_t t = t0; t < t1; t++) {
-        const float *q = L->q + ((off + t) * Hq + g) * D;
-        if (st->attn_on)
-          for (int64_t j = 0; j <= t; j++) srow[j] = kcpu_dot(q, K + j * kstride, D);
-        attn_row(st, c, s, g, t, srow, shrow, e, part);
-      }
+      for (int64_t t = t0; t < t1; t++) attn_row(st, c, head, s, t, &w, part);
     }
-    free(srow);
-    free(shrow);
-    free(e);
+    scratch_free(&w);
   }
 }
 
-/* randq: cos(o, o^) of every (sequence, random query) and plan, into cosv[task][n]. */
+/* randq: cos(o, o^) of every (sequence, random query) and plan, into cosv[(s * R + r) * n + i];
+ * a sequence's R queries go through the kernels together. */
 static void phase_randq(kcpu_state *st, int head, const chunk_t *c, double *cosv) {
   const kern_layer *L = &st->L;
   int D = L->head_dim, R = L->n_randq;
-  int64_t n_task = (int64_t)L->n_seq * R;
 #pragma omp parallel num_threads(st->threads)
   {
-    float *shrow = sq_xmalloc((size_t)st->max_len * sizeof *shrow);
-    float *e = sq_xmalloc((size_t)st->max_len * sizeof *e);
-    float o[PLAN_MAX_D];
+    scratch_t w = scratch_new(st, R);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < n_task; task++) {
-      int64_t s = task / R, off = L->seq_off[s], len = L->seq_off[s + 1] - off;
-      int64_t slot = ((int64_t)head * L->n_seq + s) * R + task % R;
-      const float *q = L->randq + slot * D, *oref = st->randq_ref + slot * D;
+    for (int64_t s = 0; s < L->n_seq; s++) {
+      int64_t len = L->seq_off[s + 1] - L->seq_off[s], ld = st->blk_ld[s];
+      int64_t slot = ((int64_t)head * L->n_seq + s) * R;
+      const float *Q = L->randq + slot * D;
       for (int i = 0; i < c->n; i++) {
-        int64_t blk = (int64_t)i * st->blk_total + st->blk_off[s], ld = st->blk_ld[s];
-        kcpu_scores_t(q, c->keff + blk, ld, len, D, shrow);
-        kcpu_attend_t(shrow, len, c->vhat + blk, ld, D, e, o);
-        double dot = 0, n1 = 0, n2 = 0;
-        for (int d = 0; d < D; d++) {
-          dot += (double)o[d] * oref[d];
-          n1 += (double)oref[d] * oref[d];
-          n2 += (double)o[d] * o[d];
+        int64_t blk = (int64_t)i * st->blk_total + st->blk_off[s];
+        kcpu_scores_t(Q, R, c->keff + blk, ld, len, D, w.shrow, w.lds);
+        kcpu_attend_t(w.shrow, R, w.lds, len, c->vhat + blk, ld, D, w.e, w.o, w.sum);
+        for (int r = 0; r < R; r++) {
+          const float *o = w.o + r * D, *oref = st->randq_ref + (slot + r) * D;
+          double dot = 0, n1 = 0, n2 = 0;
+          for (int d = 0; d < D; d++) {
+            dot += (double)o[d] * oref[d];
+            n1 += (double)oref[d] * oref[d];
+            n2 += (double)o[d] * o[d];
+          }
+          cosv[(s * R + r) * c->n + i] = kcpu_cos(dot, n1, n2);
         }
-        cosv[task * c->n + i] = kcpu_cos(dot, n1, n2);
       }
     }
-    free(shrow);
-    free(e);
+    scratch_free(&w);
   }
 }
 
@@ -203,13 +233,11 @@ static void reduce_attn(const kcpu_state *st, const attn_part *parts, int nc, in
   attn_part a = {0};
   double probs_sum = 0, pd = 0, pn = 0, ph = 0;
   for (int64_t blk = 0; blk < st->n_blk; blk++) {
-    for (int gi = 0; gi < st->G; gi++) {
-      const attn_part *p = parts + (blk * st->G + gi) * nc + i;
-      a.cos += p->cos, a.topk += p->topk, a.bias += p->bias;
-      a.s += p->s, a.sh += p->sh, a.ss += p->ss, a.ssh += p->ssh;
-      a.rows += p->rows, a.pairs += p->pairs;
-      pd += p->p_dot, pn += p->p_nn, ph += p->p_hh;
-    }
+    const attn_part *p = parts + blk * nc + i;
+    a.cos += p->cos, a.topk += p->topk, a.bias += p->bias;
+    a.s += p->s, a.sh += p->sh, a.ss += p->ss, a.ssh += p->ssh;
+    a.rows += p->rows, a.pairs += p->pairs;
+    pd += p->p_dot, pn += p->p_nn, ph += p->p_hh;
     if (blk + 1 == st->n_blk || st->blk_seq[blk + 1] != st->blk_seq[blk]) { /* sequence done */
       probs_sum += kcpu_cos(pd, pn, ph);
       pd = pn = ph = 0;
@@ -261,7 +289,7 @@ static int eval_chunk(kcpu_state *st, int head, int n, const plan_pair *const *p
     reduce_rec(c.vrec + i * nt, nt, &out[i].v_cos, &out[i].v_rel_mse);
   }
   if (st->attn_on || st->probs_on) {
-    int64_t n_task = st->n_blk * st->G;
+    int64_t n_task = st->n_blk;
     attn_part *parts = sq_xmalloc((size_t)(n_task * n) * sizeof *parts);
     phase_attn(st, head, &c, parts);
     for (int i = 0; i < n; i++) reduce_attn(st, parts, n, i, &out[i]);

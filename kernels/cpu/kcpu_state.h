@@ -51,9 +51,15 @@ double kcpu_attend(const float *s, int64_t n, const float *V, int64_t vstride, i
                    float *o);
 /* The same over keys/values stored transposed, one sequence block: K^T / V^T [D][ld] (element
  * (d, j) at X[d * ld + j]); used by eval, whose decoded K/V are kept in this layout so that the
- * inner loops run along keys (no horizontal sums). kcpu_scores_t: s_j = q . k_j, j < n. */
-void kcpu_scores_t(const float *q, const float *KT, int64_t ld, int64_t n, int D, float *s);
-double kcpu_attend_t(const float *s, int64_t n, const float *VT, int64_t ld, int D, float *e, float *o);
+ * inner loops run along keys. Both take nq queries at once (a GQA group, or the randq
+ * queries of a sequence: rows of D floats at Q) so each block of keys is read once per group.
+ * kcpu_scores_t: S[g * lds + j] = q_g . k_j for j < n.
+ * kcpu_attend_t: E[g * lds + j] = exp((S - max) / sqrt(D)), sum[g] = sum_j E, O[g * D + d] =
+ * sum_j E v_j[d] / sum[g]. */
+void kcpu_scores_t(const float *Q, int nq, const float *KT, int64_t ld, int64_t n, int D, float *S,
+                   int64_t lds);
+void kcpu_attend_t(const float *S, int nq, int64_t lds, int64_t n, const float *VT, int64_t ld, int D,
+                   float *E, float *O, double *sum);
 /* Indices of the k largest s_j (j < n), ties to the lower index; fills k slots, -1 past n. */
 void kcpu_topk(const float *s, int64_t n, int k, int32_t *idx);
 /* |a & b| of two index lists of length k (entries -1 ignored). */
