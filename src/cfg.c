@@ -41,7 +41,8 @@ enum {
   F_ARM_REQ = 2, /* required when the section's arm is enabled (no default) */
   F_ALL = 4,     /* the value `all` means "every one" and stores n = 0 */
   F_NONE = 8,    /* `none` is a list item, stored as CFG_NONE */
-  F_STEM = 16    /* default is results/<config file stem> */
+  F_STEM = 16,   /* default is results/<config file stem> */
+  F_ALL_ITEM = 32 /* `all` is a list item, stored as CFG_ALL_ITEM */
 };
 
 typedef struct {
@@ -56,7 +57,7 @@ typedef struct {
   const char *help;
 } cfg_key;
 
-static const char *const section_names[] = {"run", "tq", "sq", "sq_paper_v1", "lowrank", NULL};
+static const char *const section_names[] = {"run", "tq", "sq", "sq_paper_v1", "lowrank", "stability", NULL};
 static const char *const section_help[] = {
     "What to run on: the dump, the arms, the selection of layers/heads/tokens, the protocols.",
     "TurboQuant (Zandieh et al., Algorithm 2; methods.md section 5). Every value is a list; the "
@@ -68,10 +69,14 @@ static const char *const section_help[] = {
     "the same basis, no QJL.",
     "Low-rank projection baseline: the top-r eigen-coordinates (keys and values in their own "
     "bases) kept in fp16, the rest dropped.",
+    "The calibration-stability experiment (read, printed and hashed only when [run] experiments "
+    "lists stability; otherwise the section is ignored). Each (layer, head) is calibrated on the "
+    "first N calibration tokens for every N below and compared with the full calibration.",
 };
 /* arm i is section i+1; its .enabled lives at arm_enabled_off[i] */
 static const char *const arm_names[] = {"tq", "sq", "sq_paper_v1", "lowrank", NULL};
-enum { N_ARMS = 4, N_SECTIONS = 5 };
+enum { N_ARMS = 4, N_SECTIONS = 6 };
+enum { SEC_STABILITY = 5 }; /* the first section after the arms' */
 static const size_t arm_enabled_off[N_ARMS] = {
     offsetof(cfg_t, tq.enabled), offsetof(cfg_t, sq.enabled), offsetof(cfg_t, sqv1.enabled),
     offsetof(cfg_t, lowrank.enabled)};
@@ -81,7 +86,7 @@ static const char *const proto_names[] = {"attn", "randq", "probs", NULL};  /* P
 static const char *const variant_names[] = {"prod", "mse", NULL};           /* TQ_PROD, TQ_MSE */
 static const char *const rotation_names[] = {"haar", "hadamard", NULL};     /* TQ_HAAR, ... */
 static const char *const codebook_names[] = {"beta", "gaussian", NULL};     /* TQ_CB_* */
-static const char *const experiment_names[] = {"grid", "spectrum", NULL};
+static const char *const experiment_names[] = {"grid", "spectrum", "shift", "stability", NULL};
 
 #define OFF(f) offsetof(cfg_t, f)
 #define KEY(sec, key, kind, field, lo, hi, names, def, flags, help) \
@@ -130,7 +135,9 @@ static const cfg_key cfg_keys[] = {
         "CPU threads; 0 = the OpenMP default."),
     KEY("run", "experiments", K_SLIST, experiments, 0, 0, experiment_names, "grid,spectrum", 0,
         "Experiments to run: grid = the sweep over the arms' grids (the main tables); "
-        "spectrum = the d_eff/eigenvalue table."),
+        "spectrum = the d_eff/eigenvalue table; shift = calibrate on one domain, evaluate on "
+        "another (every ordered pair of the selected domains); stability = calibration on the "
+        "first N tokens vs all ([stability])."),
 
     KEY("tq", "total_bits", K_ILIST, tq.total_bits, 1, 8, NULL, NULL, F_ARM_REQ,
         "Bits per coordinate b (prod keys: b-1 MSE bits + 1 QJL bit)."),
@@ -167,6 +174,12 @@ static const cfg_key cfg_keys[] = {
         "Coordinates kept (must not exceed head_dim); 0 = d_eff(tau) for each d_eff_variance."),
     KEYD("lowrank", "d_eff_variance", lowrank.d_eff_variance, 0.0, 1.0, "0.9",
          "Thresholds tau used when rank contains 0."),
+
+    KEY("stability", "calib_tokens", K_ILIST, stability.calib_tokens, 1, 1000000000, NULL,
+        "128,256,512,1024,all", F_ALL_ITEM,
+        "Calibration budgets N: the first N calibration tokens (capped by [run] max_calib_tokens); "
+        "all = the whole calibration, the reference every budget is compared with (computed "
+        "whether listed or not)."),
 };
 enum { N_KEYS = sizeof cfg_keys / sizeof cfg_keys[0] };
 
@@ -184,7 +197,11 @@ static int key_index(const char *section, const char *key) {
   return -1;
 }
 
-static int arm_of_section(const char *section) { return section_index(section) - 1; }
+/* The arm whose knobs section `section` holds, or -1 ([run], [stability]). */
+static int arm_of_section(const char *section) {
+  int a = section_index(section) - 1;
+  return a < N_ARMS ? a : -1;
+}
 
 static int name_index(const char *const *names, const char *s) {
   for (int i = 0; names[i]; i++)
@@ -302,8 +319,9 @@ static void describe_allowed(const cfg_key *k, char *buf, size_t n) {
   case K_ARMS:
   case K_ELIST: append(buf, n, "a list of "), join_names(buf, n, k->names); break;
   case K_ILIST:
-    append(buf, n, "a list of integers %lld..%lld%s (ranges start:stop[:step], stop exclusive)%s",
-           k->lo, k->hi, k->flags & F_NONE ? " or none" : "", k->flags & F_ALL ? ", or all" : "");
+    append(buf, n, "a list of integers %lld..%lld%s%s (ranges start:stop[:step], stop exclusive)%s",
+           k->lo, k->hi, k->flags & F_NONE ? " or none" : "", k->flags & F_ALL_ITEM ? " or all" : "",
+           k->flags & F_ALL ? ", or all" : "");
     break;
   case K_DLIST: append(buf, n, "a list of numbers in the open interval (%g, %g)", k->dlo, k->dhi); break;
   case K_BLIST: append(buf, n, "a list of booleans (true/false, yes/no, 1/0)"); break;
@@ -374,6 +392,15 @@ static int ilist_add(cfg_ilist *l, long long v, int is_none, const cfg_key *k, c
     }
   if (l->n >= CFG_MAX_LIST) return fail_why(why, n, "more than %d values", CFG_MAX_LIST);
   l->v[l->n++] = (int)v;
+  return 0;
+}
+
+/* The item `all` of an F_ALL_ITEM list. */
+static int ilist_add_all(cfg_ilist *l, char *why, size_t n) {
+  for (int i = 0; i < l->n; i++)
+    if (l->v[i] == CFG_ALL_ITEM) return fail_why(why, n, "all appears twice");
+  if (l->n >= CFG_MAX_LIST) return fail_why(why, n, "more than %d values", CFG_MAX_LIST);
+  l->v[l->n++] = CFG_ALL_ITEM;
   return 0;
 }
 
@@ -468,6 +495,7 @@ static int parse_item(cfg_scratch *dst, const cfg_key *k, char *item, char *why,
   switch (k->kind) {
   case K_ILIST:
     if ((k->flags & F_NONE) && !strcasecmp(item, "none")) return ilist_add(&dst->il, 0, 1, k, why, n);
+    if ((k->flags & F_ALL_ITEM) && !strcasecmp(item, "all")) return ilist_add_all(&dst->il, why, n);
     if (strchr(item, ':')) return ilist_add_range(&dst->il, item, k, why, n);
     if (parse_ll(item, &v)) return bad_item(why, n, "not an integer:", item);
     return ilist_add(&dst->il, v, 0, k, why, n);
@@ -898,6 +926,12 @@ int cfg_override(cfg_t *c, const char *assignment, sq_err *e) {
   return cfg_override_all(c, 1, &assignment, e);
 }
 
+int cfg_has_experiment(const cfg_t *c, const char *name) {
+  for (int i = 0; i < c->experiments.n; i++)
+    if (!strcmp(c->experiments.v[i], name)) return 1;
+  return 0;
+}
+
 /* ---------------------------------------------------------------- printing */
 
 /* Shortest %g form that reads back as the same double. */
@@ -936,6 +970,7 @@ static void format_value(const cfg_t *c, const cfg_key *k, char *buf, size_t n) 
       if (k->kind == K_BLIST) append(buf, n, "%s", v ? "true" : "false");
       else if (k->kind == K_ELIST) append(buf, n, "%s", k->names[v]);
       else if (v == CFG_NONE && (k->flags & F_NONE)) append(buf, n, "none");
+      else if (v == CFG_ALL_ITEM && (k->flags & F_ALL_ITEM)) append(buf, n, "all");
       else append(buf, n, "%d", v);
     }
     if (il->n == 0) append(buf, n, "%s", k->flags & F_ALL ? "all" : "");
@@ -962,7 +997,10 @@ void cfg_print(const cfg_t *c, void *file) {
   char val[4096];
   fprintf(f, "; sqexp config, fully resolved (every key, defaults filled in)\n; source: %s\n", c->path);
   for (int s = 0; section_names[s]; s++) {
-    if (s > 0 && !arm_enabled(c, s - 1)) continue;
+    if (s > 0 && s <= N_ARMS && !arm_enabled(c, s - 1)) continue;
+    /* printed (and so hashed) only when it matters: configs without the experiment keep
+     * their identity */
+    if (s == SEC_STABILITY && !cfg_has_experiment(c, "stability")) continue;
     fprintf(f, "\n[%s]\n", section_names[s]);
     for (int k = 0; k < N_KEYS; k++) {
       if (strcmp(cfg_keys[k].section, section_names[s])) continue;

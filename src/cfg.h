@@ -9,6 +9,7 @@
 
 #define CFG_MAX_LIST 64
 #define CFG_NONE (-1)  /* the value `none` in an integer knob list (noise_bits = none,1,2) */
+#define CFG_ALL_ITEM (-2) /* the item `all` in [stability] calib_tokens (= the whole calibration) */
 
 typedef struct { int n; int v[CFG_MAX_LIST]; } cfg_ilist;     /* ints, CFG_NONE allowed where stated */
 typedef struct { int n; double v[CFG_MAX_LIST]; } cfg_dlist;
@@ -76,6 +77,12 @@ typedef struct {
   cfg_dlist d_eff_variance;   /* used when rank contains 0; default 0.90 */
 } cfg_lowrank;
 
+/* [stability]: calibration budgets of the stability experiment (read only when
+ * `[run] experiments` lists stability; printed and hashed only then). */
+typedef struct {
+  cfg_ilist calib_tokens;     /* token counts >= 1 and CFG_ALL_ITEM; default 128,256,512,1024,all */
+} cfg_stability;
+
 typedef struct {
   char path[1024];            /* the config file */
   char *text;                 /* its full text (owned), for provenance and hashing */
@@ -85,7 +92,11 @@ typedef struct {
   cfg_sqv1 sqv1;
   cfg_lowrank lowrank;
   cfg_slist experiments;      /* [run] experiments = grid,spectrum,...; default grid,spectrum */
+  cfg_stability stability;    /* [stability] (added after the arms; see cfg_stability) */
 } cfg_t;
+
+/* Is experiment `name` listed in [run] experiments? */
+int cfg_has_experiment(const cfg_t *c, const char *name);
 
 /* Parse + validate. Relative `dump`/`out` paths are taken relative to the current directory. */
 int cfg_load(cfg_t *c, const char *path, sq_err *e);

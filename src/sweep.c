@@ -76,7 +76,24 @@ typedef struct {
   char out_dir[1024];
   char dump_fp[65];
   int64_t dump_size;
+  /* the shift and stability experiments (sweep_extra below) */
+  int do_shift, do_stability;
+  int n_xgrid;                  /* grid points they use: s->grid[0..n_xgrid) (n_grid may be 0) */
+  int *dom, n_dom;              /* shift: selected domain indices that have calib and eval tokens */
+  struct sweep_sel *dom_sel;    /* [n_dom] each domain's calibration/evaluation selection */
 } sweep_state;
+
+/* A calibration/evaluation selection (the fields sweep_select_tokens fills). */
+typedef struct sweep_sel {
+  int *calib_seq, n_calib_seq;
+  int64_t *calib_len, n_calib_tok;
+  int *eval_seq, n_eval_seq;
+  int64_t *eval_off;
+} sweep_sel;
+
+static int sweep_extra_prepare(sweep_state *s, sq_err *e);
+static int sweep_extra_check(const sweep_state *s, int fresh, sq_err *e);
+static void sweep_extra_dry_run(const sweep_state *s);
 
 static void sweep_state_free(sweep_state *s) {
   if (s->dump_opened) dump_close(&s->dump);
@@ -89,6 +106,14 @@ static void sweep_state_free(sweep_state *s) {
   free(s->eval_seq);
   free(s->eval_off);
   free(s->id_text);
+  for (int i = 0; s->dom_sel && i < s->n_dom; i++) {
+    free(s->dom_sel[i].calib_seq);
+    free(s->dom_sel[i].calib_len);
+    free(s->dom_sel[i].eval_seq);
+    free(s->dom_sel[i].eval_off);
+  }
+  free(s->dom_sel);
+  free(s->dom);
 }
 
 static int sweep_domain_selected(const sweep_state *s, int seq) {
@@ -174,7 +199,7 @@ static int sweep_select_tokens(sweep_state *s, sq_err *e) {
   if (s->n_eval_seq < 1)
     return sq_fail(e, SQ_EINPUT, "%s: no evaluation sequences (split 1) in the selected domains of %s", s->cfg.path,
                    d->path);
-  s->use_queries = s->needs_rows && (r->protocols & (PROTO_ATTN | PROTO_PROBS));
+  s->use_queries = (s->needs_rows || s->do_shift || s->do_stability) && (r->protocols & (PROTO_ATTN | PROTO_PROBS));
   for (int i = 0; s->use_queries && i < s->n_eval_seq; i++) {
     int q = s->eval_seq[i];
     if (d->q_off[q + 1] - d->q_off[q] != d->seq_off[q + 1] - d->seq_off[q])
@@ -263,6 +288,8 @@ static int sweep_prepare(const sweep_opts *o, sweep_state *s, sq_err *e) {
     }
     s->needs_rows |= x->needs_rows;
   }
+  s->do_shift = cfg_has_experiment(&s->cfg, "shift");
+  s->do_stability = cfg_has_experiment(&s->cfg, "stability");
   sweep_join(&s->cfg.experiments, s->experiments, sizeof s->experiments);
   if (s->cfg.run.backend == CFG_BACKEND_CUDA && !kern_cuda_available())
     return sq_fail(e, SQ_EINPUT, "backend cuda requested but %s",
@@ -272,8 +299,10 @@ static int sweep_prepare(const sweep_opts *o, sweep_state *s, sq_err *e) {
   if (plan_grid(&s->cfg, &s->grid, &s->n_grid, e)) return sq_wrap(e, "%s: ", s->cfg.path);
   if (s->needs_rows && s->n_grid == 0)
     return sq_fail(e, SQ_EINPUT, "%s: the grid is empty ([run] arms selects no arm)", s->cfg.path);
+  s->n_xgrid = s->do_shift || s->do_stability ? s->n_grid : 0;
   if (!s->needs_rows) s->n_grid = 0;
   if (sweep_select_layers(s, e) || sweep_select_tokens(s, e) || sweep_check_plans(s, e)) return e->code;
+  if (sweep_extra_prepare(s, e)) return e->code;
   sweep_add_tau(s, 0.90);
   sweep_add_tau(s, 0.95);
   for (int i = 0; i < s->cfg.sq.d_eff_variance.n; i++) sweep_add_tau(s, s->cfg.sq.d_eff_variance.v[i]);
@@ -326,7 +355,12 @@ typedef struct {
   int64_t computed;      /* rows computed in this session */
   int quiet;
   int layer_header;      /* the per-layer legend line was printed */
+  const char *key_prefix; /* shift/stability: prepended to every row key ("" or NULL: none) */
+  int no_spectra;        /* shift/stability: calibrations are not the run's spectra */
 } sweep_run_ctx;
+
+static int sweep_shift(sweep_run_ctx *r, int fresh, sq_err *e);
+static int sweep_stability(sweep_run_ctx *r, int fresh, sq_err *e);
 
 /* Copy whole token ranges of `seqs` from src [T][H][D] into dst, contiguously. */
 static void sweep_gather(const float *src, const int64_t *off, const int *seqs, const int64_t *lens, int n,
@@ -374,7 +408,7 @@ static int sweep_calibrate(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_e
     }
   }
   for (int i = 0; i < s->n_heads; i++) {
-    if (store_has_spectrum(r->st, layer, s->heads[i])) continue;
+    if (r->no_spectra || store_has_spectrum(r->st, layer, s->heads[i])) continue;
     store_spectrum sp;
     memset(&sp, 0, sizeof sp);
     sp.layer = layer;
@@ -493,6 +527,12 @@ static void sweep_fill_row(store_row *row, const plan_pair *p, const kern_metric
 
 enum { SWEEP_BATCH = 8 };
 
+/* The stored key of a grid point: the run's key prefix (shift/stability) + plan_knobs_key. */
+static void sweep_row_key(const sweep_run_ctx *r, const plan_knobs *kn, char *key, size_t n) {
+  size_t at = (size_t)snprintf(key, n, "%s", r->key_prefix ? r->key_prefix : "");
+  if (at < n) plan_knobs_key(kn, key + at, (int)(n - at));
+}
+
 /* Per-arm running means of attn cos for the per-layer line. */
 typedef struct {
   double sum[ARM_COUNT];
@@ -506,7 +546,7 @@ static int sweep_head(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int hi, s
   int *pending = sq_xmalloc((size_t)(s->n_grid > 0 ? s->n_grid : 1) * sizeof *pending), np = 0;
   for (int g = 0; g < s->n_grid; g++) {
     char key[256];
-    plan_knobs_key(&s->grid[g], key, (int)sizeof key);
+    sweep_row_key(r, &s->grid[g], key, sizeof key);
     if (!store_has_row(r->st, key, layer, head)) pending[np++] = g;
   }
   plan_pair plans[SWEEP_BATCH];
@@ -536,6 +576,7 @@ static int sweep_head(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int hi, s
     for (int i = 0; i < n && !rc; i++) {
       store_row row;
       sweep_fill_row(&row, &plans[i], &met[i], &b->ck[hi], &b->cv[hi], D, r->be->name, (t2 - t1) / n);
+      sweep_row_key(r, &plans[i].knobs, row.key, sizeof row.key);
       rc = store_append_row(r->st, &row, e);
       if (!rc && isfinite(met[i].attn_cos) && met[i].n_attn > 0) {
         ls->sum[plans[i].knobs.arm] += met[i].attn_cos;
@@ -653,6 +694,7 @@ static void sweep_dry_run(const sweep_state *s) {
   printf("; calibration: %lld tokens of %d sequences; evaluation: %lld tokens of %d sequences\n",
          (long long)s->n_calib_tok, s->n_calib_seq, (long long)s->eval_off[s->n_eval_seq], s->n_eval_seq);
   printf("; results: %s (identity %.12s / dump %.12s)\n", s->out_dir, s->id.config_hash, s->dump_fp);
+  sweep_extra_dry_run(s);
 }
 
 static void sweep_signals(int install, struct sigaction *old_int, struct sigaction *old_term) {
@@ -703,6 +745,8 @@ static int sweep_execute(sweep_state *s, const sweep_opts *o, sq_err *e) {
               (long long)total);
     rc = sweep_layers(&r, e);
     progress_finish(&r.prog);
+    if (!rc && !sweep_stop_signal && s->do_shift) rc = sweep_shift(&r, o->fresh, e);
+    if (!rc && !sweep_stop_signal && s->do_stability) rc = sweep_stability(&r, o->fresh, e);
   }
   int status = rc ? sweep_exit_code(e) : 0;
   if (!rc && sweep_stop_signal) status = 130;
@@ -739,7 +783,7 @@ int sweep_run(const sweep_opts *o) {
   sq_err e;
   sq_err_clear(&e);
   int status;
-  if (sweep_prepare(o, &s, &e) || store_check(s.out_dir, &s.id, o->fresh, &e)) {
+  if (sweep_prepare(o, &s, &e) || store_check(s.out_dir, &s.id, o->fresh, &e) || sweep_extra_check(&s, o->fresh, &e)) {
     fprintf(stderr, "sqexp run: %s\n", e.msg);
     status = sweep_exit_code(&e);
   } else if (o->dry_run) {
@@ -750,4 +794,514 @@ int sweep_run(const sweep_opts *o) {
   }
   sweep_state_free(&s);
   return status;
+}
+
+/* ======================================================================================== */
+/* The shift and stability experiments (experiments/shift.c, stability.c make their tables).  */
+/* Both reuse the steps above (sweep_calibrate, sweep_load_eval, sweep_head) on other token     */
+/* selections and write to their own stores, DIR/shift and DIR/stability (same identity, same  */
+/* whole-line atomicity and resume), with the selection in the row key (docs/results.md).      */
+
+static void sweep_sub_dir(const sweep_state *s, const char *name, char *buf, size_t n) {
+  snprintf(buf, n, "%s/%s", s->out_dir, name);
+}
+
+/* A shallow copy of s that calibrates on cal's tokens and evaluates on ev's sequences. */
+static void sweep_use_sel(sweep_state *t, const sweep_sel *cal, const sweep_sel *ev) {
+  t->calib_seq = cal->calib_seq;
+  t->n_calib_seq = cal->n_calib_seq;
+  t->calib_len = cal->calib_len;
+  t->n_calib_tok = cal->n_calib_tok;
+  t->eval_seq = ev->eval_seq;
+  t->n_eval_seq = ev->n_eval_seq;
+  t->eval_off = ev->eval_off;
+}
+
+static void sweep_sel_of(sweep_sel *sel, const sweep_state *s) {
+  sel->calib_seq = s->calib_seq;
+  sel->n_calib_seq = s->n_calib_seq;
+  sel->calib_len = s->calib_len;
+  sel->n_calib_tok = s->n_calib_tok;
+  sel->eval_seq = s->eval_seq;
+  sel->n_eval_seq = s->n_eval_seq;
+  sel->eval_off = s->eval_off;
+}
+
+/* Per selected domain, the selection a run with `[run] domains = <that domain>` would make: the
+ * in-domain shift rows are then exactly that run's grid rows. */
+static int sweep_extra_prepare(sweep_state *s, sq_err *e) {
+  if (s->n_xgrid > 0) { /* check the grid the experiments use even when `grid` is not run */
+    int n = s->n_grid;
+    s->n_grid = s->n_xgrid;
+    int rc = sweep_check_plans(s, e);
+    s->n_grid = n;
+    if (rc) return rc;
+  }
+  if (!s->do_shift) return SQ_OK;
+  const dump_t *d = &s->dump;
+  s->dom = sq_xmalloc((size_t)d->n_domains * sizeof *s->dom);
+  s->dom_sel = sq_xcalloc((size_t)d->n_domains, sizeof *s->dom_sel);
+  for (int j = 0; j < d->n_domains; j++) {
+    int used = 0;
+    for (int q = 0; q < d->n_seq && !used; q++) used = d->domain[q] == j && sweep_domain_selected(s, q);
+    if (!used) continue;
+    sweep_state *t = sq_xmalloc(sizeof *t);
+    memcpy(t, s, sizeof *t);
+    t->cfg.run.domains.n = 1;
+    snprintf(t->cfg.run.domains.v[0], sizeof t->cfg.run.domains.v[0], "%s", d->domain_names[j]);
+    t->n_calib_seq = t->n_eval_seq = 0;
+    t->n_calib_tok = 0;
+    int rc = sweep_select_tokens(t, e);
+    sweep_sel_of(&s->dom_sel[s->n_dom], t);
+    s->dom[s->n_dom++] = j; /* owned by s from here (freed with it, also on failure) */
+    free(t);
+    if (rc) return sq_wrap(e, "shift: domain '%s': ", d->domain_names[j]);
+  }
+  return SQ_OK;
+}
+
+static int sweep_extra_check(const sweep_state *s, int fresh, sq_err *e) {
+  char dir[1100];
+  if (s->do_shift && s->n_dom >= 2) {
+    sweep_sub_dir(s, "shift", dir, sizeof dir);
+    if (store_check(dir, &s->id, fresh, e)) return e->code;
+  }
+  if (s->do_stability) {
+    sweep_sub_dir(s, "stability", dir, sizeof dir);
+    if (store_check(dir, &s->id, fresh, e)) return e->code;
+  }
+  return SQ_OK;
+}
+
+/* The points of s->grid[0..n_xgrid) whose arm is (want = 1) or is not (want = 0) `arm`, into out. */
+static int sweep_pick_arm(const sweep_state *s, int arm, int want, plan_knobs *out) {
+  int n = 0;
+  for (int g = 0; g < s->n_xgrid; g++)
+    if ((s->grid[g].arm == arm) == want) {
+      if (out) out[n] = s->grid[g];
+      n++;
+    }
+  return n;
+}
+
+/* Buffers for the selection now in r->s: the gathered rows and randq depend on its size. */
+static void sweep_buf_reselect(sweep_layer_buf *b, const sweep_state *s) {
+  free(b->calib);
+  free(b->ek);
+  free(b->ev);
+  free(b->eq);
+  free(b->randq);
+  b->calib = b->ek = b->ev = b->eq = NULL;
+  int R = (s->cfg.run.protocols & PROTO_RANDQ) ? s->cfg.run.randq_queries : 0;
+  const dump_t *d = &s->dump;
+  b->randq = R ? sq_xmalloc((size_t)d->n_kv_heads * s->n_eval_seq * R * d->head_dim * sizeof *b->randq) : NULL;
+}
+
+static void sweep_buf_init(sweep_layer_buf *b, const sweep_state *s) {
+  memset(b, 0, sizeof *b);
+  int H = s->dump.n_kv_heads, D = s->dump.head_dim;
+  b->C = sq_xmalloc((size_t)H * D * D * sizeof *b->C);
+  b->ck = sq_xcalloc((size_t)s->n_heads, sizeof *b->ck);
+  b->cv = sq_xcalloc((size_t)s->n_heads, sizeof *b->cv);
+}
+
+/* Rows of grid[0..n) with key prefix `pre` missing from r->st for (layer, every head). */
+static int64_t sweep_missing(const sweep_run_ctx *r, const char *pre, const plan_knobs *grid, int n, int layer) {
+  const sweep_state *s = r->s;
+  int64_t miss = 0;
+  char key[256];
+  for (int g = 0; g < n; g++) {
+    size_t at = (size_t)snprintf(key, sizeof key, "%s", pre);
+    plan_knobs_key(&grid[g], key + at, (int)(sizeof key - at));
+    for (int i = 0; i < s->n_heads; i++) miss += !store_has_row(r->st, key, layer, s->heads[i]);
+  }
+  return miss;
+}
+
+/* Evaluate grid[0..n) under key prefix `pre` for every head of the loaded layer. */
+static int sweep_heads_with(sweep_run_ctx *r, sweep_state *t, sweep_layer_buf *b, int layer, const char *pre,
+                            plan_knobs *grid, int n, sq_err *e) {
+  t->grid = grid;
+  t->n_grid = n;
+  r->key_prefix = pre;
+  sweep_layer_sum ls;
+  memset(&ls, 0, sizeof ls);
+  int rc = SQ_OK;
+  for (int hi = 0; hi < t->n_heads && !rc && !sweep_stop_signal; hi++) rc = sweep_head(r, b, layer, hi, &ls, e);
+  return rc;
+}
+
+/* Open DIR/<name> as a store of its own and make it r's; *main_st keeps the run's. */
+static int sweep_sub_open(sweep_run_ctx *r, const char *name, int fresh, store **main_st, sq_err *e) {
+  char dir[1100];
+  sweep_sub_dir(r->s, name, dir, sizeof dir);
+  store *st;
+  if (store_open(&st, dir, &r->s->id, fresh, e)) return e->code;
+  *main_st = r->st;
+  r->st = st;
+  r->no_spectra = 1;
+  return SQ_OK;
+}
+
+static int sweep_sub_close(sweep_run_ctx *r, sweep_state *s, store *main_st, int rc, sq_err *e) {
+  sq_err e2;
+  if (store_sync(r->st, &e2) && !rc) rc = e2.code, *e = e2;
+  store_close(r->st);
+  r->st = main_st;
+  r->s = s;
+  r->key_prefix = NULL;
+  r->no_spectra = 0;
+  return rc;
+}
+
+typedef struct {
+  plan_knobs *tq, *cal;  /* tq points (calibration-free) and the calibrated arms' points */
+  int n_tq, n_cal;
+  char (*pre_tq)[80];    /* [n_dom] "eval=B|" */
+  char (*pre)[160];      /* [n_dom * n_dom] "calib=A|eval=B|", index a * n_dom + b */
+} sweep_shift_plan;
+
+static int64_t sweep_shift_missing(const sweep_run_ctx *r, const sweep_shift_plan *p, int layer, int a, int bi) {
+  const sweep_state *s = r->s;
+  int64_t miss = sweep_missing(r, p->pre[a * s->n_dom + bi], p->cal, p->n_cal, layer);
+  if (a == 0) miss += sweep_missing(r, p->pre_tq[bi], p->tq, p->n_tq, layer);
+  return miss;
+}
+
+/* One layer of the shift experiment: every (eval domain B, calib domain A) with missing rows. */
+static int sweep_shift_layer(sweep_run_ctx *r, sweep_state *s, sweep_layer_buf *b, const sweep_shift_plan *p,
+                             int layer, sq_err *e) {
+  int rc = SQ_OK;
+  sweep_state *t = sq_xmalloc(sizeof *t);
+  for (int bi = 0; bi < s->n_dom && !rc && !sweep_stop_signal; bi++)
+    for (int a = 0; a < s->n_dom && !rc && !sweep_stop_signal; a++) {
+      r->s = s;
+      if (!sweep_shift_missing(r, p, layer, a, bi)) continue;
+      memcpy(t, s, sizeof *t);
+      sweep_use_sel(t, &s->dom_sel[a], &s->dom_sel[bi]);
+      r->s = t;
+      sweep_buf_reselect(b, t);
+      rc = sweep_calibrate(r, b, layer, e);
+      if (!rc) rc = sweep_load_eval(r, b, layer, e);
+      if (!rc && a == 0) rc = sweep_heads_with(r, t, b, layer, p->pre_tq[bi], p->tq, p->n_tq, e);
+      if (!rc) rc = sweep_heads_with(r, t, b, layer, p->pre[a * s->n_dom + bi], p->cal, p->n_cal, e);
+    }
+  r->s = s;
+  free(t);
+  return rc;
+}
+
+/* shift: calibrate on domain A's calibration tokens, evaluate on domain B's evaluation
+ * sequences, for every ordered pair (A = B included); tq (no calibration) once per B. */
+static int sweep_shift(sweep_run_ctx *r, int fresh, sq_err *e) {
+  sweep_state *s = r->s;
+  const dump_t *d = &s->dump;
+  if (s->n_dom < 2) {
+    printf("shift: %s a single domain ('%s'); nothing to compare, no shift rows written\n",
+           s->cfg.run.domains.n ? "[run] domains selects" : "the dump has", d->domain_names[s->dom[0]]);
+    return SQ_OK;
+  }
+  sweep_shift_plan p;
+  p.tq = sq_xmalloc((size_t)(s->n_xgrid + 1) * sizeof *p.tq);
+  p.cal = sq_xmalloc((size_t)(s->n_xgrid + 1) * sizeof *p.cal);
+  p.n_tq = sweep_pick_arm(s, ARM_TQ, 1, p.tq);
+  p.n_cal = sweep_pick_arm(s, ARM_TQ, 0, p.cal);
+  p.pre_tq = sq_xmalloc((size_t)s->n_dom * sizeof *p.pre_tq);
+  p.pre = sq_xmalloc((size_t)s->n_dom * s->n_dom * sizeof *p.pre);
+  for (int bi = 0; bi < s->n_dom; bi++) {
+    snprintf(p.pre_tq[bi], sizeof p.pre_tq[bi], "eval=%s|", d->domain_names[s->dom[bi]]);
+    for (int a = 0; a < s->n_dom; a++)
+      snprintf(p.pre[a * s->n_dom + bi], sizeof p.pre[0], "calib=%s|eval=%s|", d->domain_names[s->dom[a]],
+               d->domain_names[s->dom[bi]]);
+  }
+  store *main_st = NULL;
+  int rc = sweep_sub_open(r, "shift", fresh, &main_st, e);
+  if (rc) goto out;
+  int64_t total = (int64_t)s->n_layers * s->n_heads * (s->n_dom * p.n_tq + (int64_t)s->n_dom * s->n_dom * p.n_cal);
+  int64_t missing = 0;
+  for (int li = 0; li < s->n_layers; li++)
+    for (int bi = 0; bi < s->n_dom; bi++)
+      for (int a = 0; a < s->n_dom; a++) missing += sweep_shift_missing(r, &p, d->layers[s->layer_idx[li]], a, bi);
+  int64_t saved_done = r->done;
+  r->done = total - missing;
+  progress_init(&r->prog, stderr, !r->quiet, total, r->done);
+  if (!r->quiet)
+    printf("shift: %d domains, %lld rows (%lld to compute) in %s/shift\n", s->n_dom, (long long)total,
+           (long long)missing, s->out_dir);
+  sweep_layer_buf b;
+  sweep_buf_init(&b, s);
+  for (int li = 0; li < s->n_layers && !rc && !sweep_stop_signal && missing > 0; li++) {
+    int layer = d->layers[s->layer_idx[li]];
+    int64_t todo = 0;
+    for (int bi = 0; bi < s->n_dom; bi++)
+      for (int a = 0; a < s->n_dom; a++) todo += sweep_shift_missing(r, &p, layer, a, bi);
+    if (todo) rc = dump_read_layer(&s->dump, s->layer_idx[li], &b.raw, e);
+    if (todo && !rc) rc = sweep_shift_layer(r, s, &b, &p, layer, e);
+    progress_layer(&r->prog, layer, li, s->n_layers);
+  }
+  progress_finish(&r->prog);
+  sweep_layer_buf_free(&b, s->n_heads);
+  r->done = saved_done;
+  rc = sweep_sub_close(r, s, main_st, rc, e);
+out:
+  free(p.tq);
+  free(p.cal);
+  free(p.pre_tq);
+  free(p.pre);
+  return rc;
+}
+
+/* ---- stability ---- */
+
+/* Modified Gram-Schmidt in double of the first d rows of a float basis [D][D] into q [d][D]: the
+ * float rows are orthonormal only to ~1e-7, and the overlap of a subspace with itself must be 1
+ * to double rounding. */
+static void sweep_orthonormal(const float *basis, int d, int D, double *q) {
+  for (int i = 0; i < d; i++) {
+    double *qi = q + (size_t)i * D;
+    for (int k = 0; k < D; k++) qi[k] = basis[(size_t)i * D + k];
+    for (int j = 0; j < i; j++) {
+      const double *qj = q + (size_t)j * D;
+      double dot = 0;
+      for (int k = 0; k < D; k++) dot += qi[k] * qj[k];
+      for (int k = 0; k < D; k++) qi[k] -= dot * qj[k];
+    }
+    double nn = 0;
+    for (int k = 0; k < D; k++) nn += qi[k] * qi[k];
+    nn = sqrt(nn);
+    for (int k = 0; k < D; k++) qi[k] = nn > 0 ? qi[k] / nn : 0;
+  }
+}
+
+/* ||E_a[:d]^T E_b[:d]||_F^2 / d: the mean squared cosine of the principal angles, in [0, 1]. */
+static double sweep_overlap(const calib_head *a, const calib_head *b, int d) {
+  int D = a->D;
+  double *qa = sq_xmalloc((size_t)d * D * sizeof *qa), *qb = sq_xmalloc((size_t)d * D * sizeof *qb);
+  sweep_orthonormal(a->basis, d, D, qa);
+  sweep_orthonormal(b->basis, d, D, qb);
+  double sum = 0;
+  for (int i = 0; i < d; i++)
+    for (int j = 0; j < d; j++) {
+      double dot = 0;
+      for (int k = 0; k < D; k++) dot += qa[(size_t)i * D + k] * qb[(size_t)j * D + k];
+      sum += dot * dot;
+    }
+  free(qa);
+  free(qb);
+  return sum / d;
+}
+
+/* (sum of the top-d eigenvalues at N - the same at all) / the same at all. */
+static double sweep_mass_change(const calib_head *n, const calib_head *all, int d) {
+  double mn = 0, ma = 0;
+  for (int i = 0; i < d; i++) mn += n->eigval[i], ma += all->eigval[i];
+  return ma > 0 ? (mn - ma) / ma : NAN;
+}
+
+typedef struct {
+  int n_budget;
+  int64_t *budget;       /* tokens; 0 = all (always the last) */
+  char (*pre)[48];       /* "N=<n>|" or "N=all|" */
+  calib_head *ck, *cv;   /* [n_budget][n_heads] calibrations of the current layer */
+  plan_knobs sq;         /* the sq point evaluated at each budget (the first sq point) */
+  int has_sq;
+  double tau;            /* d = d_eff(tau) of the full calibration */
+} sweep_stab_plan;
+
+static void sweep_stab_plan_init(sweep_stab_plan *p, const sweep_state *s) {
+  const cfg_ilist *l = &s->cfg.stability.calib_tokens;
+  p->budget = sq_xmalloc((size_t)(l->n + 1) * sizeof *p->budget);
+  p->n_budget = 0;
+  for (int i = 0; i < l->n; i++)
+    if (l->v[i] != CFG_ALL_ITEM) p->budget[p->n_budget++] = l->v[i];
+  for (int i = 1; i < p->n_budget; i++) /* ascending */
+    for (int j = i; j > 0 && p->budget[j] < p->budget[j - 1]; j--) {
+      int64_t x = p->budget[j]; p->budget[j] = p->budget[j - 1]; p->budget[j - 1] = x;
+    }
+  p->budget[p->n_budget++] = 0; /* all: the reference, computed whether listed or not */
+  p->pre = sq_xmalloc((size_t)p->n_budget * sizeof *p->pre);
+  for (int i = 0; i < p->n_budget; i++) {
+    if (p->budget[i]) snprintf(p->pre[i], sizeof p->pre[i], "N=%lld|", (long long)p->budget[i]);
+    else snprintf(p->pre[i], sizeof p->pre[i], "N=all|");
+  }
+  p->ck = sq_xcalloc((size_t)p->n_budget * s->n_heads, sizeof *p->ck);
+  p->cv = sq_xcalloc((size_t)p->n_budget * s->n_heads, sizeof *p->cv);
+  p->has_sq = sweep_pick_arm(s, ARM_SQ, 1, NULL) > 0;
+  if (p->has_sq) {
+    for (int g = 0; g < s->n_xgrid; g++)
+      if (s->grid[g].arm == ARM_SQ) { p->sq = s->grid[g]; break; }
+  }
+  p->tau = s->cfg.sq.enabled && s->cfg.sq.d_eff_variance.n ? s->cfg.sq.d_eff_variance.v[0] : 0.90;
+}
+
+static void sweep_stab_plan_free(sweep_stab_plan *p, int n_heads) {
+  for (int i = 0; i < p->n_budget * n_heads; i++) calib_head_free(&p->ck[i]), calib_head_free(&p->cv[i]);
+  free(p->ck);
+  free(p->cv);
+  free(p->budget);
+  free(p->pre);
+}
+
+static int64_t sweep_stab_missing(const sweep_run_ctx *r, const sweep_stab_plan *p, int layer) {
+  const sweep_state *s = r->s;
+  int64_t miss = 0;
+  char key[128];
+  for (int ni = 0; ni < p->n_budget; ni++) {
+    snprintf(key, sizeof key, "%sstability", p->pre[ni]);
+    for (int i = 0; i < s->n_heads; i++) miss += !store_has_row(r->st, key, layer, s->heads[i]);
+    if (p->has_sq) miss += sweep_missing(r, p->pre[ni], &p->sq, 1, layer);
+  }
+  return miss;
+}
+
+/* Calibrate the loaded layer on the first budget[ni] calibration tokens into p->ck/cv[ni]. */
+static int sweep_stab_calibrate(sweep_run_ctx *r, sweep_state *s, sweep_layer_buf *b, sweep_stab_plan *p, int ni,
+                                int layer, sq_err *e) {
+  sweep_state *t = sq_xmalloc(sizeof *t);
+  memcpy(t, s, sizeof *t);
+  t->calib_len = sq_xmalloc((size_t)(s->n_calib_seq + 1) * sizeof *t->calib_len);
+  t->n_calib_seq = 0;
+  t->n_calib_tok = 0;
+  int64_t cap = p->budget[ni] ? p->budget[ni] : s->n_calib_tok;
+  for (int i = 0; i < s->n_calib_seq && t->n_calib_tok < cap; i++) {
+    int64_t len = s->calib_len[i] < cap - t->n_calib_tok ? s->calib_len[i] : cap - t->n_calib_tok;
+    t->calib_len[t->n_calib_seq++] = len;
+    t->n_calib_tok += len;
+  }
+  r->s = t;
+  sweep_buf_reselect(b, t);
+  int rc = sweep_calibrate(r, b, layer, e);
+  r->s = s;
+  for (int i = 0; i < s->n_heads && !rc; i++) { /* move the calibrations out of b */
+    calib_head *dk = &p->ck[(size_t)ni * s->n_heads + i], *dv = &p->cv[(size_t)ni * s->n_heads + i];
+    calib_head_free(dk);
+    calib_head_free(dv);
+    *dk = b->ck[i];
+    *dv = b->cv[i];
+    memset(&b->ck[i], 0, sizeof b->ck[i]);
+    memset(&b->cv[i], 0, sizeof b->cv[i]);
+  }
+  free(t->calib_len);
+  free(t);
+  return rc;
+}
+
+/* The spectral row of (budget ni, head i): see docs/results.md for which field holds what. */
+static int sweep_stab_row(sweep_run_ctx *r, const sweep_stab_plan *p, int ni, int i, int layer, sq_err *e) {
+  const sweep_state *s = r->s;
+  store_row row;
+  store_row_init(&row);
+  snprintf(row.key, sizeof row.key, "%sstability", p->pre[ni]);
+  if (store_has_row(r->st, row.key, layer, s->heads[i])) return SQ_OK;
+  const calib_head *k = &p->ck[(size_t)ni * s->n_heads + i], *v = &p->cv[(size_t)ni * s->n_heads + i];
+  const calib_head *ka = &p->ck[(size_t)(p->n_budget - 1) * s->n_heads + i];
+  const calib_head *va = &p->cv[(size_t)(p->n_budget - 1) * s->n_heads + i];
+  int dk = calib_deff(ka, p->tau), dv = calib_deff(va, p->tau);
+  snprintf(row.arm, sizeof row.arm, "stability");
+  row.layer = layer;
+  row.head = s->heads[i];
+  row.head_dim = k->D;
+  row.d_eff_variance = p->tau;
+  row.m.k_cos = sweep_overlap(k, ka, dk);
+  row.m.v_cos = sweep_overlap(v, va, dv);
+  row.m.k_rel_mse = sweep_mass_change(k, ka, dk);
+  row.m.v_rel_mse = sweep_mass_change(v, va, dv);
+  row.d_eff_k = calib_deff(k, p->tau);
+  row.d_eff_v = calib_deff(v, p->tau);
+  row.pr_k = k->pr;
+  row.pr_v = v->pr;
+  row.pr_int_k = k->pr_int;
+  row.pr_int_v = v->pr_int;
+  row.kappa_k = k->kappa;
+  row.kappa_v = v->kappa;
+  snprintf(row.backend, sizeof row.backend, "%s", r->be->name);
+  int rc = store_append_row(r->st, &row, e);
+  if (!rc) r->done++, r->computed++;
+  return rc;
+}
+
+static int sweep_stab_layer(sweep_run_ctx *r, sweep_state *s, sweep_layer_buf *b, sweep_stab_plan *p, int layer,
+                            sq_err *e) {
+  int rc = SQ_OK;
+  for (int ni = 0; ni < p->n_budget && !rc; ni++) rc = sweep_stab_calibrate(r, s, b, p, ni, layer, e);
+  for (int ni = 0; ni < p->n_budget && !rc; ni++)
+    for (int i = 0; i < s->n_heads && !rc; i++) rc = sweep_stab_row(r, p, ni, i, layer, e);
+  if (!rc) rc = store_sync(r->st, e);
+  if (rc || !p->has_sq || sweep_stop_signal) return rc;
+  sweep_state *t = sq_xmalloc(sizeof *t);
+  memcpy(t, s, sizeof *t);
+  r->s = t;
+  sweep_buf_reselect(b, t);
+  rc = sweep_load_eval(r, b, layer, e);
+  calib_head *bk = b->ck, *bv = b->cv;
+  for (int ni = 0; ni < p->n_budget && !rc && !sweep_stop_signal; ni++) {
+    b->ck = &p->ck[(size_t)ni * s->n_heads];
+    b->cv = &p->cv[(size_t)ni * s->n_heads];
+    rc = sweep_heads_with(r, t, b, layer, p->pre[ni], &p->sq, 1, e);
+  }
+  b->ck = bk;
+  b->cv = bv;
+  r->s = s;
+  free(t);
+  return rc;
+}
+
+/* stability: per (layer, head), calibrations on the first N calibration tokens against all. */
+static int sweep_stability(sweep_run_ctx *r, int fresh, sq_err *e) {
+  sweep_state *s = r->s;
+  const dump_t *d = &s->dump;
+  sweep_stab_plan p;
+  sweep_stab_plan_init(&p, s);
+  store *main_st = NULL;
+  int rc = sweep_sub_open(r, "stability", fresh, &main_st, e);
+  if (rc) {
+    sweep_stab_plan_free(&p, s->n_heads);
+    return rc;
+  }
+  int64_t total = (int64_t)s->n_layers * s->n_heads * p.n_budget * (1 + p.has_sq), missing = 0;
+  for (int li = 0; li < s->n_layers; li++) missing += sweep_stab_missing(r, &p, d->layers[s->layer_idx[li]]);
+  int64_t saved_done = r->done;
+  r->done = total - missing;
+  progress_init(&r->prog, stderr, !r->quiet, total, r->done);
+  if (!r->quiet)
+    printf("stability: %d calibration budgets, %lld rows (%lld to compute) in %s/stability\n", p.n_budget,
+           (long long)total, (long long)missing, s->out_dir);
+  sweep_layer_buf b;
+  sweep_buf_init(&b, s);
+  for (int li = 0; li < s->n_layers && !rc && !sweep_stop_signal && missing > 0; li++) {
+    int layer = d->layers[s->layer_idx[li]];
+    if (!sweep_stab_missing(r, &p, layer)) continue;
+    rc = dump_read_layer(&s->dump, s->layer_idx[li], &b.raw, e);
+    if (!rc) rc = sweep_stab_layer(r, s, &b, &p, layer, e);
+    progress_layer(&r->prog, layer, li, s->n_layers);
+  }
+  progress_finish(&r->prog);
+  sweep_layer_buf_free(&b, s->n_heads);
+  sweep_stab_plan_free(&p, s->n_heads);
+  r->done = saved_done;
+  return sweep_sub_close(r, s, main_st, rc, e);
+}
+
+static void sweep_extra_dry_run(const sweep_state *s) {
+  if (s->do_shift) {
+    if (s->n_dom < 2) printf("; shift: a single domain selected; nothing to run\n");
+    else {
+      int n_tq = 0;
+      for (int g = 0; g < s->n_xgrid; g++) n_tq += s->grid[g].arm == ARM_TQ;
+      long long rows = (long long)s->n_layers * s->n_heads * (s->n_dom * n_tq + (long long)s->n_dom * s->n_dom * (s->n_xgrid - n_tq));
+      printf("; shift: %d domains (%d x %d calib/eval pairs x %d calibrated points + %d x %d tq points) x %d layers x "
+             "%d KV heads = %lld rows in %s/shift\n", s->n_dom, s->n_dom, s->n_dom, s->n_xgrid - n_tq, s->n_dom, n_tq,
+             s->n_layers, s->n_heads, rows, s->out_dir);
+    }
+  }
+  if (s->do_stability) {
+    sweep_stab_plan p;
+    sweep_stab_plan_init(&p, s);
+    printf("; stability: %d calibration budgets (", p.n_budget);
+    for (int i = 0; i < p.n_budget; i++) printf("%s%.*s", i ? "," : "", (int)strlen(p.pre[i]) - 3, p.pre[i] + 2);
+    printf(") x (1 spectral row%s) x %d layers x %d KV heads = %lld rows in %s/stability\n",
+           p.has_sq ? " + 1 sq row" : "", s->n_layers, s->n_heads,
+           (long long)p.n_budget * (1 + p.has_sq) * s->n_layers * s->n_heads, s->out_dir);
+    sweep_stab_plan_free(&p, s->n_heads);
+  }
 }
