@@ -11,6 +11,14 @@ const experiment exp_table[] = {
      "per-layer/per-head eigen-spectra of keys and values: PR, d_eff(tau), kappa; the d_eff and "
      "KV-asymmetry tables, per-layer d_eff and sample-spectrum figures",
      0},
+    {"shift", exp_shift,
+     "distribution shift: calibrate on one domain, evaluate on another (every ordered pair; tq once per "
+     "eval domain); the shift table (rows in DIR/shift)",
+     0},
+    {"stability", exp_stability,
+     "calibration stability: the first N calibration tokens vs all (subspace overlap, top-d mass, d_eff, PR, "
+     "sq attention cosine); the stability table and figure (rows in DIR/stability)",
+     0},
 };
 const int exp_count = (int)(sizeof exp_table / sizeof exp_table[0]);
 

@@ -37,5 +37,8 @@ const experiment *exp_find(const char *name);
 
 int exp_grid(exp_ctx *x, sq_err *e);
 int exp_spectrum(exp_ctx *x, sq_err *e);
+/* These two read their own stores, DIR/shift and DIR/stability (the run flow writes them). */
+int exp_shift(exp_ctx *x, sq_err *e);
+int exp_stability(exp_ctx *x, sq_err *e);
 
 #endif

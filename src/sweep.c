@@ -964,7 +964,7 @@ typedef struct {
 static int64_t sweep_shift_missing(const sweep_run_ctx *r, const sweep_shift_plan *p, int layer, int a, int bi) {
   const sweep_state *s = r->s;
   int64_t miss = sweep_missing(r, p->pre[a * s->n_dom + bi], p->cal, p->n_cal, layer);
-  if (a == 0) miss += sweep_missing(r, p->pre_tq[bi], p->tq, p->n_tq, layer);
+  if (a == bi) miss += sweep_missing(r, p->pre_tq[bi], p->tq, p->n_tq, layer);
   return miss;
 }
 
@@ -983,7 +983,9 @@ static int sweep_shift_layer(sweep_run_ctx *r, sweep_state *s, sweep_layer_buf *
       sweep_buf_reselect(b, t);
       rc = sweep_calibrate(r, b, layer, e);
       if (!rc) rc = sweep_load_eval(r, b, layer, e);
-      if (!rc && a == 0) rc = sweep_heads_with(r, t, b, layer, p->pre_tq[bi], p->tq, p->n_tq, e);
+      /* tq with the in-domain calibration: its rows' spectrum fields (pr, kappa) are eval B's own,
+       * as in a run restricted to B */
+      if (!rc && a == bi) rc = sweep_heads_with(r, t, b, layer, p->pre_tq[bi], p->tq, p->n_tq, e);
       if (!rc) rc = sweep_heads_with(r, t, b, layer, p->pre[a * s->n_dom + bi], p->cal, p->n_cal, e);
     }
   r->s = s;

@@ -1,0 +1,112 @@
+/* shift: distribution shift. Tables from DIR/shift/rows.jsonl (written by the run flow, sweep.c):
+ * keys "calib=A|eval=B|<grid key>" for the calibrated arms and "eval=B|<grid key>" for tq, which
+ * needs no calibration and is the reference line. For every point and evaluation domain B the
+ * attention cosine calibrated in-domain (A = B) is set beside every cross-domain A and the drop. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "experiments.h"
+
+/* Split "calib=A|eval=B|rest" into its parts (calib "" for tq rows); 0 when the key is not one. */
+static int shift_parse(const char *key, char *calib, char *eval, const char **rest) {
+  calib[0] = eval[0] = '\0';
+  const char *p = key;
+  if (!strncmp(p, "calib=", 6)) {
+    const char *bar = strchr(p, '|');
+    if (!bar || bar - p - 6 > 31) return 0;
+    snprintf(calib, 32, "%.*s", (int)(bar - p - 6), p + 6);
+    p = bar + 1;
+  }
+  if (strncmp(p, "eval=", 5)) return 0;
+  const char *bar = strchr(p, '|');
+  if (!bar || bar - p - 5 > 31) return 0;
+  snprintf(eval, 32, "%.*s", (int)(bar - p - 5), p + 5);
+  *rest = bar + 1;
+  return 1;
+}
+
+/* The aggregated point with calib domain `calib` (or "" for tq), eval `eval`, grid key `rest`. */
+static const rep_point *shift_find(const rep_point *pts, int np, const char *calib, const char *eval,
+                                   const char *rest) {
+  char c[32], v[32];
+  const char *r;
+  for (int i = 0; i < np; i++)
+    if (shift_parse(pts[i].first->key, c, v, &r) && !strcmp(c, calib) && !strcmp(v, eval) && !strcmp(r, rest))
+      return &pts[i];
+  return NULL;
+}
+
+static void shift_row(rep_table *t, const rep_point *p, const rep_point *in, const char *calib, const char *eval) {
+  char label[256];
+  rep_label(p->first, label, sizeof label);
+  int r = rep_table_row(t), c = 0;
+  rep_table_set(t, r, c++, "%s", p->first->arm);
+  rep_table_set(t, r, c++, "%s", label);
+  if (p->first->total_bits >= 0) rep_table_set(t, r, c++, "%d", p->first->total_bits);
+  else rep_table_set(t, r, c++, "–");
+  rep_table_set(t, r, c++, "%s", calib[0] ? calib : "– (none)");
+  rep_table_set(t, r, c++, "%s", eval);
+  rep_table_pm(t, r, c++, "%.4f", p->attn.mean, p->attn.std);
+  rep_table_num(t, r, c++, "%.4f", in ? in->attn.mean : NAN);
+  rep_table_num(t, r, c++, "%+.4f", in ? in->attn.mean - p->attn.mean : NAN);
+  rep_table_num(t, r, c++, "%.4f", p->attn.min);
+  rep_table_num(t, r, c++, "%.4f", p->randq.mean);
+  rep_table_num(t, r, c++, "%.2f", p->ratio_honest);
+  rep_table_set(t, r, c++, "%d", p->n);
+}
+
+int exp_shift(exp_ctx *x, sq_err *e) {
+  char dir[1200];
+  snprintf(dir, sizeof dir, "%s/shift", x->dir);
+  store_row *rows = NULL;
+  int64_t n = 0;
+  if (store_read_rows(dir, &rows, &n, e)) return e->code;
+  if (n == 0) { /* a single domain (the run said so) or nothing computed yet */
+    free(rows);
+    return SQ_OK;
+  }
+  rep_point *pts = NULL;
+  int np = 0;
+  if (rep_points(rows, n, -1, &pts, &np)) {
+    free(rows);
+    return sq_fail(e, SQ_EFAIL, "%s: cannot aggregate the shift rows", dir);
+  }
+  rep_table *t = rep_table_new("shift", "Distribution shift: attention cosine calibrated on one domain, evaluated "
+                                        "on another (mean ± std over layers × KV heads)");
+  static const char *const cols[] = {"arm", "knobs", "bits", "calib domain", "eval domain", "attn cos",
+                                     "in-domain attn cos", "drop", "worst head", "randq cos", "ratio (honest)", "rows"};
+  static const int kinds[] = {REP_TEXT, REP_TEXT, REP_NUM, REP_TEXT, REP_TEXT, REP_PM, REP_NUM, REP_NUM, REP_NUM, REP_NUM,
+                              REP_NUM, REP_NUM};
+  for (int c = 0; c < 12; c++) rep_table_col(t, cols[c], kinds[c]);
+  /* rep_points sorts by arm, bits, key: the key starts with calib=/eval=, so group by eval
+   * domain here: for every point and eval domain, the in-domain row first, then the others */
+  for (int i = 0; i < np; i++) {
+    char calib[32], eval[32];
+    const char *rest;
+    if (!shift_parse(pts[i].first->key, calib, eval, &rest)) continue;
+    if (calib[0] && strcmp(calib, eval)) continue; /* cross rows follow their in-domain row */
+    const rep_point *in = &pts[i];
+    shift_row(t, in, in, calib, eval);
+    for (int j = 0; calib[0] && j < np; j++) {
+      char c2[32], v2[32];
+      const char *r2;
+      if (j == i || !shift_parse(pts[j].first->key, c2, v2, &r2) || strcmp(v2, eval) || strcmp(r2, rest) || !c2[0])
+        continue;
+      shift_row(t, &pts[j], shift_find(pts, np, eval, eval, rest), c2, v2);
+    }
+  }
+  snprintf(t->note, sizeof t->note,
+           "Each calibrated point is calibrated on the calibration (split-0) tokens of the calib domain and "
+           "evaluated on the evaluation (split-1) sequences of the eval domain; in-domain = calibrated on the "
+           "eval domain itself (the same numbers as a grid run restricted to that domain); drop = in-domain − "
+           "this row. tq needs no calibration and is evaluated once per eval domain (the reference line).");
+  int rc = rep_table_write(t, x->tables, x->made, e);
+  if (!rc && x->out) {
+    fputc('\n', x->out);
+    rep_table_print(t, x->out);
+  }
+  rep_table_free(t);
+  free(pts);
+  free(rows);
+  return rc;
+}
