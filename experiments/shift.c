@@ -55,6 +55,62 @@ static void shift_row(rep_table *t, const rep_point *p, const rep_point *in, con
   rep_table_set(t, r, c++, "%d", p->n);
 }
 
+/* Per point and eval domain B: in-domain (calibrated on B) vs cross-domain (calibrated on any other
+ * domain: mean of those points' means; with two domains, the other one) and the drop. */
+static int shift_summary(exp_ctx *x, const rep_point *pts, int np, sq_err *e) {
+  rep_table *t = rep_table_new("shift", "Distribution shift: attention cosine calibrated in-domain vs on another "
+                                        "domain (mean over layers × KV heads)");
+  static const char *const cols[] = {"arm", "knobs", "bits", "eval domain", "in-domain", "cross-domain", "drop",
+                                     "in-domain worst", "cross-domain worst", "calib domains"};
+  static const int kinds[] = {REP_TEXT, REP_TEXT, REP_NUM, REP_TEXT, REP_NUM, REP_NUM, REP_NUM, REP_NUM, REP_NUM, REP_TEXT};
+  for (int c = 0; c < 10; c++) rep_table_col(t, cols[c], kinds[c]);
+  for (int i = 0; i < np; i++) {
+    char calib[32], eval[32], label[256], others[256] = "";
+    const char *rest;
+    if (!shift_parse(pts[i].first->key, calib, eval, &rest) || (calib[0] && strcmp(calib, eval))) continue;
+    double cross = 0, worst = INFINITY;
+    int n_cross = 0;
+    for (int j = 0; calib[0] && j < np; j++) {
+      char c2[32], v2[32];
+      const char *r2;
+      if (j == i || !shift_parse(pts[j].first->key, c2, v2, &r2) || strcmp(v2, eval) || strcmp(r2, rest) || !c2[0])
+        continue;
+      cross += pts[j].attn.mean;
+      worst = fmin(worst, pts[j].attn.min);
+      size_t at = strlen(others);
+      snprintf(others + at, sizeof others - at, "%s%s", n_cross ? "," : "", c2);
+      n_cross++;
+    }
+    rep_label(pts[i].first, label, sizeof label);
+    int r = rep_table_row(t), c = 0;
+    rep_table_set(t, r, c++, "%s", pts[i].first->arm);
+    rep_table_set(t, r, c++, "%s", label);
+    if (pts[i].first->total_bits >= 0) rep_table_set(t, r, c++, "%d", pts[i].first->total_bits);
+    else rep_table_set(t, r, c++, "–");
+    rep_table_set(t, r, c++, "%s", eval);
+    rep_table_num(t, r, c++, "%.4f", pts[i].attn.mean);
+    /* tq needs no calibration: its cross-domain number is its in-domain one (the reference line) */
+    double cr = calib[0] ? (n_cross ? cross / n_cross : NAN) : pts[i].attn.mean;
+    rep_table_num(t, r, c++, "%.4f", cr);
+    rep_table_num(t, r, c++, "%+.4f", pts[i].attn.mean - cr);
+    rep_table_num(t, r, c++, "%.4f", pts[i].attn.min);
+    rep_table_num(t, r, c++, "%.4f", calib[0] ? (n_cross ? worst : NAN) : pts[i].attn.min);
+    rep_table_set(t, r, c++, "%s", calib[0] ? others : "– (no calibration)");
+  }
+  snprintf(t->note, sizeof t->note,
+           "in-domain: calibrated on the eval domain's calibration tokens (= a grid run restricted to that domain); "
+           "cross-domain: calibrated on another domain's (mean over the calib domains listed); drop = in-domain − "
+           "cross-domain (positive = calibration does not transfer); worst = the worst (layer, head). tq needs no "
+           "calibration: the reference line. Every pair: shift_pairs.");
+  int rc = rep_table_write(t, x->tables, x->made, e);
+  if (!rc && x->out) {
+    fputc('\n', x->out);
+    rep_table_print(t, x->out);
+  }
+  rep_table_free(t);
+  return rc;
+}
+
 int exp_shift(exp_ctx *x, sq_err *e) {
   char dir[1200];
   snprintf(dir, sizeof dir, "%s/shift", x->dir);
@@ -71,8 +127,14 @@ int exp_shift(exp_ctx *x, sq_err *e) {
     free(rows);
     return sq_fail(e, SQ_EFAIL, "%s: cannot aggregate the shift rows", dir);
   }
-  rep_table *t = rep_table_new("shift", "Distribution shift: attention cosine calibrated on one domain, evaluated "
-                                        "on another (mean ± std over layers × KV heads)");
+  int rc = shift_summary(x, pts, np, e);
+  if (rc) {
+    free(pts);
+    free(rows);
+    return rc;
+  }
+  rep_table *t = rep_table_new("shift_pairs", "Distribution shift, every (calibration domain, evaluation domain) "
+                                              "pair: attention cosine (mean ± std over layers × KV heads)");
   static const char *const cols[] = {"arm", "knobs", "bits", "calib domain", "eval domain", "attn cos",
                                      "in-domain attn cos", "drop", "worst head", "randq cos", "ratio (honest)", "rows"};
   static const int kinds[] = {REP_TEXT, REP_TEXT, REP_NUM, REP_TEXT, REP_TEXT, REP_PM, REP_NUM, REP_NUM, REP_NUM, REP_NUM,
@@ -100,11 +162,7 @@ int exp_shift(exp_ctx *x, sq_err *e) {
            "evaluated on the evaluation (split-1) sequences of the eval domain; in-domain = calibrated on the "
            "eval domain itself (the same numbers as a grid run restricted to that domain); drop = in-domain − "
            "this row. tq needs no calibration and is evaluated once per eval domain (the reference line).");
-  int rc = rep_table_write(t, x->tables, x->made, e);
-  if (!rc && x->out) {
-    fputc('\n', x->out);
-    rep_table_print(t, x->out);
-  }
+  rc = rep_table_write(t, x->tables, x->made, e);
   rep_table_free(t);
   free(pts);
   free(rows);

@@ -131,7 +131,9 @@ static int stab_figure(exp_ctx *x, const stab_budget *b, int nb, long long n_all
   plot_buf pb = {0};
   plot_bprintf(&pb, "set multiplot layout 1,2 title \"Calibration stability%s%s\"\n",
                x->model_id && x->model_id[0] ? ", " : "", x->model_id ? x->model_id : "");
-  plot_bprintf(&pb, "set logscale x 2\nset xlabel \"calibration tokens N (log scale; rightmost = all)\"\n");
+  long long n_min = b[0].n && b[0].n < n_all ? b[0].n : n_all;
+  plot_bprintf(&pb, "set logscale x 2\nset xlabel \"calibration tokens N (log; all = %lld)\"\n", n_all);
+  plot_bprintf(&pb, "set xrange [%g:%g]\n", n_min / 1.3, n_all * 1.3);
   plot_bprintf(&pb, "set key bottom right\nset title \"top-d subspace overlap with the full calibration\"\n");
   plot_bprintf(&pb, "set ylabel \"||E_N^T E_{all}||_F^2 / d\"\nset yrange [0:1.05]\n");
   plot_bprintf(&pb, "plot 'stability.dat' using 1:2 with linespoints ls 1 title \"keys (mean)\", \\\n"

@@ -1294,6 +1294,10 @@ static void sweep_extra_dry_run(const sweep_state *s) {
       printf("; shift: %d domains (%d x %d calib/eval pairs x %d calibrated points + %d x %d tq points) x %d layers x "
              "%d KV heads = %lld rows in %s/shift\n", s->n_dom, s->n_dom, s->n_dom, s->n_xgrid - n_tq, s->n_dom, n_tq,
              s->n_layers, s->n_heads, rows, s->out_dir);
+      for (int i = 0; i < s->n_dom; i++)
+        printf(";   domain %s: calibration %lld tokens of %d sequences; evaluation %lld tokens of %d sequences\n",
+               s->dump.domain_names[s->dom[i]], (long long)s->dom_sel[i].n_calib_tok, s->dom_sel[i].n_calib_seq,
+               (long long)s->dom_sel[i].eval_off[s->dom_sel[i].n_eval_seq], s->dom_sel[i].n_eval_seq);
     }
   }
   if (s->do_stability) {
