@@ -6,6 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include "experiments.h"
+#include "plot.h"
+
+/* One line of the shift summary, kept for the figure. */
+typedef struct {
+  const store_row *first;
+  char eval[32];
+  double in, cross;
+} shift_entry;
 
 /* Split "calib=A|eval=B|rest" into its parts (calib "" for tq rows); 0 when the key is not one. */
 static int shift_parse(const char *key, char *calib, char *eval, const char **rest) {
@@ -57,7 +65,8 @@ static void shift_row(rep_table *t, const rep_point *p, const rep_point *in, con
 
 /* Per point and eval domain B: in-domain (calibrated on B) vs cross-domain (calibrated on any other
  * domain: mean of those points' means; with two domains, the other one) and the drop. */
-static int shift_summary(exp_ctx *x, const rep_point *pts, int np, sq_err *e) {
+static int shift_summary(exp_ctx *x, const rep_point *pts, int np, shift_entry *ent, int *n_ent, sq_err *e) {
+  *n_ent = 0;
   rep_table *t = rep_table_new("shift", "Distribution shift: attention cosine calibrated in-domain vs on another "
                                         "domain (mean over layers × KV heads)");
   static const char *const cols[] = {"arm", "knobs", "bits", "eval domain", "in-domain", "cross-domain", "drop",
@@ -96,6 +105,11 @@ static int shift_summary(exp_ctx *x, const rep_point *pts, int np, sq_err *e) {
     rep_table_num(t, r, c++, "%.4f", pts[i].attn.min);
     rep_table_num(t, r, c++, "%.4f", calib[0] ? (n_cross ? worst : NAN) : pts[i].attn.min);
     rep_table_set(t, r, c++, "%s", calib[0] ? others : "– (no calibration)");
+    shift_entry *en = &ent[(*n_ent)++];
+    en->first = pts[i].first;
+    snprintf(en->eval, sizeof en->eval, "%s", eval);
+    en->in = pts[i].attn.mean;
+    en->cross = cr;
   }
   snprintf(t->note, sizeof t->note,
            "in-domain: calibrated on the eval domain's calibration tokens (= a grid run restricted to that domain); "
@@ -108,6 +122,69 @@ static int shift_summary(exp_ctx *x, const rep_point *pts, int np, sq_err *e) {
     rep_table_print(t, x->out);
   }
   rep_table_free(t);
+  return rc;
+}
+
+static void shift_tick(const store_row *r, char *tick, size_t n) {
+  char label[160];
+  rep_label(r, label, sizeof label);
+  if (!strcmp(r->arm, "lowrank")) snprintf(tick, n, "lowrank %s", label);
+  else if (!strcmp(r->arm, "sq")) {
+    char nb[16] = "";
+    if (r->noise_bits >= 0) snprintf(nb, sizeof nb, " nb%d", r->noise_bits);
+    snprintf(tick, n, "sq %db%s τ%.2f%s%s", r->total_bits, nb, r->d_eff_variance, r->use_water_fill ? " wf" : "",
+             r->use_qjl ? " qjl" : "");
+  } else snprintf(tick, n, "%s %db", r->arm, r->total_bits);
+}
+
+/* Grouped bars, one panel per evaluation domain: in-domain and cross-domain attention cosine of
+ * every point (tq: the same bar twice, the reference). */
+static int shift_figure(exp_ctx *x, const shift_entry *ent, int n, sq_err *e) {
+  char evals[8][32];
+  int ne = 0;
+  for (int i = 0; i < n; i++) {
+    int seen = 0;
+    for (int j = 0; j < ne; j++) seen |= !strcmp(evals[j], ent[i].eval);
+    if (!seen && ne < 8) snprintf(evals[ne++], sizeof evals[0], "%s", ent[i].eval);
+  }
+  if (ne == 0) return SQ_OK;
+  FILE *f = plot_open_dat(x->figures, "shift.dat", x->made, e);
+  if (!f) return e->code;
+  int per = 0;
+  for (int d = 0; d < ne; d++) {
+    fprintf(f, "# eval domain %s: index  in-domain  cross-domain  (attn cos, mean over layers x heads)\n", evals[d]);
+    int k = 0;
+    for (int i = 0; i < n; i++)
+      if (!strcmp(ent[i].eval, evals[d])) fprintf(f, "%d %.8f %.8f\n", ++k, ent[i].in, ent[i].cross);
+    per = k > per ? k : per;
+    fputs("\n\n", f);
+  }
+  fclose(f);
+  plot_buf b = {0};
+  plot_bprintf(&b, "set multiplot layout 1,%d title \"Distribution shift: attention cosine, calibrated in-domain vs "
+                   "on another domain\"\n", ne);
+  plot_bprintf(&b, "set style fill solid 0.7 border -1\nset boxwidth 0.36\nset key below horizontal\n");
+  plot_bprintf(&b, "set ylabel \"attention-output cosine (mean)\"\nset xrange [0.3:%d.7]\nset yrange [*:1]\n", per);
+  plot_bprintf(&b, "tick_font = sprintf(\",%%.1f\", %.1f * fscale)\nset xtics rotate by 30 right font tick_font\n",
+               per > 8 ? 7.0 : 8.0);
+  for (int d = 0; d < ne; d++) {
+    char q[600], tick[256];
+    plot_quote(evals[d], q, sizeof q);
+    plot_bprintf(&b, "set title \"evaluated on %s\"\nset xtics (", q);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+      if (strcmp(ent[i].eval, evals[d])) continue;
+      shift_tick(ent[i].first, tick, sizeof tick);
+      plot_quote(tick, q, sizeof q);
+      plot_bprintf(&b, "%s\"%s\" %d", k ? ", " : "", q, k + 1);
+      k++;
+    }
+    plot_bprintf(&b, ")\nplot 'shift.dat' index %d using ($1-0.19):2 with boxes ls 1 title \"in-domain\", \\\n"
+                     "  '' index %d using ($1+0.19):3 with boxes ls 2 title \"cross-domain\"\n", d, d);
+  }
+  plot_bprintf(&b, "unset multiplot\n");
+  int rc = plot_render(x->figures, "shift", b.s, x->gnuplot, x->made, e);
+  plot_buf_free(&b);
   return rc;
 }
 
@@ -127,7 +204,11 @@ int exp_shift(exp_ctx *x, sq_err *e) {
     free(rows);
     return sq_fail(e, SQ_EFAIL, "%s: cannot aggregate the shift rows", dir);
   }
-  int rc = shift_summary(x, pts, np, e);
+  shift_entry *ent = sq_xmalloc((size_t)(np > 0 ? np : 1) * sizeof *ent);
+  int n_ent = 0;
+  int rc = shift_summary(x, pts, np, ent, &n_ent, e);
+  if (!rc) rc = shift_figure(x, ent, n_ent, e);
+  free(ent);
   if (rc) {
     free(pts);
     free(rows);

@@ -245,7 +245,8 @@ Test(experiments, shift_and_stability, .init = setup, .timeout = 600) {
   const json_t *cross = find(&shift, "calib=domain1|eval=domain0|sq:b=3,nb=none,vnb=none,tau=0.90,wf=1,qjl=0", 0, 0);
   cr_assert(in && cross, "sq rows for layer 0 head 0 missing");
   cr_expect_neq(real(in, "attn_cos"), real(cross, "attn_cos"));
-  cr_expect(exists("out/tables/shift.csv") && exists("out/tables/stability.csv") && exists("out/figures/stability.gp"));
+  cr_expect(exists("out/tables/shift.csv") && exists("out/tables/stability.csv") && exists("out/figures/stability.gp") &&
+            exists("out/figures/shift.gp"));
 
   /* SIGKILL during the shift/stability phases, rerun: the same rows, none twice */
   for (int k = 0; k < 2; k++) {
