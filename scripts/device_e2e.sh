@@ -6,8 +6,12 @@
 #   run.log        the run's output (final table)
 #   torch.txt      scripts/torch_sweep.py on the same GPU and dump (a subset, extrapolated), and
 #                  the speed-up
+# The dump: E2E_GEN=torch (default) writes it on the GPU with `scripts/torch_sweep.py make-dump`
+# (uncompressed fp16, seconds); E2E_GEN=sqexp uses `sqexp synth` (gzip, one core: ~9 minutes for
+# this size on the GPU machine, measured 2026-11-28, too long for one 10-minute call with the run).
 # Knobs: E2E_TOKENS (default 24576: with --calib-frac 0.34 and 1024-token sequences that is 8192
-# calibration and 16384 evaluation tokens), TORCH_LAYERS (default 2), TORCH_ARGS.
+# calibration and 16384 evaluation tokens), RUN_TIMEOUT, TORCH_LAYERS (default 1; 0 = skip),
+# TORCH_HEADS (default 2), TORCH_TIMEOUT, TORCH_ARGS.
 set -u
 OUT=${OUT:-/tmp/sqexp-out}
 mkdir -p "$OUT"
@@ -17,11 +21,18 @@ DUMP=${E2E_DUMP:-/tmp/synth-mistral.h5}
 TOK=${E2E_TOKENS:-24576}
 RES=/tmp/res-mistral
 t0=$(date +%s.%N)
+PY=python3
+[ -x /opt/torch/.venv/bin/python3 ] && PY=/opt/torch/.venv/bin/python3
 if [ -e /tmp/synth.log ] && [ ! -e /tmp/synth.done ]; then   # started in the background by device_run.sh
   while [ ! -e /tmp/synth.done ]; do sleep 1; done
 fi
 if [ ! -s "$DUMP" ]; then
-  .bundle/sqexp synth --shape mistral-7b --tokens "$TOK" --calib-frac 0.34 -o "$DUMP" > /tmp/synth.log 2>&1 || { echo "synth failed"; cat /tmp/synth.log; exit 1; }
+  if [ "${E2E_GEN:-torch}" = sqexp ]; then
+    .bundle/sqexp synth --shape mistral-7b --tokens "$TOK" --calib-frac 0.34 -o "$DUMP" > /tmp/synth.log 2>&1 || { echo "synth failed"; cat /tmp/synth.log; exit 1; }
+  else
+    $PY scripts/torch_sweep.py make-dump "$DUMP" --tokens "$TOK" > /tmp/synth.log 2>&1 || { echo "make-dump failed"; cat /tmp/synth.log; exit 1; }
+  fi
+  echo "generated ($(tail -1 /tmp/synth.log))" > /tmp/synth.done
 fi
 t1=$(date +%s.%N)
 .bundle/sqexp inspect "$DUMP" > /tmp/inspect.log 2>&1
@@ -32,7 +43,7 @@ timeout ${RUN_TIMEOUT:-300} .bundle/sqexp run configs/mistral.ini --set run.dump
 rc=$?
 t3=$(date +%s.%N)
 {
-  echo "dump: $DUMP ($(du -h "$DUMP" | cut -f1)), synth --shape mistral-7b --tokens $TOK --calib-frac 0.34: $(cat /tmp/synth.done 2>/dev/null) (waited $(awk "BEGIN{print $t1-$t0}") s)"
+  echo "dump: $DUMP ($(du -h "$DUMP" | cut -f1)), $(cat /tmp/synth.done 2>/dev/null), $TOK tokens, calib-frac 0.34 (dump step $(awk "BEGIN{print $t1-$t0}") s)"
   head -30 /tmp/inspect.log
   echo "sqexp run configs/mistral.ini (full grid, all layers, backend auto): exit $rc, wall $(awk "BEGIN{print $t3-$t2}") s"
   echo "rows: $(wc -l < "$RES/rows.jsonl" 2>/dev/null)"
@@ -41,11 +52,9 @@ t3=$(date +%s.%N)
 cp "$RES/provenance.json" "$OUT/provenance.json" 2>/dev/null
 cat "$OUT/e2e.txt"
 tail -5 "$OUT/run.log"
-if [ -f scripts/torch_sweep.py ]; then
-  PY=python3
-  [ -x /opt/torch/.venv/bin/python3 ] && PY=/opt/torch/.venv/bin/python3
+if [ "${TORCH_LAYERS:-1}" != 0 ]; then
   PYTHONUNBUFFERED=1 timeout ${TORCH_TIMEOUT:-200} $PY scripts/torch_sweep.py "$DUMP" --config configs/mistral.ini \
-    --layers "${TORCH_LAYERS:-2}" --sqexp-seconds "$(awk "BEGIN{print $t3-$t2}")" ${TORCH_ARGS:-} \
+    --layers "${TORCH_LAYERS:-1}" --heads "${TORCH_HEADS:-2}" --sqexp-seconds "$(awk "BEGIN{print $t3-$t2}")" ${TORCH_ARGS:-} \
     > "$OUT/torch.txt" 2>&1
   echo "torch exit $?"; tail -15 "$OUT/torch.txt"
 fi

@@ -13,7 +13,7 @@ cd "$here"
 source scripts/device_env.sh
 STEPS=${STEPS:-gpu bench e2e}
 export E2E_DUMP=${E2E_DUMP:-/tmp/synth-mistral.h5} E2E_TOKENS=${E2E_TOKENS:-24576}
-if [[ " $STEPS " == *" e2e "* ]] && [ ! -s "$E2E_DUMP" ]; then
+if [[ " $STEPS " == *" e2e "* ]] && [ ! -s "$E2E_DUMP" ] && [ "${E2E_GEN:-torch}" = sqexp ]; then
   # the synthetic dump is written on the CPUs while the GPU steps run (device_e2e.sh waits for it)
   rm -f /tmp/synth.done
   ( s0=$(date +%s.%N)

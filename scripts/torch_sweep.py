@@ -9,6 +9,7 @@ numbers agree with sqexp statistically, not bit for bit; this is a timing baseli
 
 usage: torch_sweep.py DUMP [--config configs/mistral.ini] [--layers N] [--heads N]
                       [--sqexp-seconds S] [--device cuda]
+       torch_sweep.py make-dump PATH [--tokens 24576] [--layers 32] [--device cuda]
 Runs the first N stored layers (default 2) x all KV heads x the full grid, times it, and
 extrapolates linearly to all stored layers (the work per layer is the same). With
 --sqexp-seconds, prints the ratio to sqexp's wall time for the full run.
@@ -282,8 +283,109 @@ def cosr(a, b):
     return torch.where(den > 0, num / den.clamp(min=1e-30), torch.zeros_like(num))
 
 
+# ---------------------------------------------------------------- a fast synthetic dump (GPU)
+def make_dump(path, tokens, seq_len, calib_frac, n_layers, Hq, Hkv, D, seed, dev):
+    """Write a Mistral-shaped synthetic dump (docs/dump-format.md) generated on the GPU, with the
+    structure `sqexp synth` documents (src/synth.h): per (layer, KV head) keys = a few dominant
+    directions in the lowest-frequency RoPE pairs plus a power-law tail in a random orthonormal
+    basis, values a flatter spectrum in their own basis, the group's queries fixed mixtures of the
+    dominant key directions + per-token jitter + noise, RoPE (theta 10000) on keys and queries.
+    float16, stored uncompressed: `sqexp synth` (gzip level 4, one core) takes ~9 minutes for
+    this size on the GPU machine, which does not fit one 10-minute call with the sweep; this takes
+    seconds. Not bit-identical to `sqexp synth` (different generator), same shapes and kind."""
+    import json
+    g = torch.Generator(device=dev)
+    g.manual_seed(seed)
+    n_seq = (tokens + seq_len - 1) // seq_len
+    off = np.minimum(np.arange(n_seq + 1, dtype=np.int64) * seq_len, tokens)
+    n_cal = int(round(calib_frac * n_seq))
+    n_cal = min(max(n_cal, 1), n_seq - 1)
+    split = np.array([0] * n_cal + [1] * (n_seq - n_cal), dtype=np.uint8)
+    lens = off[1:] - off[:-1]
+    qoff = np.concatenate([[0], np.cumsum(np.where(split == 1, lens, 0))]).astype(np.int64)
+    pos = torch.from_numpy(np.concatenate([np.arange(l) for l in lens])).to(dev).float()
+    qtok = torch.from_numpy(np.concatenate([np.arange(off[s], off[s + 1]) for s in range(n_seq) if split[s]])).to(dev)
+    half = D // 2
+    inv = 10000.0 ** (-2.0 * torch.arange(half, device=dev).float() / D)
+
+    def rope(x, p):  # x [T, H, D], p [T]
+        a = p[:, None] * inv[None, :]
+        c, s_ = torch.cos(a)[:, None, :], torch.sin(a)[:, None, :]
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat([x1 * c - x2 * s_, x1 * s_ + x2 * c], -1)
+
+    tmp = path + ".partial"
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format"] = "sqexp-activations"
+        f.attrs["format_version"] = 1
+        f.attrs["model_id"] = "synthetic:mistral-7b (torch_sweep.py make-dump)"
+        f.attrs["n_layers"] = n_layers
+        f.attrs["n_q_heads"] = Hq
+        f.attrs["n_kv_heads"] = Hkv
+        f.attrs["head_dim"] = D
+        f.attrs["rope"] = "rope"
+        f.attrs["kq_post_rope"] = 1
+        f.attrs["dtype"] = "float16"
+        f.attrs["layers"] = np.arange(n_layers, dtype=np.int32)
+        f.attrs["provenance"] = json.dumps({"tool": "scripts/torch_sweep.py make-dump", "seed": seed,
+                                            "tokens": tokens, "seq_len": seq_len, "calib_frac": calib_frac})
+        sq = f.create_group("sequences")
+        sq["offsets"] = off
+        sq["split"] = split
+        sq["q_offsets"] = qoff
+        G = Hq // Hkv
+        lowfreq = torch.cat([torch.arange(half - 8, half), torch.arange(D - 8, D)]).to(dev)
+        for L in range(n_layers):
+            n_dom = 3 + L % 4
+            K = torch.empty(tokens, Hkv, D, device=dev)
+            V = torch.empty(tokens, Hkv, D, device=dev)
+            Qe = torch.empty(len(qtok), Hq, D, device=dev)
+            for h in range(Hkv):
+                A = torch.randn(D, D, generator=g, device=dev)
+                mask = torch.zeros(D, device=dev)
+                mask[lowfreq] = 1
+                A[:, :n_dom] *= mask[:, None]
+                B, _ = torch.linalg.qr(A)                      # columns: basis, dominant first
+                lam = torch.cat([torch.linspace(30, 8, n_dom, device=dev),
+                                 0.5 / (torch.arange(D - n_dom, device=dev).float() + 1) ** 1.1])
+                z = torch.randn(tokens, D, generator=g, device=dev) * lam.sqrt()
+                K[:, h] = z @ B.T
+                Bv, _ = torch.linalg.qr(torch.randn(D, D, generator=g, device=dev))
+                lv = 1.0 / (torch.arange(D, device=dev).float() + 1) ** 0.5
+                V[:, h] = (torch.randn(tokens, D, generator=g, device=dev) * lv.sqrt()) @ Bv.T
+                for gi in range(G):
+                    mix = torch.randn(n_dom, generator=g, device=dev)
+                    coef = mix[None, :] * (1 + 0.3 * torch.randn(len(qtok), n_dom, generator=g, device=dev))
+                    Qe[:, h * G + gi] = coef @ B[:, :n_dom].T * 2 + 0.5 * torch.randn(len(qtok), D, generator=g, device=dev)
+            K = rope(K, pos)
+            Qe = rope(Qe, pos[qtok])
+            grp = f.create_group(f"layers/{L}")
+            grp["k"] = K.half().cpu().numpy()
+            grp["v"] = V.half().cpu().numpy()
+            grp["q"] = Qe.half().cpu().numpy()
+    import os
+    os.replace(tmp, path)
+    print(f"make-dump: {path}: {n_layers} layers, {tokens} tokens ({n_cal} calibration / {n_seq - n_cal} "
+          f"evaluation sequences of {seq_len})")
+
+
 # ---------------------------------------------------------------- the sweep
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "make-dump":
+        ap = argparse.ArgumentParser(prog="torch_sweep.py make-dump")
+        ap.add_argument("cmd")
+        ap.add_argument("path")
+        ap.add_argument("--tokens", type=int, default=24576)
+        ap.add_argument("--seq-len", type=int, default=1024)
+        ap.add_argument("--calib-frac", type=float, default=0.34)
+        ap.add_argument("--layers", type=int, default=32)
+        ap.add_argument("--seed", type=int, default=42)
+        ap.add_argument("--device", default="cuda")
+        a = ap.parse_args()
+        t0 = time.time()
+        make_dump(a.path, a.tokens, a.seq_len, a.calib_frac, a.layers, 32, 8, 128, a.seed, torch.device(a.device))
+        print(f"make-dump: {time.time() - t0:.1f} s")
+        return 0
     ap = argparse.ArgumentParser()
     ap.add_argument("dump")
     ap.add_argument("--config", default="configs/mistral.ini")
