@@ -207,6 +207,7 @@ static void round_trip(const char *rel) {
   cr_assert(!memcmp(&a.sqv1, &b.sqv1, sizeof a.sqv1), "%s: [sq_paper_v1] differs", rel);
   cr_assert(!memcmp(&a.lowrank, &b.lowrank, sizeof a.lowrank), "%s: [lowrank] differs", rel);
   cr_assert(!memcmp(&a.experiments, &b.experiments, sizeof a.experiments), "%s: experiments differ", rel);
+  cr_assert(!memcmp(&a.stability, &b.stability, sizeof a.stability), "%s: [stability] differs", rel);
   char *second = print_to_string(&b);
   /* identical apart from the "; source:" line */
   cr_assert_str_eq(strstr(second, "\n[run]"), strstr(first, "\n[run]"), "%s: printing is not stable", rel);
@@ -223,6 +224,8 @@ Test(cfg, print_round_trip) {
   round_trip("tests/data/cfg/good_crlf.ini");
   round_trip("configs/quick.ini");
   round_trip("configs/mistral.ini");
+  round_trip("configs/shift.ini");
+  round_trip("tests/data/cfg/good_stability.ini");
 }
 
 Test(cfg, print_is_complete_ini) {
@@ -238,6 +241,32 @@ Test(cfg, print_is_complete_ini) {
   cr_assert_null(strstr(s, "[lowrank]"));
   free(s);
   cfg_free(&c);
+}
+
+/* [stability]: `all` is a list item; the section is printed (and hashed) only when the
+ * stability experiment is listed, so configs without it keep their resolved text. */
+Test(cfg, stability_section) {
+  cfg_t c;
+  load_ok(&c, "tests/data/cfg/good_stability.ini");
+  ILIST(c.stability.calib_tokens, 1024, CFG_ALL_ITEM, 100, 200, 300);
+  cr_assert(cfg_has_experiment(&c, "shift") && cfg_has_experiment(&c, "stability") && !cfg_has_experiment(&c, "spectrum"));
+  char *text = print_to_string(&c);
+  cr_assert(strstr(text, "\n[stability]\ncalib_tokens      = 1024,all,100,200,300\n"), "%s", text);
+  free(text);
+  sq_err e = {0};
+  const char *drop[] = {"run.experiments=grid"};
+  cr_assert_eq(cfg_override_all(&c, 1, drop, &e), SQ_OK, "%s", e.msg);
+  text = print_to_string(&c);
+  cr_assert_null(strstr(text, "[stability]"), "printed without the experiment:\n%s", text);
+  free(text);
+  const char *set[] = {"run.experiments=stability", "stability.calib_tokens=all,32"};
+  cr_assert_eq(cfg_override_all(&c, 2, set, &e), SQ_OK, "%s", e.msg);
+  ILIST(c.stability.calib_tokens, CFG_ALL_ITEM, 32);
+  cfg_free(&c);
+  cfg_t d;
+  load_ok(&d, "tests/data/cfg/good_minimal.ini");
+  ILIST(d.stability.calib_tokens, 128, 256, 512, 1024, CFG_ALL_ITEM); /* the default */
+  cfg_free(&d);
 }
 
 /* ------------------------------------------------------------------ malformed files */
@@ -280,6 +309,10 @@ ParameterizedTestParameters(cfg, malformed) {
       {"bad_long_line.ini", 2, "line longer than 197 characters"},
       {"bad_randq_queries.ini", 5, "[run] randq_queries: 0 is out of range (allowed: an integer 1..1024)"},
       {"bad_noise_duplicate_none.ini", 9, "[sq] noise_bits: none appears twice"},
+      {"bad_stability_all_twice.ini", 8, "[stability] calib_tokens: all appears twice"},
+      {"bad_stability_key.ini", 8, "unknown key 'calib_token' in [stability] (did you mean 'calib_tokens'?)"},
+      {"bad_stability_zero.ini", 8, "[stability] calib_tokens: 0 is out of range (allowed: a list of integers "
+                                    "1..1000000000 or all"},
   };
   return cr_make_param_array(bad_case, cases, sizeof cases / sizeof cases[0]);
 }
@@ -308,7 +341,7 @@ Test(cfg, malformed_file_count) {
   int n = 0;
   cr_assert_eq(fscanf(p, "%d", &n), 1);
   pclose(p);
-  cr_assert_eq(n, 30, "%d bad_*.ini files but 30 cases in the malformed table", n);
+  cr_assert_eq(n, 33, "%d bad_*.ini files but 33 cases in the malformed table", n);
 }
 
 Test(cfg, missing_unreadable_and_binary_files) {
