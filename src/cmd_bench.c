@@ -374,8 +374,10 @@ int cmd_bench(int argc, char **argv) {
   time_t now = time(NULL);
   char when[64];
   strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime(&now));
-  fprintf(out.f, "sqexp bench  %s (git %s)  host %s  %s\nbackend %s%s\n", SQEXP_VERSION, SQEXP_GIT, host,
-          when, b->name, cuda ? "" : "  (CPU reference numbers: no CUDA GPU used)");
+  const char *attn = getenv("SQEXP_CUDA_ATTN");
+  fprintf(out.f, "sqexp bench  %s (git %s)  host %s  %s\nbackend %s%s%s%s\n", SQEXP_VERSION, SQEXP_GIT, host,
+          when, b->name, cuda ? "" : "  (CPU reference numbers: no CUDA GPU used)",
+          cuda && attn ? "  SQEXP_CUDA_ATTN=" : "", cuda && attn ? attn : "");
   fprintf(out.f, "synthetic Mistral-shaped layer: %lld eval tokens, seq_len %lld, %d KV / %d q heads, D %d\n",
           (long long)o.tokens, (long long)o.seq_len, HKV, HQ, DIM);
   cb_table *cb = sq_xmalloc(sizeof *cb);

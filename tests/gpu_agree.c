@@ -11,6 +11,8 @@
  *   - every metric of eval (attn, randq, probs protocols, K/V reconstruction, logit bias and
  *     slope, top-k recall) within 1e-4, and the same term counts;
  *   - moments (plain and normalised) equal to 1e-9 relative.
+ * A second layer with G = 4 query heads per KV head covers Mistral's grouping (and the
+ * group-per-warp attention kernel when SQEXP_CUDA_ATTN=gqa is set).
  * Without a visible GPU every test is skipped with a message (not passed). */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -229,6 +231,16 @@ Test(gpu_agree, eval_protocol_subsets) {
   L.protocols = PROTO_ATTN | PROTO_RANDQ;
   L.topk = 40;        /* more than one slot per lane on the GPU, more than some rows' keys */
   eval_both(&L, "attn-topk40");
+}
+
+Test(gpu_agree, eval_gqa_group_of_4) {
+  /* G = 4 (Mistral's grouping): the shape SQEXP_CUDA_ATTN=gqa's group-per-warp kernel serves */
+  need_gpu();
+  tu_layer l4;
+  int lens[3] = {70, 131, 40};
+  tu_layer_make(&l4, lens, 3, HKV, 4 * HKV, D, 8, 9);
+  eval_both(&l4.L, "gqa4");
+  tu_layer_free(&l4);
 }
 
 Test(gpu_agree, moments) {

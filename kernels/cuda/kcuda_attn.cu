@@ -77,7 +77,7 @@ __device__ __forceinline__ float topk_last(const topk_list *L, int K) {
 }
 
 /* Offer this lane's (v, j) when `want`; candidates enter in lane (= index) order. */
-__device__ void topk_offer(topk_list *L, int K, int want, float v, int j) {
+__device__ __forceinline__ void topk_offer(topk_list *L, int K, int want, float v, int j) {
   int lane = threadIdx.x & 31;
   uint32_t mask = __ballot_sync(0xffffffffu, want);
   while (mask) {
@@ -321,6 +321,188 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
   }
 }
 
+/* EVAL_ATTN with the GQA group in one warp (opt-in: SQEXP_CUDA_ATTN=gqa; G == GG, D <= 128). One
+ * warp owns token t and all GG query heads of the KV head, so each key row and value row read from
+ * shared memory serves GG queries (GG x fewer shared-memory reads per pair than k_rows). Every dot
+ * product, softmax step and weighted sum is done in the same order as in k_rows, so the per-row
+ * results are the same; the pair sums of the group are added before they are written (into the
+ * row of gi = 0; the column sums over rows are unchanged up to double rounding). */
+#define GQA_NDL 4
+template <int GG>
+__global__ void __launch_bounds__(ROW_WARPS * 32) k_attn_gqa(kc_attn_args a) {
+  extern __shared__ float4 sm4[];
+  float *sm = (float *)sm4;
+  const int D = a.D, ldk = D + KPAD;
+  float *qs_all = sm;                              /* [ROW_WARPS][GG][D] */
+  float *tk = qs_all + ROW_WARPS * GG * D;         /* [TILE][ldk] effective keys */
+  float *tr = tk + TILE * ldk;                     /* [TILE][ldk] reference keys */
+  float *tv = tr + TILE * ldk;                     /* [TILE][D] decoded values */
+  __shared__ int64_t blk_kb[ROW_WARPS], blk_ke[ROW_WARPS];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int64_t n_tok = a.n_rows / GG, t = (int64_t)blockIdx.x * ROW_WARPS + warp;
+  int plan = blockIdx.y, live = t < n_tok;
+  int64_t kb = 0, ke = 0;
+  float *qs = qs_all + warp * GG * D;
+  if (live) {
+    int64_t s = seq_of(a.seq_off, a.n_seq, t);
+    kb = a.seq_off[s];
+    ke = t + 1;
+    for (int gi = 0; gi < GG; gi++) {
+      const float *q = a.q + (t * a.Hq + a.head * GG + gi) * D;
+      for (int j = lane; j < D; j += 32) qs[gi * D + j] = q[j];
+    }
+  }
+  if (lane == 0) {
+    blk_kb[warp] = live ? kb : INT64_MAX;
+    blk_ke[warp] = live ? ke : INT64_MIN;
+  }
+  __syncthreads();
+  int64_t KB = INT64_MAX, KE = INT64_MIN;
+  for (int w = 0; w < ROW_WARPS; w++) {
+    KB = blk_kb[w] < KB ? blk_kb[w] : KB;
+    KE = blk_ke[w] > KE ? blk_ke[w] : KE;
+  }
+  const float *Kh = a.keff + plan * a.plan_stride, *V = a.vhat + plan * a.plan_stride;
+  const float *Kref = a.k + (int64_t)a.head * D;
+  int64_t kref_stride = (int64_t)a.Hkv * D;
+  const float c = 1.0f / sqrtf((float)D);
+  float o[GG][GQA_NDL], m[GG], l[GG];
+  topk_list TL[GG];
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    m[gi] = -INFINITY;
+    l[gi] = 0.0f;
+    topk_init(&TL[gi]);
+#pragma unroll
+    for (int i = 0; i < GQA_NDL; i++) o[gi][i] = 0.0f;
+  }
+  double sb = 0, ss_ = 0, ssh = 0, s2 = 0, sxh = 0;
+  for (int64_t j0 = KB; j0 < KE; j0 += TILE) {
+    int nt = KE - j0 < TILE ? (int)(KE - j0) : TILE;
+    __syncthreads();
+    load_tile(tk, ldk, Kh, D, j0, nt, D);
+    load_tile(tr, ldk, Kref, kref_stride, j0, nt, D);
+    load_tile(tv, D, V, D, j0, nt, D);
+    __syncthreads();
+    if (!live || j0 + nt <= kb || j0 >= ke) continue; /* warp-uniform */
+    int64_t j = j0 + lane;
+    int valid = lane < nt && j >= kb && j < ke;
+    float sh[GG], sr[GG];
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) sh[gi] = sr[gi] = 0.0f;
+    if (valid) {
+      const float4 *kr = (const float4 *)(tk + lane * ldk), *rr = (const float4 *)(tr + lane * ldk);
+      const float4 *q4 = (const float4 *)qs;
+#pragma unroll 4
+      for (int jd = 0; jd < (D >> 2); jd++) {
+        float4 y = kr[jd], yr = rr[jd];
+#pragma unroll
+        for (int gi = 0; gi < GG; gi++) {
+          float4 x = q4[gi * (D >> 2) + jd];
+          sh[gi] = fmaf(x.x, y.x, sh[gi]);
+          sh[gi] = fmaf(x.y, y.y, sh[gi]);
+          sh[gi] = fmaf(x.z, y.z, sh[gi]);
+          sh[gi] = fmaf(x.w, y.w, sh[gi]);
+          sr[gi] = fmaf(x.x, yr.x, sr[gi]);
+          sr[gi] = fmaf(x.y, yr.y, sr[gi]);
+          sr[gi] = fmaf(x.z, yr.z, sr[gi]);
+          sr[gi] = fmaf(x.w, yr.w, sr[gi]);
+        }
+      }
+#pragma unroll
+      for (int gi = 0; gi < GG; gi++) {
+        sb += (double)sh[gi] - (double)sr[gi];
+        ss_ += sr[gi];
+        ssh += sh[gi];
+        s2 += (double)sr[gi] * sr[gi];
+        sxh += (double)sr[gi] * sh[gi];
+      }
+    } else {
+#pragma unroll
+      for (int gi = 0; gi < GG; gi++) sh[gi] = -INFINITY;
+    }
+    float p[GG];
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) {
+      float mnew = fmaxf(m[gi], warp_max_f(sh[gi]));
+      float alpha = expf((m[gi] - mnew) * c);
+      p[gi] = valid ? expf((sh[gi] - mnew) * c) : 0.0f;
+      l[gi] = l[gi] * alpha + warp_sum_f(p[gi]);
+#pragma unroll
+      for (int i = 0; i < GQA_NDL; i++) o[gi][i] *= alpha;
+      m[gi] = mnew;
+    }
+    for (int jj = 0; jj < nt; jj++) {
+      float pj[GG];
+      int any = 0;
+#pragma unroll
+      for (int gi = 0; gi < GG; gi++) {
+        pj[gi] = __shfl_sync(0xffffffffu, p[gi], jj);
+        any |= pj[gi] != 0.0f;
+      }
+      if (!any) continue; /* warp-uniform */
+      const float *vr = tv + jj * D;
+#pragma unroll
+      for (int i = 0; i < GQA_NDL; i++)
+        if (lane + 32 * i < D) {
+          float vv = vr[lane + 32 * i];
+#pragma unroll
+          for (int gi = 0; gi < GG; gi++) o[gi][i] = fmaf(pj[gi], vv, o[gi][i]);
+        }
+    }
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) {
+      float tl = TL[gi].cnt == a.topk ? topk_last(&TL[gi], a.topk) : -INFINITY;
+      topk_offer(&TL[gi], a.topk, valid && (TL[gi].cnt < a.topk || sh[gi] > tl), sh[gi], (int)(j - kb));
+    }
+  }
+  if (!live) return;
+  sb = warp_sum_dd(sb);
+  ss_ = warp_sum_dd(ss_);
+  ssh = warp_sum_dd(ssh);
+  s2 = warp_sum_dd(s2);
+  sxh = warp_sum_dd(sxh);
+  int64_t avail = ke - kb;
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    int g = a.head * GG + gi;
+    float inv = 1.0f / l[gi];
+    const float *oref = a.o_ref + (t * a.Hq + g) * D;
+    double dot = 0, n1 = 0, n2 = 0;
+#pragma unroll
+    for (int i = 0; i < GQA_NDL; i++)
+      if (lane + 32 * i < D) {
+        double x = oref[lane + 32 * i], y = o[gi][i] * inv;
+        dot += x * y;
+        n1 += x * x;
+        n2 += y * y;
+      }
+    dot = warp_sum_dd(dot);
+    n1 = warp_sum_dd(n1);
+    n2 = warp_sum_dd(n2);
+    double cs = (n1 == 0.0 && n2 == 0.0) ? 1.0 : (n1 == 0.0 || n2 == 0.0) ? 0.0 : dot / sqrt(n1 * n2);
+    const int32_t *ref = a.topk_ref + (t * a.Hq + g) * a.topk;
+    int hits = 0;
+    for (int i = 0; i < a.topk; i++) {
+      int r = ref[i];
+      if (r < 0) continue;
+      hits += (lane < TL[gi].cnt && TL[gi].i0 == r) + (lane + 32 < TL[gi].cnt && TL[gi].i1 == r);
+    }
+    for (int o2 = 16; o2 > 0; o2 >>= 1) hits += __shfl_xor_sync(0xffffffffu, hits, o2);
+    double *out = a.rows_out + ((int64_t)plan * a.n_rows + t * GG + gi) * a.n_fields;
+    if (lane == 0) {
+      out[0] = cs;
+      out[1] = (double)hits / (double)(avail < a.topk ? avail : a.topk);
+      out[2] = gi == 0 ? sb : 0.0;
+      out[3] = gi == 0 ? ss_ : 0.0;
+      out[4] = gi == 0 ? ssh : 0.0;
+      out[5] = gi == 0 ? s2 : 0.0;
+      out[6] = gi == 0 ? sxh : 0.0;
+      out[7] = gi == 0 ? (double)(avail * GG) : 0.0;
+    }
+  }
+}
+
 /* probs rows: (sequence, one of its last probs_last positions, query head of the group).
  * Outputs <p, p^>, |p|^2, |p^|^2 (rows past a short sequence's length write zeros). */
 __global__ void __launch_bounds__(ROW_WARPS * 32) k_probs(kc_attn_args a) {
@@ -400,7 +582,16 @@ int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e) {
   switch (mode) {
   case KC_REF_ATTN: return launch_rows<KC_REF_ATTN>(a, grid, e);
   case KC_REF_RANDQ: return launch_rows<KC_REF_RANDQ>(a, grid, e);
-  case KC_EVAL_ATTN: return launch_rows<KC_EVAL_ATTN>(a, grid, e);
+  case KC_EVAL_ATTN:
+    if (a->gqa && a->G == 4 && a->D <= 32 * GQA_NDL) {
+      size_t smem = ((size_t)ROW_WARPS * 4 * a->D + 2 * (size_t)TILE * (a->D + KPAD) + (size_t)TILE * a->D) * sizeof(float);
+      dim3 g2((unsigned)((a->n_rows / 4 + ROW_WARPS - 1) / ROW_WARPS), (unsigned)n_y);
+      cudaCheck(cudaFuncSetAttribute(k_attn_gqa<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+      k_attn_gqa<4><<<g2, ROW_WARPS * 32, smem>>>(*a);
+      launchCheck();
+      return SQ_OK;
+    }
+    return launch_rows<KC_EVAL_ATTN>(a, grid, e);
   case KC_EVAL_RANDQ: return launch_rows<KC_EVAL_RANDQ>(a, grid, e);
   case KC_EVAL_PROBS:
     k_probs<<<grid, ROW_WARPS * 32, (size_t)ROW_WARPS * a->D * sizeof(float)>>>(*a);

@@ -21,6 +21,7 @@ typedef struct {
   float *o_out;              /* reference modes */
   int32_t *topk_out;
   double *rows_out;          /* eval modes: [plan][n_rows][n_fields] */
+  int gqa;                   /* EVAL_ATTN: one warp per token and GQA group (G == 4, D <= 128) */
 } kc_attn_args;
 
 /* n_y: KV heads (REF_* modes: n_rows per head) or plans (EVAL_* modes, a.head fixed). */

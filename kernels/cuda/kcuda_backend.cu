@@ -4,6 +4,7 @@
  * launch per protocol, and reduces the per-row metrics on the device in a fixed order. Only a few
  * sums per plan travel back to the host. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "kcuda.cuh"
 #include "kcuda_attn.cuh"
@@ -17,6 +18,7 @@
 
 struct kc_state {
   int device;
+  int gqa;            /* SQEXP_CUDA_ATTN=gqa: the group-per-warp attention kernel (docs/cuda.md) */
   cublasHandle_t blas;
   int loaded, G, attn_on, probs_on, randq_on;
   kern_layer L;
@@ -337,6 +339,7 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   }
   kc_attn_args a = base_args(st);
   a.head = head;
+  a.gqa = st->gqa;
   a.keff = keff;
   a.vhat = vhat;
   a.plan_stride = nt * D;
@@ -463,6 +466,8 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   cudaCheck(cudaSetDevice(device));
   kc_state *st = (kc_state *)sq_xcalloc(1, sizeof *st);
   st->device = device;
+  const char *attn = getenv("SQEXP_CUDA_ATTN");
+  st->gqa = attn && !strcmp(attn, "gqa");
   cublasStatus_t bs = cublasCreate(&st->blas);
   if (bs != CUBLAS_STATUS_SUCCESS) {
     free(st);
