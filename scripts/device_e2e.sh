@@ -35,7 +35,7 @@ if [ ! -s "$DUMP" ]; then
   echo "generated ($(tail -1 /tmp/synth.log))" > /tmp/synth.done
 fi
 t1=$(date +%s.%N)
-.bundle/sqexp inspect "$DUMP" > /tmp/inspect.log 2>&1
+.bundle/sqexp inspect "$DUMP" --layers 0 > /tmp/inspect.log 2>&1
 rm -rf "$RES"
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null   # cold page cache: the HDF5 reads count
 t2=$(date +%s.%N)
