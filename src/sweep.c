@@ -1203,7 +1203,6 @@ static int sweep_stab_row(sweep_run_ctx *r, const sweep_stab_plan *p, int ni, in
   row.layer = layer;
   row.head = s->heads[i];
   row.head_dim = k->D;
-  row.d_eff_variance = p->tau;
   row.m.k_cos = sweep_overlap(k, ka, dk);
   row.m.v_cos = sweep_overlap(v, va, dv);
   row.m.k_rel_mse = sweep_mass_change(k, ka, dk);
