@@ -158,7 +158,8 @@ def select_sequences(tok, domains, n_calib, n_eval, max_tokens, min_tokens, per_
 # Model and capture
 
 def load_model(args, torch, transformers):
-    dtype = torch.float32  # the forward pass always runs in fp32; --dtype is the storage dtype
+    # The forward pass runs in --compute-dtype (float32 by default); --dtype is only the storage.
+    dtype = getattr(torch, args.compute_dtype)
     if args.model.endswith(".gguf"):
         if not os.path.isfile(args.model):
             raise InputError(f"{args.model}: GGUF file not found (scripts/fetch_models.sh assembles it)")
@@ -316,7 +317,7 @@ def model_description(args, model):
                     sha256=sha256_of(args.model))
     cfg = model.config
     info.update(architecture=type(model).__name__, model_type=cfg.model_type,
-                torch_dtype_forward="float32")
+                torch_dtype_forward=args.compute_dtype)
     return info
 
 
@@ -343,7 +344,9 @@ def build_parser():
     p.add_argument("--per-file", type=int, default=2, help="windows taken from one file at most (2; 0: all)")
     p.add_argument("--layers", default="all", help='"all", "0:30:4", "0,4,8", ... (all)')
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16",
-                   help="storage dtype (the model always runs in float32)")
+                   help="storage dtype (float16)")
+    p.add_argument("--compute-dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                   help="dtype of the forward pass (float32; bfloat16 halves a 7B model's RAM)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--queries", choices=["eval", "all"], default="eval",
@@ -416,7 +419,7 @@ def run(args, model=None, tok=None):
         "command": shlex.join(sys.argv),
         "model": model_description(args, model),
         "capture": "post-RoPE q/k and v at transformers' attention interface (before GQA repeat); "
-                   f"delegates to {args.attn}; forward in float32",
+                   f"delegates to {args.attn}; forward in {args.compute_dtype}",
         "rope_theta": rope_theta,
         "storage_dtype": args.dtype,
         "tokenizer": type(tok).__name__,

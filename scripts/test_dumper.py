@@ -10,7 +10,7 @@ attention interface, sdpa inside), and checks the dump against numbers the dumpe
      g / (H_q/H_kv)) == the model's attention output (input of o_proj) to 1e-4;
   3. k_pre/q_pre rotated by the model's own RoPE == dumped k/q;
   4. the sequence table: offsets, q_offsets (queries for eval only), split, domain;
-  5. with --dtype float16, k equals the fp32 keys rounded to fp16;
+  5. with --dtype float16 / bfloat16, k equals the fp32 keys rounded to fp16 / bf16 bits;
   6. if SQEXP_BIN names an sqexp binary, `sqexp inspect` accepts the file.
 Sequences have unequal lengths and batch size 2, so the right-padding path is exercised.
 Prints one line per check and closes with 'N passed, N failed'; exit 1 on any failure.
@@ -129,7 +129,7 @@ def main():
         check("sequence table", list(off) == list(np.concatenate([[0], np.cumsum(lens)]))
               and list(split) == [0, 0, 0, 1, 1] and list(dom) == [0, 1, 0, 0, 1]
               and all((qoff[s + 1] - qoff[s]) == (lens[s] if split[s] else 0) for s in range(len(lens))),
-              f"offsets {list(off)} q_offsets {list(qoff)} split {list(split)}")
+              f"offsets {off.tolist()} q_offsets {qoff.tolist()} split {split.tolist()}")
         check("root attributes", f.attrs["format"] == "sqexp-activations" and f.attrs["format_version"] == 1
               and f.attrs["n_q_heads"] == 4 and f.attrs["n_kv_heads"] == 2 and f.attrs["head_dim"] == 16
               and f.attrs["kq_post_rope"] == 1 and f.attrs["rope"] == "rope" and list(f.attrs["layers"]) == [0, 1])
@@ -163,6 +163,14 @@ def main():
             k16 = g["layers/1/k"][:]
             ok = g["layers/1/k"].dtype == np.float16 and g["layers/1/k"].compression == "gzip"
         check("float16 storage == fp32 keys rounded to fp16", ok and np.array_equal(k16, k32.astype(np.float16)))
+        outbf = os.path.join(tmp, "tinybf.h5")
+        dump(model, tmp, outbf, "bfloat16")
+        with h5py.File(outbf, "r") as g:
+            ds = g["layers/1/k"]
+            bits = ds[:]
+            ok = ds.dtype == np.uint16 and int(ds.attrs.get("bfloat16", 0)) == 1
+        want = torch.from_numpy(k32).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+        check("bfloat16 storage: uint16 bits + attribute bfloat16=1", ok and np.array_equal(bits, want))
         check("no .partial file left", not any(n.endswith(".partial") for n in os.listdir(tmp)))
 
         bad = da.main(["--model", "x.gguf", "--layers", "0", "-o", os.path.join(tmp, "x.h5")])
@@ -170,8 +178,10 @@ def main():
 
         sqexp = os.environ.get("SQEXP_BIN")
         if sqexp:
-            r = subprocess.run([sqexp, "inspect", out16], capture_output=True, text=True)
-            check("sqexp inspect accepts the dump", r.returncode == 0, (r.stdout + r.stderr).strip()[-300:])
+            for path in (out16, outbf):
+                r = subprocess.run([sqexp, "inspect", path], capture_output=True, text=True)
+                check(f"sqexp inspect accepts {os.path.basename(path)}", r.returncode == 0,
+                      (r.stdout + r.stderr).strip()[-300:] if r.returncode else "")
     n_fail = results.count(False)
     print(f"{len(results) - n_fail} passed, {n_fail} failed")
     return 1 if n_fail else 0
