@@ -30,6 +30,8 @@ static void usage(FILE *f) {
           "  --seed N            default 42\n"
           "  --queries WHICH     eval (queries for evaluation sequences, default) | all\n"
           "  --domains N         label sequences round-robin with N domains (default 1)\n"
+          "  --compress LEVEL    gzip level 1..9, or 0 for none (default 4; gzip runs on one core,\n"
+          "                      so multi-GB benchmark dumps are written faster with 0)\n"
           "\n"
           "exit status: 0 written, 1 failure while writing, 2 bad options\n",
           synth_shape_names());
@@ -37,7 +39,7 @@ static void usage(FILE *f) {
 
 typedef struct {
   const char *shape, *out, *layers, *dtype, *queries;
-  const char *tokens, *seq_len, *calib_frac, *seed, *domains;
+  const char *tokens, *seq_len, *calib_frac, *seed, *domains, *compress;
 } synth_args;
 
 /* Takes "--name value" or "--name=value"; returns 1 and advances *i when argv[*i] is `name`. */
@@ -66,7 +68,8 @@ static int parse_args(int argc, char **argv, synth_args *a, char *msg, size_t n)
         take(argc, argv, &i, "--dtype", NULL, &a->dtype, &missing) ||
         take(argc, argv, &i, "--seed", NULL, &a->seed, &missing) ||
         take(argc, argv, &i, "--queries", NULL, &a->queries, &missing) ||
-        take(argc, argv, &i, "--domains", NULL, &a->domains, &missing)) {
+        take(argc, argv, &i, "--domains", NULL, &a->domains, &missing) ||
+        take(argc, argv, &i, "--compress", NULL, &a->compress, &missing)) {
       if (missing) {
         snprintf(msg, n, "%s needs a value (see sqexp synth --help)", argv[i]);
         return 2;
@@ -106,6 +109,7 @@ static int build_opts(const synth_args *a, synth_opts *o, char *msg, size_t n) {
   if (a->tokens) { if (parse_i64(a->tokens, "--tokens", 1, (int64_t)1 << 32, &v, msg, n)) return 2; o->n_tokens = v; }
   if (a->seq_len) { if (parse_i64(a->seq_len, "--seq-len", 1, 1 << 20, &v, msg, n)) return 2; o->seq_len = (int)v; }
   if (a->domains) { if (parse_i64(a->domains, "--domains", 1, 1000, &v, msg, n)) return 2; o->n_domains = (int)v; }
+  if (a->compress) { if (parse_i64(a->compress, "--compress", 0, 9, &v, msg, n)) return 2; o->gzip_level = v ? (int)v : -1; }
   if (a->seed) { if (parse_i64(a->seed, "--seed", 0, INT64_MAX, &v, msg, n)) return 2; o->seed = (uint64_t)v; }
   if (a->calib_frac) {
     char *end;

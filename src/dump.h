@@ -31,6 +31,7 @@ typedef struct {
   char **domain_names;    /* [n_domains], "all" when absent */
   int allow_nonfinite;
   int has_pre_rope;
+  int gzip_level;         /* writer only: 1..9, 0 = the default (4), -1 = uncompressed */
   void *h5;               /* private: hid_t of the open file, boxed */
 } dump_t;
 

@@ -15,6 +15,7 @@ struct dump_writer {
   char path[1024], partial[1100];
   hid_t file;
   int n_q_heads, n_kv_heads, head_dim, dtype;
+  int gzip_level;           /* -1 = uncompressed */
   int64_t n_tokens, n_q_rows;
   int n_dump_layers, next;  /* layers written so far */
   int *layers;
@@ -118,6 +119,7 @@ int dump_create(dump_writer **out, const dump_t *h, sq_err *e) {
   w->n_kv_heads = h->n_kv_heads;
   w->head_dim = h->head_dim;
   w->dtype = h->dtype;
+  w->gzip_level = h->gzip_level == 0 ? 4 : h->gzip_level;
   w->n_tokens = h->n_tokens;
   w->n_q_rows = h->n_q_rows;
   w->n_dump_layers = h->n_dump_layers;
@@ -150,8 +152,10 @@ static int write_ds(dump_writer *w, hid_t g, const char *name, const float *src,
   if (rows > 0) {
     hsize_t chunk[3] = {(hsize_t)step, dims[1], dims[2]};
     H5Pset_chunk(dcpl, 3, chunk);
-    H5Pset_shuffle(dcpl);
-    H5Pset_deflate(dcpl, 4);
+    if (w->gzip_level > 0) { /* gzip is single-threaded: large benchmark dumps skip it */
+      H5Pset_shuffle(dcpl);
+      H5Pset_deflate(dcpl, (unsigned)w->gzip_level);
+    }
   }
   hid_t file_t = w->dtype == DUMP_F32 ? H5Tcopy(H5T_IEEE_F32LE)
                  : w->dtype == DUMP_F16 ? dump_h5_half_type() : H5Tcopy(H5T_STD_U16LE);

@@ -56,6 +56,7 @@ int synth_header(const synth_opts *o, const char *path, const char *provenance, 
   snprintf(h->rope, sizeof h->rope, "rope");
   h->kq_post_rope = 1;
   h->dtype = o->dtype;
+  h->gzip_level = o->gzip_level;
   h->n_dump_layers = o->layers ? o->n_sel_layers : o->shape.n_layers;
   h->layers = sq_xmalloc((size_t)h->n_dump_layers * sizeof(int));
   for (int i = 0; i < h->n_dump_layers; i++) h->layers[i] = o->layers ? o->layers[i] : i;

@@ -34,6 +34,7 @@ typedef struct {
   uint64_t seed;
   int queries_all;       /* 0: queries for evaluation sequences only; 1: for every sequence */
   int n_domains;         /* sequences labelled round-robin domain0..; >= 1 */
+  int gzip_level;        /* dump_t.gzip_level: 0 = default (4), -1 = uncompressed, 1..9 */
 } synth_opts;
 
 /* Fill a dump header (sequence table, split, domains, model attributes; path and provenance

@@ -2,6 +2,7 @@
  * concentrated on a few directions (top-5 eigenvalue share measured with GSL's symmetric
  * eigensolver, not our code), values much flatter, queries aligned with their KV head's dominant
  * key directions, RoPE a norm-preserving rotation that composes additively in position. */
+#include <sys/stat.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <gsl/gsl_eigen.h>
@@ -243,6 +244,36 @@ Test(synth, files_deterministic, .init = make_dir, .fini = remove_dir) {
   cr_assert_eq(dump_read_layer(&b, 0, &lb, &e), SQ_OK, "%s", e.msg);
   cr_expect_eq(la.layer, 9);
   cr_expect(same_layer(&la, &lb), "layer 9 differs between the two files");
+  dump_layer_free(&la), dump_layer_free(&lb);
+  dump_close(&a), dump_close(&b);
+}
+
+/* --compress 0 writes the same numbers without the gzip filter, so the file is larger. */
+Test(synth, uncompressed_same_data, .init = make_dir, .fini = remove_dir) {
+  synth_opts o = small_opts(5);
+  o.dtype = DUMP_F16;
+  char pz[400], pu[400];
+  snprintf(pz, sizeof pz, "%s/z.h5", dir);
+  snprintf(pu, sizeof pu, "%s/u.h5", dir);
+  sq_err e;
+  cr_assert_eq(synth_write(&o, pz, "{}", NULL, NULL, &e), SQ_OK, "%s", e.msg);
+  o.gzip_level = -1;
+  cr_assert_eq(synth_write(&o, pu, "{}", NULL, NULL, &e), SQ_OK, "%s", e.msg);
+  struct stat sz, su;
+  cr_assert_eq(stat(pz, &sz), 0);
+  cr_assert_eq(stat(pu, &su), 0);
+  cr_expect_gt(su.st_size, sz.st_size, "uncompressed %lld <= gzip'd %lld bytes", (long long)su.st_size,
+               (long long)sz.st_size);
+  dump_t a, b;
+  cr_assert_eq(dump_open(&a, pz, 0, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(dump_open(&b, pu, 0, &e), SQ_OK, "%s", e.msg);
+  dump_layer la, lb;
+  memset(&la, 0, sizeof la), memset(&lb, 0, sizeof lb);
+  for (int i = 0; i < a.n_dump_layers; i++) {
+    cr_assert_eq(dump_read_layer(&a, i, &la, &e), SQ_OK, "%s", e.msg);
+    cr_assert_eq(dump_read_layer(&b, i, &lb, &e), SQ_OK, "%s", e.msg);
+    cr_expect(same_layer(&la, &lb), "stored layer %d differs", i);
+  }
   dump_layer_free(&la), dump_layer_free(&lb);
   dump_close(&a), dump_close(&b);
 }
