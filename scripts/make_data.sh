@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the real activation dumps and runs the dumper's capture test.
-#   scripts/make_data.sh shipped   data/smollm2-135m.h5       (the small dump in git; ~1 min)
+#   scripts/make_data.sh shipped   data/smollm2-135m.h5       (the small dump in git; ~25 s)
 #   scripts/make_data.sh smollm    data/smollm2-135m-full.h5  (every layer; git-ignored)
 #   scripts/make_data.sh qwen      data/qwen2.5-coder-1.5b.h5 (every layer; git-ignored)
 #   scripts/make_data.sh mistral   data/mistral-7b-v0.3.h5    (needs MISTRAL_MODEL=<HF dir of
