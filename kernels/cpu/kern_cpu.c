@@ -59,30 +59,6 @@ static void drop_reference(kcpu_state *st) {
   st->loaded = 0;
 }
 
-static int check_layer(const kern_layer *L, sq_err *e) {
-  if (L->n_kv_heads < 1 || L->n_q_heads < L->n_kv_heads || L->n_q_heads % L->n_kv_heads)
-    return sq_fail(e, SQ_EINPUT, "layer %d: %d query heads is not a multiple of %d KV heads",
-                   L->layer, L->n_q_heads, L->n_kv_heads);
-  if (L->head_dim < 1 || L->head_dim > PLAN_MAX_D)
-    return sq_fail(e, SQ_EINPUT, "layer %d: head_dim %d outside 1..%d", L->layer, L->head_dim,
-                   PLAN_MAX_D);
-  if (L->n_seq < 1 || !L->seq_off || L->seq_off[0] != 0 || L->seq_off[L->n_seq] != L->n_tok)
-    return sq_fail(e, SQ_EINPUT, "layer %d: sequence offsets must run from 0 to n_tok=%lld",
-                   L->layer, (long long)L->n_tok);
-  for (int s = 0; s < L->n_seq; s++)
-    if (L->seq_off[s + 1] <= L->seq_off[s])
-      return sq_fail(e, SQ_EINPUT, "layer %d: evaluation sequence %d is empty or out of order",
-                     L->layer, s);
-  if (!L->k || !L->v) return sq_fail(e, SQ_EINPUT, "layer %d: no keys or values", L->layer);
-  if (L->topk < 1 || L->topk > 64)
-    return sq_fail(e, SQ_EINPUT, "layer %d: topk %d outside 1..64", L->layer, L->topk);
-  if (L->probs_last < 0 || L->n_randq < 0)
-    return sq_fail(e, SQ_EINPUT, "layer %d: negative probs_last or n_randq", L->layer);
-  if ((L->protocols & PROTO_RANDQ) && L->n_randq > 0 && !L->randq)
-    return sq_fail(e, SQ_EINPUT, "layer %d: randq enabled but no random queries given", L->layer);
-  return SQ_OK;
-}
-
 /* Split every sequence's query rows into blocks of ~KCPU_BLOCK_PAIRS causal pairs: row r has
  * r + 1 keys, so block k of m ends near len * sqrt(k / m). */
 static void split_rows(kcpu_state *st) {
@@ -116,7 +92,7 @@ static void split_rows(kcpu_state *st) {
 static int cpu_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
   kcpu_state *st = state_of(b);
   drop_reference(st);
-  if (check_layer(L, e)) return SQ_EINPUT;
+  if (kern_check_layer(L, 64, e)) return SQ_EINPUT;
   st->L = *L;
   st->G = L->n_q_heads / L->n_kv_heads;
   st->attn_on = (L->protocols & PROTO_ATTN) && L->q;
