@@ -4,7 +4,7 @@ BUILD ?= build
 TEST_BUILD ?= build-asan
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test test-gpu plots bench data-smollm data-qwen data-shipped test-dumper bundle clean
+.PHONY: all deps build demo test test-gpu plots bench data-smollm data-qwen data-mistral data-shipped test-dumper bundle clean
 
 all: build
 
@@ -48,6 +48,9 @@ data-smollm:
 	@scripts/make_data.sh smollm
 data-qwen:
 	@scripts/make_data.sh qwen
+# Mistral-7B-v0.3 is on no registry this project reaches: point MISTRAL_MODEL at a local HF folder.
+data-mistral:
+	@MISTRAL_MODEL=$(MISTRAL_MODEL) scripts/make_data.sh mistral
 test-dumper:
 	@scripts/make_data.sh test
 
