@@ -55,7 +55,7 @@ test-dumper:
 	@scripts/make_data.sh test
 
 # A folder with the binaries and every non-glibc, non-CUDA shared library they need, for the
-# lent GPU machine (see docs/device.md).
+# lent GPU machine (see docs/cuda.md).
 bundle: build
 	@scripts/bundle.sh
 
