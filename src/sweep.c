@@ -1,9 +1,15 @@
 /* sweep: the run flow (see sweep.h). */
 #include "sweep.h"
+#include <errno.h>
+#include <jansson.h>
 #include <math.h>
+#include <omp.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "calib.h"
 #include "codebook.h"
 #include "dump.h"
@@ -322,7 +328,7 @@ static int sweep_prepare(const sweep_opts *o, sweep_state *s, sq_err *e) {
 typedef struct {
   dump_layer raw;
   float *calib;       /* [n_calib_tok][H][D] keys, then values, when not adjacent in the dump */
-  double *C;          /* [H][D*D] second moments */
+  double *C;          /* [2][H][D*D] second moments of keys, then values */
   calib_head *ck, *cv; /* [n_heads] */
   float *ek, *ev, *eq; /* evaluation tokens [n_tok][H][D], queries [n_tok][H_q][D], when not adjacent */
   float *randq;       /* [H][n_seq][n_randq][D] */
@@ -357,6 +363,7 @@ typedef struct {
   int layer_header;      /* the per-layer legend line was printed */
   const char *key_prefix; /* shift/stability: prepended to every row key ("" or NULL: none) */
   int no_spectra;        /* shift/stability: calibrations are not the run's spectra */
+  double read_wait_s;    /* of prov's read time (all read work), what the main thread waited for */
 } sweep_run_ctx;
 
 static int sweep_shift(sweep_run_ctx *r, int fresh, sq_err *e);
@@ -389,6 +396,40 @@ static const float *sweep_rows(const float *src, const int64_t *off, const int *
   return *buf;
 }
 
+/* Threads for the host-side parallel loops (plan building, eigendecompositions): [run] threads
+ * when set, else the OpenMP default (OMP_NUM_THREADS or the core count), like the CPU backend. */
+static int sweep_threads(const sweep_state *s) {
+  return s->cfg.run.threads > 0 ? s->cfg.run.threads : omp_get_max_threads();
+}
+
+/* The eigendecompositions of keys (j < n_heads) and values (j >= n_heads) of every selected head,
+ * in parallel: calib_from_moment only touches its own GSL workspace and output, so the results do
+ * not depend on the thread count. The error reported is the first in the serial order (keys of
+ * every head, then values). C holds the key moments [H][D*D], then the value moments. */
+static int sweep_eigen_heads(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int64_t n, sq_err *e) {
+  const sweep_state *s = r->s;
+  int H = s->dump.n_kv_heads, D = s->dump.head_dim, nj = 2 * s->n_heads;
+  int *rc = sq_xcalloc((size_t)nj, sizeof *rc);
+  sq_err *errs = sq_xmalloc((size_t)nj * sizeof *errs);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(sweep_threads(s))
+  for (int j = 0; j < nj; j++) {
+    int side = j >= s->n_heads, i = j % s->n_heads;
+    calib_head *c = side ? &b->cv[i] : &b->ck[i];
+    calib_head_free(c);
+    rc[j] = calib_from_moment(b->C + ((int64_t)side * H + s->heads[i]) * D * D, D, n, c, &errs[j]);
+  }
+  int status = SQ_OK;
+  for (int j = 0; j < nj && !status; j++)
+    if (rc[j]) {
+      *e = errs[j];
+      status = sq_wrap(e, "layer %d head %d %s calibration: ", layer, s->heads[j % s->n_heads],
+                       j >= s->n_heads ? "value" : "key");
+    }
+  free(rc);
+  free(errs);
+  return status;
+}
+
 /* Calibrate keys and values of every selected head; write spectra not yet stored. */
 static int sweep_calibrate(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e) {
   sweep_state *s = r->s;
@@ -398,15 +439,10 @@ static int sweep_calibrate(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_e
   for (int side = 0; side < 2; side++) {
     const float *x = sweep_rows(side ? b->raw.v : b->raw.k, d->seq_off, s->calib_seq, s->calib_len, s->n_calib_seq,
                                 row, n, &b->calib);
-    if (r->be->moments(r->be, x, n, H, D, s->cfg.run.calib_normalize, b->C, e))
+    if (r->be->moments(r->be, x, n, H, D, s->cfg.run.calib_normalize, b->C + (int64_t)side * H * D * D, e))
       return sq_wrap(e, "layer %d: %s moments: ", layer, side ? "value" : "key");
-    for (int i = 0; i < s->n_heads; i++) {
-      calib_head *c = side ? &b->cv[i] : &b->ck[i];
-      calib_head_free(c);
-      if (calib_from_moment(b->C + (int64_t)s->heads[i] * D * D, D, n, c, e))
-        return sq_wrap(e, "layer %d head %d %s calibration: ", layer, s->heads[i], side ? "value" : "key");
-    }
   }
+  if (sweep_eigen_heads(r, b, layer, n, e)) return e->code;
   for (int i = 0; i < s->n_heads; i++) {
     if (r->no_spectra || store_has_spectrum(r->st, layer, s->heads[i])) continue;
     store_spectrum sp;
@@ -539,7 +575,36 @@ typedef struct {
   int n[ARM_COUNT];
 } sweep_layer_sum;
 
-/* All pending grid points of one (layer, head), in batches; rows appended after each batch. */
+/* Build plans[i] for the grid points idx[0..n) of (layer, head), in parallel. plan_build keeps no
+ * static state: its random matrices come from generators seeded per call (rng_head_seed), GSL's
+ * QR is reentrant and its error goes to its own sq_err, so each plan is the same whatever the
+ * thread count or the order of building. On failure every built plan is freed and the error is
+ * the one a serial build would have hit first (the lowest failing index). */
+static int sweep_build_plans(const sweep_state *s, const int *idx, int n, const calib_head *ck, const calib_head *cv,
+                             int layer, int head, plan_pair *plans, sq_err *e) {
+  int *rc = sq_xcalloc((size_t)(n > 0 ? n : 1), sizeof *rc);
+  sq_err *errs = sq_xmalloc((size_t)(n > 0 ? n : 1) * sizeof *errs);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(sweep_threads(s))
+  for (int i = 0; i < n; i++)
+    rc[i] = plan_build(&plans[i], &s->grid[idx[i]], ck, cv, layer, head, s->cfg.run.seed, &errs[i]);
+  int first = -1;
+  for (int i = 0; i < n && first < 0; i++)
+    if (rc[i]) first = i;
+  int status = SQ_OK;
+  if (first >= 0) {
+    for (int i = 0; i < n; i++)
+      if (!rc[i]) plan_pair_free(&plans[i]); /* a failed plan_build freed itself */
+    *e = errs[first];
+    status = rc[first];
+  }
+  free(rc);
+  free(errs);
+  return status;
+}
+
+/* All pending grid points of one (layer, head): their plans are built together (in parallel:
+ * a batch of 8 would leave most of a 16-core host idle during the tq QRs), then evaluated in
+ * batches of SWEEP_BATCH; rows appended after each batch. */
 static int sweep_head(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int hi, sweep_layer_sum *ls, sq_err *e) {
   sweep_state *s = r->s;
   int head = s->heads[hi], D = s->dump.head_dim;
@@ -549,45 +614,41 @@ static int sweep_head(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int hi, s
     sweep_row_key(r, &s->grid[g], key, sizeof key);
     if (!store_has_row(r->st, key, layer, head)) pending[np++] = g;
   }
-  plan_pair plans[SWEEP_BATCH];
+  plan_pair *plans = sq_xmalloc((size_t)(np > 0 ? np : 1) * sizeof *plans);
+  double t0 = prov_mono();
+  int rc = sweep_build_plans(s, pending, np, &b->ck[hi], &b->cv[hi], layer, head, plans, e);
+  r->prov.phase_s[PROV_PLAN] += prov_mono() - t0;
+  if (rc) np = 0; /* nothing built, nothing to free */
   const plan_pair *ptrs[SWEEP_BATCH];
   kern_metrics met[SWEEP_BATCH];
-  int rc = SQ_OK;
   for (int at = 0; at < np && !rc && !sweep_stop_signal; at += SWEEP_BATCH) {
-    int n = np - at < SWEEP_BATCH ? np - at : SWEEP_BATCH, built = 0;
-    double t0 = prov_mono();
-    for (; built < n && !rc; built++) {
-      rc = plan_build(&plans[built], &s->grid[pending[at + built]], &b->ck[hi], &b->cv[hi], layer, head,
-                      s->cfg.run.seed, e);
-      ptrs[built] = &plans[built];
-    }
-    if (rc) built--; /* the failed one freed itself */
+    int n = np - at < SWEEP_BATCH ? np - at : SWEEP_BATCH;
+    for (int i = 0; i < n; i++) ptrs[i] = &plans[at + i];
     double t1 = prov_mono();
-    r->prov.phase_s[PROV_PLAN] += t1 - t0;
-    if (!rc) {
-      char what[128];
-      snprintf(what, sizeof what, "layer %d head %d", layer, head);
-      progress_set(&r->prog, r->done, what);
-      rc = r->be->eval(r->be, head, n, ptrs, r->cb, met, e);
-      if (rc) sq_wrap(e, "layer %d head %d: eval: ", layer, head);
-    }
+    char what[128];
+    snprintf(what, sizeof what, "layer %d head %d", layer, head);
+    progress_set(&r->prog, r->done, what);
+    rc = r->be->eval(r->be, head, n, ptrs, r->cb, met, e);
+    if (rc) sq_wrap(e, "layer %d head %d: eval: ", layer, head);
     double t2 = prov_mono();
     r->prov.phase_s[PROV_EVAL] += t2 - t1;
     for (int i = 0; i < n && !rc; i++) {
+      const plan_pair *p = &plans[at + i];
       store_row row;
-      sweep_fill_row(&row, &plans[i], &met[i], &b->ck[hi], &b->cv[hi], D, r->be->name, (t2 - t1) / n);
-      sweep_row_key(r, &plans[i].knobs, row.key, sizeof row.key);
+      sweep_fill_row(&row, p, &met[i], &b->ck[hi], &b->cv[hi], D, r->be->name, (t2 - t1) / n);
+      sweep_row_key(r, &p->knobs, row.key, sizeof row.key);
       rc = store_append_row(r->st, &row, e);
       if (!rc && isfinite(met[i].attn_cos) && met[i].n_attn > 0) {
-        ls->sum[plans[i].knobs.arm] += met[i].attn_cos;
-        ls->n[plans[i].knobs.arm]++;
+        ls->sum[p->knobs.arm] += met[i].attn_cos;
+        ls->n[p->knobs.arm]++;
       }
       if (!rc) r->done++, r->computed++;
     }
-    for (int i = 0; i < built; i++) plan_pair_free(&plans[i]);
     if (!rc) progress_set(&r->prog, r->done, NULL);
     r->prov.phase_s[PROV_WRITE] += prov_mono() - t2;
   }
+  for (int i = 0; i < np; i++) plan_pair_free(&plans[i]);
+  free(plans);
   free(pending);
   double t3 = prov_mono();
   if (!rc) rc = store_sync(r->st, e);
@@ -627,6 +688,111 @@ static void sweep_layer_line(sweep_run_ctx *r, int layer, const sweep_layer_sum 
   fflush(stdout);
 }
 
+/* ---- reading the next layer in the background ----
+ * While layer i is calibrated and evaluated, one thread reads the next layer that has work
+ * (HDF5 read + fp16 -> fp32, single-threaded inside HDF5) into a second buffer: two layers are
+ * resident at most. HDF5 1.10 from Debian is built without thread-safety, so while that thread
+ * runs it is the ONLY HDF5 caller: every other HDF5 call (reading a layer, dump_close) comes after
+ * sweep_pf_join. Its error surfaces as the usual sq_err when that layer is taken. SQEXP_PREFETCH=0
+ * reads every layer in line instead (the serial reference). */
+typedef struct {
+  dump_t *d;
+  int enabled;      /* SQEXP_PREFETCH is not "0" */
+  int running;      /* a thread was started and not joined yet */
+  int idx;          /* stored layer number the thread reads */
+  dump_layer buf;   /* what it reads into; swapped with the consumer's buffer on take */
+  int rc;
+  sq_err err;
+  double work_s;    /* seconds the thread spent in dump_read_layer */
+  pthread_t th;
+} sweep_pf;
+
+static void sweep_pf_init(sweep_pf *p, dump_t *d) {
+  memset(p, 0, sizeof *p);
+  p->d = d;
+  const char *env = getenv("SQEXP_PREFETCH");
+  p->enabled = !(env && !strcmp(env, "0"));
+}
+
+static void *sweep_pf_main(void *arg) {
+  sweep_pf *p = arg;
+  double t0 = prov_mono();
+  p->rc = dump_read_layer(p->d, p->idx, &p->buf, &p->err);
+  p->work_s = prov_mono() - t0;
+  return NULL;
+}
+
+/* Start reading stored layer idx. The thread blocks SIGINT/SIGTERM (inherited from the mask
+ * set around pthread_create) so the handler always runs on the main thread, as before. When the
+ * thread cannot start, the layer is simply read in line when taken. */
+static void sweep_pf_start(sweep_pf *p, int idx) {
+  if (!p->enabled || p->running) return;
+  p->idx = idx;
+  p->rc = SQ_OK;
+  sq_err_clear(&p->err);
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  p->running = pthread_create(&p->th, NULL, sweep_pf_main, p) == 0;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Wait for the thread (if any); its read counts as read work, the wait as read_wait. */
+static void sweep_pf_join(sweep_pf *p, sweep_run_ctx *r) {
+  if (!p->running) return;
+  double t0 = prov_mono();
+  pthread_join(p->th, NULL);
+  p->running = 0;
+  r->read_wait_s += prov_mono() - t0;
+  r->prov.phase_s[PROV_READ] += p->work_s;
+}
+
+/* Stored layer idx into *out: the prefetched copy when the thread read that one (buffers
+ * swapped, no copy), else read here. */
+static int sweep_pf_take(sweep_pf *p, sweep_run_ctx *r, int idx, dump_layer *out, sq_err *e) {
+  int had = p->running && p->idx == idx;
+  sweep_pf_join(p, r);
+  if (had) {
+    if (p->rc) {
+      *e = p->err;
+      return p->rc;
+    }
+    dump_layer t = *out;
+    *out = p->buf;
+    p->buf = t;
+    return SQ_OK;
+  }
+  double t0 = prov_mono();
+  int rc = dump_read_layer(p->d, idx, out, e);
+  double dt = prov_mono() - t0;
+  r->prov.phase_s[PROV_READ] += dt;
+  r->read_wait_s += dt;
+  return rc;
+}
+
+/* Every exit path of a reading loop: no thread outlives it, its buffer is freed. */
+static void sweep_pf_done(sweep_pf *p, sweep_run_ctx *r) {
+  sweep_pf_join(p, r);
+  dump_layer_free(&p->buf);
+}
+
+/* Layer li of the selection (want[li] set) into *out, then start reading the next wanted one.
+ * want[] is fixed before the loop: working on layer li adds rows of layer li only, so what the
+ * later layers need does not change under the loop. */
+static int sweep_read_at(sweep_run_ctx *r, sweep_pf *p, const int *want, int li, dump_layer *out, sq_err *e) {
+  const sweep_state *s = r->s;
+  int rc = sweep_pf_take(p, r, s->layer_idx[li], out, e);
+  if (rc) return rc;
+  for (int nx = li + 1; nx < s->n_layers; nx++)
+    if (want[nx]) {
+      sweep_pf_start(p, s->layer_idx[nx]);
+      break;
+    }
+  return SQ_OK;
+}
+
 static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
   sweep_state *s = r->s;
   const dump_t *d = &s->dump;
@@ -634,14 +800,18 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
   int R = (s->cfg.run.protocols & PROTO_RANDQ) ? s->cfg.run.randq_queries : 0;
   sweep_layer_buf b;
   memset(&b, 0, sizeof b);
-  b.C = sq_xmalloc((size_t)H * D * D * sizeof *b.C);
+  b.C = sq_xmalloc((size_t)2 * H * D * D * sizeof *b.C); /* key, then value moments */
   b.ck = sq_xcalloc((size_t)s->n_heads, sizeof *b.ck);
   b.cv = sq_xcalloc((size_t)s->n_heads, sizeof *b.cv);
   b.randq = R ? sq_xmalloc((size_t)H * s->n_eval_seq * R * D * sizeof *b.randq) : NULL;
+  int *want = sq_xmalloc((size_t)s->n_layers * sizeof *want);
+  for (int li = 0; li < s->n_layers; li++) want[li] = sweep_layer_pending(r, d->layers[s->layer_idx[li]]);
+  sweep_pf pf;
+  sweep_pf_init(&pf, &s->dump);
   int rc = SQ_OK;
   for (int li = 0; li < s->n_layers && !rc && !sweep_stop_signal; li++) {
     int layer = d->layers[s->layer_idx[li]];
-    if (!sweep_layer_pending(r, layer)) {
+    if (!want[li]) {
       progress_layer(&r->prog, layer, li, s->n_layers);
       continue;
     }
@@ -649,9 +819,8 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
     char what[64];
     snprintf(what, sizeof what, "layer %d: reading", layer);
     progress_set(&r->prog, r->done, what);
-    rc = dump_read_layer(&s->dump, s->layer_idx[li], &b.raw, e);
+    rc = sweep_read_at(r, &pf, want, li, &b.raw, e);
     double t1 = prov_mono();
-    r->prov.phase_s[PROV_READ] += t1 - t0;
     if (!rc) rc = sweep_calibrate(r, &b, layer, e);
     double t2 = prov_mono();
     r->prov.phase_s[PROV_CALIB] += t2 - t1;
@@ -667,6 +836,8 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
       progress_layer(&r->prog, layer, li, s->n_layers);
     }
   }
+  sweep_pf_done(&pf, r); /* before any other HDF5 call (shift, stability, dump_close) */
+  free(want);
   sweep_layer_buf_free(&b, s->n_heads);
   return rc;
 }
@@ -712,6 +883,33 @@ static void sweep_signals(int install, struct sigaction *old_int, struct sigacti
 }
 
 static int sweep_exit_code(const sq_err *e) { return e->code == SQ_EINPUT ? 2 : 1; }
+
+/* With the next layer read in the background, prov's "read" phase is the read work, most of it
+ * hidden behind calibration and eval; "read_wait" is the part the run waited for (docs/results.md).
+ * prov.h has no such phase and prov.c is not this module's: add phase_s.read_wait to the latest
+ * session of DIR/provenance.json after prov_write, replacing the file atomically as it does. */
+static int sweep_prov_read_wait(const char *dir, double wait_s, sq_err *e) {
+  char path[1200], tmp[1300];
+  snprintf(path, sizeof path, "%s/provenance.json", dir);
+  snprintf(tmp, sizeof tmp, "%s.read_wait.tmp", path);
+  json_error_t je;
+  json_t *o = json_load_file(path, 0, &je);
+  if (!o) return sq_fail(e, SQ_EFAIL, "cannot read back %s: %s", path, je.text);
+  json_t *sessions = json_object_get(o, "sessions");
+  size_t ns = json_array_size(sessions);
+  json_t *where[2] = {json_object_get(o, "latest"), ns ? json_array_get(sessions, ns - 1) : NULL};
+  for (int i = 0; i < 2; i++) {
+    json_t *ph = json_object_get(where[i], "phase_s");
+    if (json_is_object(ph)) json_object_set_new(ph, "read_wait", json_real(wait_s));
+  }
+  int bad = json_dump_file(o, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+  json_decref(o);
+  if (bad || rename(tmp, path) != 0) {
+    unlink(tmp);
+    return sq_fail(e, SQ_EFAIL, "cannot write %s: %s", path, strerror(errno));
+  }
+  return SQ_OK;
+}
 
 static int sweep_execute(sweep_state *s, const sweep_opts *o, sq_err *e) {
   sweep_run_ctx r;
@@ -764,7 +962,7 @@ static int sweep_execute(sweep_state *s, const sweep_opts *o, sq_err *e) {
     r.prov.status = status == 0 ? "complete" : status == 130 ? "interrupted" : "failed";
     r.prov.end_time = prov_now();
     sq_err e3;
-    if (prov_write(s->out_dir, &r.prov, &e3) && status == 0) {
+    if ((prov_write(s->out_dir, &r.prov, &e3) || sweep_prov_read_wait(s->out_dir, r.read_wait_s, &e3)) && status == 0) {
       fprintf(stderr, "sqexp run: %s\n", e3.msg);
       status = 1;
     }
@@ -900,7 +1098,7 @@ static void sweep_buf_reselect(sweep_layer_buf *b, const sweep_state *s) {
 static void sweep_buf_init(sweep_layer_buf *b, const sweep_state *s) {
   memset(b, 0, sizeof *b);
   int H = s->dump.n_kv_heads, D = s->dump.head_dim;
-  b->C = sq_xmalloc((size_t)H * D * D * sizeof *b->C);
+  b->C = sq_xmalloc((size_t)2 * H * D * D * sizeof *b->C); /* key, then value moments */
   b->ck = sq_xcalloc((size_t)s->n_heads, sizeof *b->ck);
   b->cv = sq_xcalloc((size_t)s->n_heads, sizeof *b->cv);
 }
@@ -1032,15 +1230,20 @@ static int sweep_shift(sweep_run_ctx *r, int fresh, sq_err *e) {
            (long long)missing, s->out_dir);
   sweep_layer_buf b;
   sweep_buf_init(&b, s);
+  int *want = sq_xcalloc((size_t)s->n_layers, sizeof *want);
+  for (int li = 0; li < s->n_layers; li++)
+    for (int bi = 0; bi < s->n_dom; bi++)
+      for (int a = 0; a < s->n_dom; a++) want[li] |= sweep_shift_missing(r, &p, d->layers[s->layer_idx[li]], a, bi) > 0;
+  sweep_pf pf;
+  sweep_pf_init(&pf, &s->dump);
   for (int li = 0; li < s->n_layers && !rc && !sweep_stop_signal && missing > 0; li++) {
     int layer = d->layers[s->layer_idx[li]];
-    int64_t todo = 0;
-    for (int bi = 0; bi < s->n_dom; bi++)
-      for (int a = 0; a < s->n_dom; a++) todo += sweep_shift_missing(r, &p, layer, a, bi);
-    if (todo) rc = dump_read_layer(&s->dump, s->layer_idx[li], &b.raw, e);
-    if (todo && !rc) rc = sweep_shift_layer(r, s, &b, &p, layer, e);
+    if (want[li]) rc = sweep_read_at(r, &pf, want, li, &b.raw, e);
+    if (want[li] && !rc) rc = sweep_shift_layer(r, s, &b, &p, layer, e);
     progress_layer(&r->prog, layer, li, s->n_layers);
   }
+  sweep_pf_done(&pf, r);
+  free(want);
   progress_finish(&r->prog);
   sweep_layer_buf_free(&b, s->n_heads);
   r->done = saved_done;
@@ -1269,13 +1472,19 @@ static int sweep_stability(sweep_run_ctx *r, int fresh, sq_err *e) {
            (long long)total, (long long)missing, s->out_dir);
   sweep_layer_buf b;
   sweep_buf_init(&b, s);
+  int *want = sq_xmalloc((size_t)s->n_layers * sizeof *want);
+  for (int li = 0; li < s->n_layers; li++) want[li] = sweep_stab_missing(r, &p, d->layers[s->layer_idx[li]]) > 0;
+  sweep_pf pf;
+  sweep_pf_init(&pf, &s->dump);
   for (int li = 0; li < s->n_layers && !rc && !sweep_stop_signal && missing > 0; li++) {
     int layer = d->layers[s->layer_idx[li]];
-    if (!sweep_stab_missing(r, &p, layer)) continue;
-    rc = dump_read_layer(&s->dump, s->layer_idx[li], &b.raw, e);
+    if (!want[li]) continue;
+    rc = sweep_read_at(r, &pf, want, li, &b.raw, e);
     if (!rc) rc = sweep_stab_layer(r, s, &b, &p, layer, e);
     progress_layer(&r->prog, layer, li, s->n_layers);
   }
+  sweep_pf_done(&pf, r);
+  free(want);
   progress_finish(&r->prog);
   sweep_layer_buf_free(&b, s->n_heads);
   sweep_stab_plan_free(&p, s->n_heads);
