@@ -60,6 +60,33 @@ void calib_fix_signs(float *basis, int D) {
   }
 }
 
+int calib_eigh(const double *C, int D, double *eigval, double *evec_rows, sq_err *e) {
+  gsl_matrix *A = gsl_matrix_alloc((size_t)D, (size_t)D);
+  gsl_matrix *V = gsl_matrix_alloc((size_t)D, (size_t)D);
+  gsl_vector *w = gsl_vector_alloc((size_t)D);
+  gsl_eigen_symmv_workspace *ws = gsl_eigen_symmv_alloc((size_t)D);
+  int st = SQ_OK;
+  if (!A || !V || !w || !ws) {
+    st = sq_fail(e, SQ_EFAIL, "calibration: out of memory for a %dx%d eigendecomposition", D, D);
+  } else {
+    memcpy(A->data, C, sizeof(double) * (size_t)D * D); /* gsl_matrix_alloc: tda == D */
+    int gs = gsl_eigen_symmv(A, w, V, ws);
+    if (gs != 0) {
+      st = sq_fail(e, SQ_EFAIL, "calibration: eigendecomposition failed (GSL status %d)", gs);
+    } else {
+      for (int i = 0; i < D; i++) { /* GSL: column i of V = eigenvector i; ours: row i */
+        eigval[i] = gsl_vector_get(w, (size_t)i);
+        for (int j = 0; j < D; j++) evec_rows[(size_t)i * D + j] = gsl_matrix_get(V, (size_t)j, (size_t)i);
+      }
+    }
+  }
+  if (A) gsl_matrix_free(A);
+  if (V) gsl_matrix_free(V);
+  if (w) gsl_vector_free(w);
+  if (ws) gsl_eigen_symmv_free(ws);
+  return st;
+}
+
 /* Python's round() (halves to even), as the published engine rounds PR. */
 static double round_half_even(double x) {
   double r = round(x);
@@ -82,6 +109,53 @@ static void calib_summaries(calib_head *c) {
   c->kappa = k < 1e6 ? k : 1e6;
 }
 
+/* GSL's gsl_eigen_symmv_sort(GSL_EIGEN_SORT_VAL_DESC), written out: a selection sort (strict >,
+ * so the first of equal values is taken) swapping whole rows, so that calib_from_moment orders
+ * tied eigenvalues exactly as it did when it called GSL's sort. */
+static void sort_desc(double *l, double *V, int D) {
+  for (int i = 0; i < D - 1; i++) {
+    int k = i;
+    for (int j = i + 1; j < D; j++)
+      if (l[j] > l[k]) k = j;
+    if (k == i) continue;
+    double t = l[i];
+    l[i] = l[k], l[k] = t;
+    for (int c = 0; c < D; c++) {
+      double v = V[(size_t)i * D + c];
+      V[(size_t)i * D + c] = V[(size_t)k * D + c], V[(size_t)k * D + c] = v;
+    }
+  }
+}
+
+int calib_from_eig(const double *eigval_any_order, const double *evec_rows, int D, int64_t n,
+                   calib_head *out, sq_err *e) {
+  memset(out, 0, sizeof *out);
+  if (D < 4)
+    return sq_fail(e, SQ_EINPUT, "calibration: head_dim %d is too small (need >= 4: d_eff is clamped to [2, D-2])", D);
+  for (size_t i = 0; i < (size_t)D * D; i++)
+    if (!isfinite(evec_rows[i]) || (i < (size_t)D && !isfinite(eigval_any_order[i])))
+      return sq_fail(e, SQ_EINPUT, "calibration: eigendecomposition has a non-finite entry (row %zu, column %zu)",
+                     i / (size_t)D, i % (size_t)D);
+  double *l = sq_xmalloc(sizeof(double) * (size_t)D);
+  double *V = sq_xmalloc(sizeof(double) * (size_t)D * D);
+  memcpy(l, eigval_any_order, sizeof(double) * (size_t)D);
+  memcpy(V, evec_rows, sizeof(double) * (size_t)D * D);
+  sort_desc(l, V, D);
+  out->D = D;
+  out->n = n;
+  out->eigval = sq_xmalloc(sizeof(double) * (size_t)D);
+  out->basis = sq_xmalloc(sizeof(float) * (size_t)D * D);
+  for (int i = 0; i < D; i++) {
+    out->eigval[i] = l[i] > 0.0 ? l[i] : 0.0; /* round-off makes tiny negatives; C is PSD */
+    for (int j = 0; j < D; j++) out->basis[(size_t)i * D + j] = (float)V[(size_t)i * D + j];
+  }
+  free(l);
+  free(V);
+  calib_fix_signs(out->basis, D);
+  calib_summaries(out);
+  return SQ_OK;
+}
+
 int calib_from_moment(const double *C, int D, int64_t n, calib_head *out, sq_err *e) {
   memset(out, 0, sizeof *out);
   if (D < 4)
@@ -90,35 +164,13 @@ int calib_from_moment(const double *C, int D, int64_t n, calib_head *out, sq_err
     if (!isfinite(C[i]))
       return sq_fail(e, SQ_EINPUT, "calibration: second moment has a non-finite entry at (%zu, %zu)",
                      i / (size_t)D, i % (size_t)D);
-  gsl_matrix *A = gsl_matrix_alloc((size_t)D, (size_t)D);
-  gsl_matrix *V = gsl_matrix_alloc((size_t)D, (size_t)D);
-  gsl_vector *w = gsl_vector_alloc((size_t)D);
-  gsl_eigen_symmv_workspace *ws = gsl_eigen_symmv_alloc((size_t)D);
-  if (!A || !V || !w || !ws) {
-    gsl_matrix_free(A), gsl_matrix_free(V), gsl_vector_free(w);
-    if (ws) gsl_eigen_symmv_free(ws);
-    return sq_fail(e, SQ_EFAIL, "calibration: out of memory for a %dx%d eigendecomposition", D, D);
-  }
-  memcpy(A->data, C, sizeof(double) * (size_t)D * D); /* gsl_matrix_alloc: tda == D */
-  int st = gsl_eigen_symmv(A, w, V, ws);
-  if (st == 0) st = gsl_eigen_symmv_sort(w, V, GSL_EIGEN_SORT_VAL_DESC);
-  if (st != 0) {
-    gsl_matrix_free(A), gsl_matrix_free(V), gsl_vector_free(w), gsl_eigen_symmv_free(ws);
-    return sq_fail(e, SQ_EFAIL, "calibration: eigendecomposition failed (GSL status %d)", st);
-  }
-  out->D = D;
-  out->n = n;
-  out->eigval = sq_xmalloc(sizeof(double) * (size_t)D);
-  out->basis = sq_xmalloc(sizeof(float) * (size_t)D * D);
-  for (int i = 0; i < D; i++) {
-    double l = gsl_vector_get(w, (size_t)i);
-    out->eigval[i] = l > 0.0 ? l : 0.0; /* round-off makes tiny negatives; C is PSD */
-    for (int j = 0; j < D; j++) out->basis[(size_t)i * D + j] = (float)gsl_matrix_get(V, (size_t)j, (size_t)i);
-  }
-  calib_fix_signs(out->basis, D);
-  calib_summaries(out);
-  gsl_matrix_free(A), gsl_matrix_free(V), gsl_vector_free(w), gsl_eigen_symmv_free(ws);
-  return SQ_OK;
+  double *l = sq_xmalloc(sizeof(double) * (size_t)D);
+  double *V = sq_xmalloc(sizeof(double) * (size_t)D * D);
+  int st = calib_eigh(C, D, l, V, e);
+  if (st == SQ_OK) st = calib_from_eig(l, V, D, n, out, e);
+  free(l);
+  free(V);
+  return st;
 }
 
 int calib_compute(const float *x, int64_t n, int64_t stride, int D, int normalize, calib_head *out,

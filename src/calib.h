@@ -19,6 +19,15 @@ typedef struct {
 void calib_moment(const float *x, int64_t n, int64_t stride, int D, int normalize, double *C);
 /* From a second moment C: eigendecomposition (GSL), clamping, sign convention, PR, kappa. */
 int calib_from_moment(const double *C, int D, int64_t n, calib_head *out, sq_err *e);
+/* The eigendecomposition alone (GSL, one matrix, thread-safe): eigval[D] in GSL's (unspecified)
+ * order and evec_rows[D*D] with row i = the unit eigenvector of eigval[i]. */
+int calib_eigh(const double *C, int D, double *eigval, double *evec_rows, sq_err *e);
+/* Everything calib_from_moment does after the decomposition: sort descending (ties keep GSL's
+ * sort order), clamp >= 0, float basis rows, calib_fix_signs, PR, pr_int, kappa. Inputs as
+ * calib_eigh writes them (any order; row i pairs with eigval i); they are not modified.
+ * calib_from_moment = calib_eigh + calib_from_eig, so both backends share this one path. */
+int calib_from_eig(const double *eigval_any_order, const double *evec_rows, int D, int64_t n,
+                   calib_head *out, sq_err *e);
 /* Both steps. */
 int calib_compute(const float *x, int64_t n, int64_t stride, int D, int normalize, calib_head *out,
                   sq_err *e);
