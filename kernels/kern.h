@@ -82,6 +82,15 @@ struct kern_backend {
   int (*decode)(kern_backend *, const plan_side *p, const cb_table *cb, const uint8_t *codes,
                 int64_t n, float *xhat, sq_err *);
   void (*destroy)(kern_backend *);
+  /* Eigendecomposition of H symmetric D x D matrices C[h] (row-major, C + h*D*D; only their
+   * symmetry is relied on) in double: eigval[h*D + i] and evec[(h*D + i)*D + j] = component j of
+   * the unit eigenvector of eigval[h*D + i] (eigenvector i is ROW i). The order of the pairs is
+   * the backend's (cuda: ascending as LAPACK; cpu: GSL's unsorted order, so that cpu eigh +
+   * calib_from_eig equals calib_compute bit for bit): feed each head to calib_from_eig, which
+   * sorts, clamps and fixes the signs. Signs of the raw vectors are arbitrary. SQ_EINPUT for
+   * H < 1, D < 1 or a non-finite entry (naming the head); SQ_EFAIL naming the head whose solver
+   * did not converge. */
+  int (*eigh)(kern_backend *, const double *C, int H, int D, double *eigval, double *evec, sq_err *);
 };
 
 int kern_cpu_create(kern_backend **out, int threads, sq_err *e);

@@ -243,3 +243,138 @@ Test(calib, moment_matches_naive_sum) {
         cr_expect(fabs(C[k] - want[k]) < 1e-12, "n=%d norm=%d C[%d] = %.15g, want %.15g", n, norm, k, C[k], want[k]);
     }
 }
+
+/* ---- calib_from_eig: the one post-processing path of both backends ---- */
+
+#include <gsl/gsl_eigen.h>
+#include "kern.h"
+
+/* What calib_from_moment computed before calib_from_eig existed, written out with GSL's own sort:
+ * eigval desc clamped >= 0, basis rows = float eigenvectors, signs fixed. */
+static void gsl_reference(const double *C, int D, double *eigval, float *basis) {
+  gsl_matrix *A = gsl_matrix_alloc(D, D), *V = gsl_matrix_alloc(D, D);
+  gsl_vector *w = gsl_vector_alloc(D);
+  gsl_eigen_symmv_workspace *ws = gsl_eigen_symmv_alloc(D);
+  memcpy(A->data, C, sizeof(double) * D * D);
+  cr_assert_eq(gsl_eigen_symmv(A, w, V, ws), 0);
+  cr_assert_eq(gsl_eigen_symmv_sort(w, V, GSL_EIGEN_SORT_VAL_DESC), 0);
+  for (int i = 0; i < D; i++) {
+    double l = gsl_vector_get(w, i);
+    eigval[i] = l > 0 ? l : 0;
+    for (int j = 0; j < D; j++) basis[i * D + j] = (float)gsl_matrix_get(V, j, i);
+  }
+  calib_fix_signs(basis, D);
+  gsl_matrix_free(A), gsl_matrix_free(V), gsl_vector_free(w), gsl_eigen_symmv_free(ws);
+}
+
+static void expect_same_head(const calib_head *a, const calib_head *b, const char *what) {
+  cr_assert_eq(a->D, b->D, "%s: D", what);
+  cr_expect_eq(a->n, b->n, "%s: n", what);
+  int D = a->D;
+  cr_expect_eq(memcmp(a->eigval, b->eigval, sizeof(double) * D), 0, "%s: eigval differ", what);
+  cr_expect_eq(memcmp(a->basis, b->basis, sizeof(float) * D * D), 0, "%s: basis differs", what);
+  cr_expect_eq(a->pr, b->pr, "%s: pr %.17g vs %.17g", what, a->pr, b->pr);
+  cr_expect_eq(a->pr_int, b->pr_int, "%s: pr_int", what);
+  cr_expect_eq(a->kappa, b->kappa, "%s: kappa %.17g vs %.17g", what, a->kappa, b->kappa);
+}
+
+/* Deterministic rows with a decaying spectrum: x_j = g * (1 + j)^-0.7 rotated by the Givens basis. */
+static float *decaying_rows(int n, int H, int D, unsigned seed) {
+  double *Q = malloc(sizeof(double) * D * D);
+  givens_basis(Q, D);
+  float *x = malloc(sizeof(float) * n * H * D);
+  unsigned s = seed;
+  for (int t = 0; t < n * H; t++) {
+    double z[64];
+    for (int i = 0; i < D; i++) {
+      s = s * 1664525u + 1013904223u; /* LCG: uniform in [-1, 1) is enough for a moment */
+      z[i] = ((double)(s >> 8) / (1 << 24) * 2.0 - 1.0) * pow(1.0 + i, -0.7);
+    }
+    for (int j = 0; j < D; j++) {
+      double acc = 0;
+      for (int i = 0; i < D; i++) acc += z[i] * Q[i * D + j];
+      x[(size_t)t * D + j] = (float)acc;
+    }
+  }
+  free(Q);
+  return x;
+}
+
+Test(calib, from_eig_is_the_path_of_from_moment) {
+  enum { D = 16 };
+  float *x = decaying_rows(200, 1, D, 11);
+  double C[D * D];
+  calib_moment(x, 200, D, D, 0, C);
+  free(x);
+  /* a spectrum with ties and a negative value, in no order: the tie order must be GSL's */
+  double T[D * D] = {0};
+  double lt[D] = {1, 3, 3, -1e-9, 2, 3, 1, 0.5, 0, 2, 0.25, 0.125, 1, 3, 0, 0.0625};
+  for (int i = 0; i < D; i++) T[i * D + i] = lt[i];
+  const double *mats[2] = {C, T};
+  for (int m = 0; m < 2; m++) {
+    double want_l[D];
+    float want_b[D * D];
+    gsl_reference(mats[m], D, want_l, want_b);
+    calib_head hm, he;
+    sq_err e = {0};
+    cr_assert_eq(calib_from_moment(mats[m], D, 200, &hm, &e), SQ_OK, "%s", e.msg);
+    cr_expect_eq(memcmp(hm.eigval, want_l, sizeof want_l), 0, "matrix %d: eigval != GSL's sorted", m);
+    cr_expect_eq(memcmp(hm.basis, want_b, sizeof want_b), 0, "matrix %d: basis != GSL's sorted", m);
+    double s = 0, s2 = 0;
+    for (int i = 0; i < D; i++) s += want_l[i], s2 += want_l[i] * want_l[i];
+    cr_expect_eq(hm.pr, s * s / s2, "matrix %d: pr", m);
+    /* calib_eigh's unsorted output through calib_from_eig: the same head, bit for bit */
+    double l[D], V[D * D];
+    cr_assert_eq(calib_eigh(mats[m], D, l, V, &e), SQ_OK, "%s", e.msg);
+    double l0[D], V0[D * D];
+    memcpy(l0, l, sizeof l), memcpy(V0, V, sizeof V);
+    cr_assert_eq(calib_from_eig(l, V, D, 200, &he, &e), SQ_OK, "%s", e.msg);
+    cr_expect_eq(memcmp(l, l0, sizeof l) | memcmp(V, V0, sizeof V), 0, "inputs must not be modified");
+    expect_same_head(&he, &hm, m ? "ties" : "decaying");
+    calib_head_free(&hm);
+    calib_head_free(&he);
+  }
+}
+
+/* The CPU backend's eigh (per-head GSL in parallel) + calib_from_eig = calib_compute, bit for bit;
+ * and the raw pairs satisfy C v = l v with orthonormal rows (checked here by plain loops). */
+Test(calib, cpu_backend_eigh_matches_calib_compute) {
+  enum { H = 5, D = 32, N = 300 };
+  float *x = decaying_rows(N, H, D, 5);
+  kern_backend *b;
+  sq_err e = {0};
+  cr_assert_eq(kern_cpu_create(&b, 3, &e), SQ_OK, "%s", e.msg);
+  double *C = malloc(sizeof(double) * H * D * D), *l = malloc(sizeof(double) * H * D);
+  double *V = malloc(sizeof(double) * H * D * D);
+  cr_assert_eq(b->moments(b, x, N, H, D, 0, C, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(b->eigh(b, C, H, D, l, V, &e), SQ_OK, "%s", e.msg);
+  for (int h = 0; h < H; h++) {
+    const double *Ch = C + h * D * D, *Vh = V + h * D * D;
+    for (int i = 0; i < D; i++) {
+      double res = 0;
+      for (int a = 0; a < D; a++) {
+        double cv = 0;
+        for (int c = 0; c < D; c++) cv += Ch[a * D + c] * Vh[i * D + c];
+        res = fmax(res, fabs(cv - l[h * D + i] * Vh[i * D + a]));
+      }
+      cr_expect(res < 1e-12, "head %d pair %d: |C v - l v| = %g", h, i, res);
+      for (int j = 0; j <= i; j++) {
+        double dot = 0;
+        for (int c = 0; c < D; c++) dot += Vh[i * D + c] * Vh[j * D + c];
+        cr_expect(fabs(dot - (i == j)) < 1e-12, "head %d: v%d . v%d = %g", h, i, j, dot);
+      }
+    }
+    calib_head got, want;
+    cr_assert_eq(calib_from_eig(l + h * D, Vh, D, N, &got, &e), SQ_OK, "%s", e.msg);
+    cr_assert_eq(calib_compute(x + h * D, N, H * D, D, 0, &want, &e), SQ_OK, "%s", e.msg);
+    expect_same_head(&got, &want, "cpu eigh vs calib_compute");
+    calib_head_free(&got);
+    calib_head_free(&want);
+  }
+  C[3 * D * D + 2 * D + 7] = NAN;
+  cr_expect_eq(b->eigh(b, C, H, D, l, V, &e), SQ_EINPUT);
+  cr_expect(strstr(e.msg, "head 3") && strstr(e.msg, "(2, 7)"), "%s", e.msg);
+  cr_expect_eq(b->eigh(b, C, 0, D, l, V, &e), SQ_EINPUT);
+  b->destroy(b);
+  free(C), free(l), free(V), free(x);
+}

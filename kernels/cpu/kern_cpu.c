@@ -21,6 +21,30 @@ static int cpu_moments(kern_backend *b, const float *x, int64_t n, int H, int D,
   return SQ_OK;
 }
 
+/* One GSL decomposition per head (calib_eigh allocates its own workspace, so the heads run in
+ * parallel without sharing any); the first failing head (lowest index) is reported. */
+static int cpu_eigh(kern_backend *b, const double *C, int H, int D, double *eigval, double *evec,
+                    sq_err *e) {
+  if (H < 1 || D < 1) return sq_fail(e, SQ_EINPUT, "eigh: need heads and dims (got H=%d D=%d)", H, D);
+  for (int h = 0; h < H; h++)
+    for (int64_t i = 0; i < (int64_t)D * D; i++)
+      if (!isfinite(C[(int64_t)h * D * D + i]))
+        return sq_fail(e, SQ_EINPUT, "eigh: head %d has a non-finite entry at (%lld, %lld)", h,
+                       (long long)(i / D), (long long)(i % D));
+  int *status = sq_xcalloc((size_t)H, sizeof(int));
+  sq_err *errs = sq_xcalloc((size_t)H, sizeof(sq_err));
+#pragma omp parallel for num_threads(state_of(b)->threads) schedule(dynamic, 1)
+  for (int h = 0; h < H; h++)
+    status[h] = calib_eigh(C + (int64_t)h * D * D, D, eigval + (int64_t)h * D,
+                           evec + (int64_t)h * D * D, &errs[h]);
+  int rc = SQ_OK;
+  for (int h = 0; h < H && !rc; h++)
+    if (status[h]) rc = sq_fail(e, status[h], "eigh: head %d: %s", h, errs[h].msg);
+  free(status);
+  free(errs);
+  return rc;
+}
+
 static int cpu_encode(kern_backend *b, const plan_side *p, const cb_table *cb, const float *x,
                       int64_t n, int64_t stride, uint8_t *codes, sq_err *e) {
   kcpu_layout lay;
@@ -163,6 +187,7 @@ int kern_cpu_create(kern_backend **out, int threads, sq_err *e) {
   b->encode = cpu_encode;
   b->decode = cpu_decode;
   b->destroy = cpu_destroy;
+  b->eigh = cpu_eigh;
   *out = b;
   return SQ_OK;
 }
