@@ -114,6 +114,9 @@ int kc_colsum(const double *in, int batch, int64_t rows, int cols, double *out, 
 /* The codebook table on the device: centroid then boundary, [CB_NFAM][CB_MAX_BITS+1][256] each. */
 #define KC_CB_FLOATS (2 * CB_NFAM * (CB_MAX_BITS + 1) * 256)
 
+/* kern.h's eigh on the GPU (kcuda_eigh.cu: cusolverDnXsyevBatched, ascending eigenvalues). */
+int kc_eigh(kern_backend *b, const double *C, int H, int D, double *eigval, double *evec, sq_err *e);
+
 /* Bench hooks (kcuda_bench.cu) use the backend's handles. */
 cublasHandle_t kc_cublas(kern_backend *b);
 

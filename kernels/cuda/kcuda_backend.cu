@@ -460,6 +460,7 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   b->encode = cuda_encode;
   b->decode = cuda_decode;
   b->destroy = cuda_destroy;
+  b->eigh = kc_eigh;
   *out = b;
   return SQ_OK;
 }
