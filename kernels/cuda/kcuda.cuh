@@ -114,8 +114,13 @@ int kc_colsum(const double *in, int batch, int64_t rows, int cols, double *out, 
 /* The codebook table on the device: centroid then boundary, [CB_NFAM][CB_MAX_BITS+1][256] each. */
 #define KC_CB_FLOATS (2 * CB_NFAM * (CB_MAX_BITS + 1) * 256)
 
-/* kern.h's eigh on the GPU (kcuda_eigh.cu: cusolverDnXsyevBatched, ascending eigenvalues). */
+/* kern.h's eigh on the GPU (kcuda_eigh.cu: cusolverDnXsyevBatched, ascending eigenvalues). Its
+ * cuSOLVER handle is created on first use, kept in the backend (kc_solver_slot) and released by
+ * the backend's destroy (kc_solver_free, NULL-safe). */
 int kc_eigh(kern_backend *b, const double *C, int H, int D, double *eigval, double *evec, sq_err *e);
+typedef struct kc_solver kc_solver;
+kc_solver **kc_solver_slot(kern_backend *b);
+void kc_solver_free(kc_solver *s);
 
 /* Bench hooks (kcuda_bench.cu) use the backend's handles. */
 cublasHandle_t kc_cublas(kern_backend *b);

@@ -29,10 +29,12 @@ struct kc_state {
   int cb_valid;
   kc_work wk;
   kc_buf mx, md, mC;
+  kc_solver *solver;  /* eigh's cuSOLVER handle (kcuda_eigh.cu), NULL until first used */
 };
 
 static kc_state *state_of(kern_backend *b) { return (kc_state *)b->impl; }
 cublasHandle_t kc_cublas(kern_backend *b) { return state_of(b)->blas; }
+kc_solver **kc_solver_slot(kern_backend *b) { return &state_of(b)->solver; }
 
 extern "C" int kern_cuda_available(void) {
   int n = 0;
@@ -423,6 +425,7 @@ static void cuda_destroy(kern_backend *b) {
                    &st->vrec, &st->cb, &st->mx, &st->md, &st->mC};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_buf_free(all[i]);
   kc_work_free(&st->wk);
+  kc_solver_free(st->solver);
   if (st->blas) cublasDestroy(st->blas);
   free(st);
   free(b);

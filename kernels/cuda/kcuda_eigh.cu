@@ -8,8 +8,8 @@
  * ascending order with their vectors. Sorting, clamping and the sign convention are left to
  * calib_from_eig, the path the CPU uses too.
  *
- * Every handle and buffer is created and released inside one call (one call per layer and side,
- * so the setup cost is negligible), which keeps the backend's state untouched. */
+ * The cuSOLVER handle lives as long as the backend (created on the first call); the device and
+ * host buffers are allocated per call (one call per layer and side, a few MB). */
 #include <cusolverDn.h>
 #include <math.h>
 #include <stdlib.h>
@@ -40,7 +40,41 @@ static const char *cusolver_status_name(cusolverStatus_t s) {
                      cusolver_status_name(cs_), (int)cs_);                                      \
   } while (0)
 
-/* Everything one call owns; released by eigh_release whatever step failed. */
+struct kc_solver {
+  cusolverDnHandle_t h;
+  cusolverDnParams_t params;
+};
+
+void kc_solver_free(kc_solver *s) {
+  if (!s) return;
+  if (s->params) cusolverDnDestroyParams(s->params);
+  if (s->h) cusolverDnDestroy(s->h);
+  free(s);
+}
+
+/* The backend's solver, created on first use (a half-made one is released, not kept). */
+static int solver_create(kc_solver *s, sq_err *e) {
+  cusolverCheck(cusolverDnCreate(&s->h));
+  cusolverCheck(cusolverDnCreateParams(&s->params));
+  return SQ_OK;
+}
+
+static int get_solver(kern_backend *b, kc_solver **out, sq_err *e) {
+  kc_solver **slot = kc_solver_slot(b);
+  if (!*slot) {
+    kc_solver *s = (kc_solver *)sq_xcalloc(1, sizeof *s);
+    if (solver_create(s, e)) {
+      kc_solver_free(s);
+      return SQ_EFAIL;
+    }
+    *slot = s;
+  }
+  *out = *slot;
+  return SQ_OK;
+}
+
+/* Everything one call uses; the buffers are released by eigh_release whatever step failed (the
+ * handle and params are the backend's, borrowed). */
 typedef struct {
   cusolverDnHandle_t h;
   cusolverDnParams_t params;
@@ -57,8 +91,6 @@ static void eigh_release(eigh_res *r) {
   if (r->dwork) cudaFree(r->dwork);
   free(r->hwork);
   free(r->info_host);
-  if (r->params) cusolverDnDestroyParams(r->params);
-  if (r->h) cusolverDnDestroy(r->h);
 }
 
 /* Heads [h0, h0+nb) of C: upload, solve, check every info, download. */
@@ -109,8 +141,6 @@ static int eigh_run(eigh_res *r, const double *C, int H, int D, double *eigval, 
   int batch = (int)(H < cap ? H : cap);
   if (batch < 1)
     return sq_fail(e, SQ_EINPUT, "eigh: D=%d is too large for cusolverDnXsyevBatched", D);
-  cusolverCheck(cusolverDnCreate(&r->h));
-  cusolverCheck(cusolverDnCreateParams(&r->params));
   cudaCheck(cudaMalloc(&r->A, (size_t)batch * per * sizeof(double)));
   cudaCheck(cudaMalloc(&r->W, (size_t)batch * D * sizeof(double)));
   cudaCheck(cudaMalloc(&r->info, (size_t)batch * sizeof(int)));
@@ -123,7 +153,6 @@ static int eigh_run(eigh_res *r, const double *C, int H, int D, double *eigval, 
 }
 
 int kc_eigh(kern_backend *b, const double *C, int H, int D, double *eigval, double *evec, sq_err *e) {
-  (void)b;
   if (H < 1 || D < 1) return sq_fail(e, SQ_EINPUT, "eigh: need heads and dims (got H=%d D=%d)", H, D);
   for (int h = 0; h < H; h++)
     for (int64_t i = 0; i < (int64_t)D * D; i++)
@@ -132,6 +161,10 @@ int kc_eigh(kern_backend *b, const double *C, int H, int D, double *eigval, doub
                        (long long)(i / D), (long long)(i % D));
   eigh_res r;
   memset(&r, 0, sizeof r);
+  kc_solver *s;
+  tryCheck(get_solver(b, &s, e));
+  r.h = s->h;
+  r.params = s->params;
   int rc = eigh_run(&r, C, H, D, eigval, evec, e);
   eigh_release(&r);
   return rc;
