@@ -12,7 +12,7 @@
 #include <unistd.h>
 #include "sha256.h"
 
-const char *const prov_phase_names[PROV_NPHASE] = {"read", "calibrate", "plan", "eval", "write", "report"};
+const char *const prov_phase_names[PROV_NPHASE] = {"read", "read_wait", "calibrate", "plan", "eval", "write", "report"};
 
 /* Is this cfg_print line one the identity ignores? */
 static int prov_line_ignored(const char *line, size_t len) {

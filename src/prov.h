@@ -20,7 +20,9 @@
 char *prov_config_identity(const cfg_t *c, char hash[65]);
 int prov_dump_fingerprint(const dump_t *d, char hex[65], int64_t *size, sq_err *e);
 
-enum { PROV_READ, PROV_CALIB, PROV_PLAN, PROV_EVAL, PROV_WRITE, PROV_REPORT, PROV_NPHASE };
+/* PROV_READ is all read work (much of it hidden behind calibration and eval by the prefetch
+ * thread); PROV_READ_WAIT is the part the run waited for. */
+enum { PROV_READ, PROV_READ_WAIT, PROV_CALIB, PROV_PLAN, PROV_EVAL, PROV_WRITE, PROV_REPORT, PROV_NPHASE };
 extern const char *const prov_phase_names[PROV_NPHASE];
 
 typedef struct {

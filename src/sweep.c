@@ -363,7 +363,6 @@ typedef struct {
   int layer_header;      /* the per-layer legend line was printed */
   const char *key_prefix; /* shift/stability: prepended to every row key ("" or NULL: none) */
   int no_spectra;        /* shift/stability: calibrations are not the run's spectra */
-  double read_wait_s;    /* of prov's read time (all read work), what the main thread waited for */
 } sweep_run_ctx;
 
 static int sweep_shift(sweep_run_ctx *r, int fresh, sq_err *e);
@@ -745,7 +744,7 @@ static void sweep_pf_join(sweep_pf *p, sweep_run_ctx *r) {
   double t0 = prov_mono();
   pthread_join(p->th, NULL);
   p->running = 0;
-  r->read_wait_s += prov_mono() - t0;
+  r->prov.phase_s[PROV_READ_WAIT] += prov_mono() - t0;
   r->prov.phase_s[PROV_READ] += p->work_s;
 }
 
@@ -768,7 +767,7 @@ static int sweep_pf_take(sweep_pf *p, sweep_run_ctx *r, int idx, dump_layer *out
   int rc = dump_read_layer(p->d, idx, out, e);
   double dt = prov_mono() - t0;
   r->prov.phase_s[PROV_READ] += dt;
-  r->read_wait_s += dt;
+  r->prov.phase_s[PROV_READ_WAIT] += dt;
   return rc;
 }
 
@@ -884,33 +883,6 @@ static void sweep_signals(int install, struct sigaction *old_int, struct sigacti
 
 static int sweep_exit_code(const sq_err *e) { return e->code == SQ_EINPUT ? 2 : 1; }
 
-/* With the next layer read in the background, prov's "read" phase is the read work, most of it
- * hidden behind calibration and eval; "read_wait" is the part the run waited for (docs/results.md).
- * prov.h has no such phase and prov.c is not this module's: add phase_s.read_wait to the latest
- * session of DIR/provenance.json after prov_write, replacing the file atomically as it does. */
-static int sweep_prov_read_wait(const char *dir, double wait_s, sq_err *e) {
-  char path[1200], tmp[1300];
-  snprintf(path, sizeof path, "%s/provenance.json", dir);
-  snprintf(tmp, sizeof tmp, "%s.read_wait.tmp", path);
-  json_error_t je;
-  json_t *o = json_load_file(path, 0, &je);
-  if (!o) return sq_fail(e, SQ_EFAIL, "cannot read back %s: %s", path, je.text);
-  json_t *sessions = json_object_get(o, "sessions");
-  size_t ns = json_array_size(sessions);
-  json_t *where[2] = {json_object_get(o, "latest"), ns ? json_array_get(sessions, ns - 1) : NULL};
-  for (int i = 0; i < 2; i++) {
-    json_t *ph = json_object_get(where[i], "phase_s");
-    if (json_is_object(ph)) json_object_set_new(ph, "read_wait", json_real(wait_s));
-  }
-  int bad = json_dump_file(o, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
-  json_decref(o);
-  if (bad || rename(tmp, path) != 0) {
-    unlink(tmp);
-    return sq_fail(e, SQ_EFAIL, "cannot write %s: %s", path, strerror(errno));
-  }
-  return SQ_OK;
-}
-
 static int sweep_execute(sweep_state *s, const sweep_opts *o, sq_err *e) {
   sweep_run_ctx r;
   memset(&r, 0, sizeof r);
@@ -962,7 +934,7 @@ static int sweep_execute(sweep_state *s, const sweep_opts *o, sq_err *e) {
     r.prov.status = status == 0 ? "complete" : status == 130 ? "interrupted" : "failed";
     r.prov.end_time = prov_now();
     sq_err e3;
-    if ((prov_write(s->out_dir, &r.prov, &e3) || sweep_prov_read_wait(s->out_dir, r.read_wait_s, &e3)) && status == 0) {
+    if (prov_write(s->out_dir, &r.prov, &e3) && status == 0) {
       fprintf(stderr, "sqexp run: %s\n", e3.msg);
       status = 1;
     }
