@@ -2,6 +2,7 @@
  * row counts worked out by hand, the in-domain shift rows against the grid rows of runs restricted
  * to one domain (a separate code path: the ordinary sweep), the subspace overlap (1 at N = all,
  * in [0, 1] otherwise), the single-domain notice, --dry-run, and SIGKILL + rerun. */
+#include "util/tu_rows.h"
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <errno.h>
@@ -77,48 +78,27 @@ static int exists(const char *rel) {
   return access(path, F_OK) == 0;
 }
 
-/* The rows of a JSONL file, with eval_s (timing) removed. */
-typedef struct {
-  json_t **v;
-  int n;
-} rows_t;
-
-static rows_t load(const char *rel) {
-  char *text = slurp(rel);
-  cr_assert_not_null(text, "%s/%s missing", root, rel);
-  rows_t r = {0};
-  int cap = 0;
-  for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-    json_error_t je;
-    json_t *o = json_loads(line, 0, &je);
-    cr_assert_not_null(o, "%s: bad line: %s", rel, je.text);
-    json_object_del(o, "eval_s");
-    if (r.n == cap) r.v = realloc(r.v, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *r.v);
-    r.v[r.n++] = o;
-  }
-  free(text);
-  return r;
-}
-
-static void rows_free(rows_t *r) {
-  for (int i = 0; i < r->n; i++) json_decref(r->v[i]);
-  free(r->v);
+/* The rows of a JSONL file under the test's root, in file order, without timing. */
+static tu_rows load(const char *rel) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/%s", root, rel);
+  return tu_rows_load(path, 0);
 }
 
 static const char *str(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
 static long long num(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
 static double real(const json_t *o, const char *k) { return json_number_value(json_object_get(o, k)); }
 
-static const json_t *find(const rows_t *r, const char *key, long long layer, long long head) {
-  for (int i = 0; i < r->n; i++)
+static const json_t *find(const tu_rows *r, const char *key, long long layer, long long head) {
+  for (size_t i = 0; i < r->n; i++)
     if (!strcmp(str(r->v[i], "key"), key) && num(r->v[i], "layer") == layer && num(r->v[i], "head") == head)
       return r->v[i];
   return NULL;
 }
 
-static int count_prefix(const rows_t *r, const char *prefix, const char *arm) {
+static int count_prefix(const tu_rows *r, const char *prefix, const char *arm) {
   int n = 0;
-  for (int i = 0; i < r->n; i++)
+  for (size_t i = 0; i < r->n; i++)
     n += !strncmp(str(r->v[i], "key"), prefix, strlen(prefix)) && (!arm || !strcmp(str(r->v[i], "arm"), arm));
   return n;
 }
@@ -178,7 +158,7 @@ Test(experiments, shift_and_stability, .init = setup, .timeout = 600) {
 
   const char *full[] = {"run", "c.ini", "--quiet", NULL};
   cr_assert_eq(run("full.log", full), 0, "run failed (see %s/full.log)", root);
-  rows_t grid = load("out/rows.jsonl"), shift = load("out/shift/rows.jsonl"), stab = load("out/stability/rows.jsonl");
+  tu_rows grid = load("out/rows.jsonl"), shift = load("out/shift/rows.jsonl"), stab = load("out/stability/rows.jsonl");
   /* by hand: grid 4 points; shift = tq once per eval domain + calibrated arms per ordered pair */
   cr_expect_eq(grid.n, (N_TQ + N_CAL) * LAYERS * HEADS);
   cr_expect_eq(shift.n, (DOMAINS * N_TQ + DOMAINS * DOMAINS * N_CAL) * LAYERS * HEADS);
@@ -189,7 +169,7 @@ Test(experiments, shift_and_stability, .init = setup, .timeout = 600) {
   cr_expect_eq(stab.n, BUDGETS * 2 * LAYERS * HEADS);
   cr_expect_eq(count_prefix(&stab, "N=all|", "stability"), LAYERS * HEADS);
   cr_expect_eq(count_prefix(&stab, "N=32|sq:b=3,", "sq"), LAYERS * HEADS);
-  for (int i = 0; i < stab.n; i++) {
+  for (size_t i = 0; i < stab.n; i++) {
     const json_t *o = stab.v[i];
     if (strcmp(str(o, "arm"), "stability")) continue;
     double ok = real(o, "k_cos"), ov = real(o, "v_cos");
@@ -205,7 +185,7 @@ Test(experiments, shift_and_stability, .init = setup, .timeout = 600) {
   }
   /* the sq row at N = all is the main grid's sq row (same calibration, same evaluation) */
   int same = 0;
-  for (int i = 0; i < grid.n; i++) {
+  for (size_t i = 0; i < grid.n; i++) {
     const json_t *g = grid.v[i];
     char key[400];
     if (strcmp(str(g, "arm"), "sq")) continue;
@@ -227,9 +207,9 @@ Test(experiments, shift_and_stability, .init = setup, .timeout = 600) {
                          set_out, NULL};
     cr_assert_eq(run(logn, one), 0, "restricted run failed (see %s/%s)", root, logn);
     snprintf(dir, sizeof dir, "%s/rows.jsonl", set_out);
-    rows_t only = load(dir);
+    tu_rows only = load(dir);
     cr_expect_eq(only.n, (N_TQ + N_CAL) * LAYERS * HEADS);
-    for (int i = 0; i < only.n; i++) {
+    for (size_t i = 0; i < only.n; i++) {
       const json_t *g = only.v[i];
       char key[400];
       if (!strcmp(str(g, "arm"), "tq")) snprintf(key, sizeof key, "eval=%s|%s", doms[d], str(g, "key"));
@@ -238,7 +218,7 @@ Test(experiments, shift_and_stability, .init = setup, .timeout = 600) {
       cr_expect_not_null(s, "no shift row %s L%lld H%lld", key, num(g, "layer"), num(g, "head"));
       if (s) expect_same_row(g, s, key);
     }
-    rows_free(&only);
+    tu_rows_free(&only);
   }
   /* and a cross-domain row is not an in-domain row in disguise */
   const json_t *in = find(&shift, "calib=domain0|eval=domain0|sq:b=3,nb=none,vnb=none,tau=0.90,wf=1,qjl=0", 0, 0);
@@ -271,19 +251,19 @@ Test(experiments, shift_and_stability, .init = setup, .timeout = 600) {
     char a[64], b[64];
     snprintf(a, sizeof a, "out/%s", files[f]);
     snprintf(b, sizeof b, "killed/%s", files[f]);
-    rows_t x = load(a), y = load(b);
+    tu_rows x = load(a), y = load(b);
     cr_expect_eq(y.n, x.n, "%s: %d rows after kill + rerun, %d uninterrupted", files[f], y.n, x.n);
-    for (int i = 0; i < x.n; i++) {
+    for (size_t i = 0; i < x.n; i++) {
       const json_t *o = find(&y, str(x.v[i], "key"), num(x.v[i], "layer"), num(x.v[i], "head"));
       cr_expect_not_null(o, "%s: row %s missing after rerun", files[f], str(x.v[i], "key"));
       if (o) cr_expect(json_equal(x.v[i], (json_t *)o), "%s: row %s differs after rerun", files[f], str(x.v[i], "key"));
     }
-    rows_free(&x);
-    rows_free(&y);
+    tu_rows_free(&x);
+    tu_rows_free(&y);
   }
-  rows_free(&grid);
-  rows_free(&shift);
-  rows_free(&stab);
+  tu_rows_free(&grid);
+  tu_rows_free(&shift);
+  tu_rows_free(&stab);
 
   /* one domain: a one-line notice, no shift store, not an error */
   const char *single[] = {"run", "c.ini", "--quiet", "--set", "run.dump=d1.h5", "--set",

@@ -5,6 +5,7 @@
  * fields ignored. Also: a read error found by the prefetch thread surfaces when that layer is
  * reached (exit 2, the earlier layers' rows written); SIGINT while the prefetch thread runs
  * exits 130 cleanly (under ASan: no leak report) and a rerun completes to the same rows. */
+#include "util/tu_rows.h"
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <errno.h>
@@ -100,38 +101,11 @@ static void setup(void) {
   fclose(f);
 }
 
-/* The lines of DIR/name in file order as JSON objects without the timing field. */
-typedef struct {
-  json_t **v;
-  size_t n;
-} rows_t;
-
-static rows_t load_rows(const char *dir, const char *name) {
-  char path[600], line[1 << 16];
+/* The lines of DIR/name in file order (parallel runs must write the same order) without timing. */
+static tu_rows load_rows(const char *dir, const char *name) {
+  char path[600];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "r");
-  cr_assert_not_null(f, "%s missing", path);
-  rows_t r = {0};
-  size_t cap = 0;
-  while (fgets(line, sizeof line, f)) {
-    cr_assert(strchr(line, '\n') != NULL, "%s: a line without newline", path);
-    json_error_t je;
-    json_t *o = json_loads(line, 0, &je);
-    cr_assert(json_is_object(o), "%s: %s", path, je.text);
-    json_object_del(o, "eval_s");
-    if (r.n == cap) {
-      cap = cap ? 2 * cap : 64;
-      r.v = realloc(r.v, cap * sizeof *r.v);
-    }
-    r.v[r.n++] = o;
-  }
-  fclose(f);
-  return r;
-}
-
-static void free_rows(rows_t *r) {
-  for (size_t i = 0; i < r->n; i++) json_decref(r->v[i]);
-  free(r->v);
+  return tu_rows_load(path, 0);
 }
 
 /* Row i of a equals row i of b exactly (JSON numbers are printed with 17 digits: equal text is
@@ -139,7 +113,7 @@ static void free_rows(rows_t *r) {
 static int cmp_text(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static void expect_same(const char *a, const char *b, const char *name, int sorted) {
-  rows_t x = load_rows(a, name), y = load_rows(b, name);
+  tu_rows x = load_rows(a, name), y = load_rows(b, name);
   cr_assert_eq(x.n, y.n, "%s: %zu rows in %s vs %zu in %s", name, x.n, a, y.n, b);
   cr_assert_gt(x.n, 0, "%s/%s is empty", a, name);
   char **tx = malloc(x.n * sizeof *tx), **ty = malloc(y.n * sizeof *ty);
@@ -158,8 +132,8 @@ static void expect_same(const char *a, const char *b, const char *name, int sort
   }
   free(tx);
   free(ty);
-  free_rows(&x);
-  free_rows(&y);
+  tu_rows_free(&x);
+  tu_rows_free(&y);
 }
 
 static const char *const stores[] = {"rows.jsonl", "spectra.jsonl", "shift/rows.jsonl", "stability/rows.jsonl"};
@@ -235,7 +209,7 @@ Test(parallel, prefetch_error_surfaces_at_its_layer, .timeout = 600) {
   snprintf(cmd, sizeof cmd, "grep -q 'layers/10/k: 1 non-finite' %s/log", root);
   cr_expect_eq(system(cmd), 0, "the message names the dataset (see %s/log)", root);
   /* layers 0 and 5 were computed before layer 10 (read in the background) was reached */
-  rows_t r = load_rows(out, "rows.jsonl");
+  tu_rows r = load_rows(out, "rows.jsonl");
   int n_layer[11] = {0};
   for (size_t i = 0; i < r.n; i++) {
     json_int_t l = json_integer_value(json_object_get(r.v[i], "layer"));
@@ -244,7 +218,7 @@ Test(parallel, prefetch_error_surfaces_at_its_layer, .timeout = 600) {
   }
   cr_expect_gt(n_layer[0], 0);
   cr_expect_eq(n_layer[0], n_layer[5], "layer 5 is complete before the error");
-  free_rows(&r);
+  tu_rows_free(&r);
   remove_root();
 }
 

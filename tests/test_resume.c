@@ -2,6 +2,7 @@
  * after each kill ends with exactly the rows of an uninterrupted run (sorted by key/layer/head,
  * timing fields ignored, numbers equal exactly). Also: bad input writes nothing; a changed config
  * is refused; --dry-run writes nothing. Uses $SQEXP_BIN (synth + run) on a small synthetic dump. */
+#include "util/tu_rows.h"
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <errno.h>
@@ -94,57 +95,17 @@ static void setup_dump_and_config(void) {
   fclose(f);
 }
 
-/* The lines of DIR/name as JSON objects without timing fields, sorted by key/layer/head. */
-typedef struct {
-  json_t **v;
-  size_t n;
-} rows_t;
-
-static int cmp_rows(const void *a, const void *b) {
-  const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
-  const char *kx = json_string_value(json_object_get(x, "key")), *ky = json_string_value(json_object_get(y, "key"));
-  int c = strcmp(kx ? kx : "", ky ? ky : "");
-  if (c) return c;
-  json_int_t lx = json_integer_value(json_object_get(x, "layer")), ly = json_integer_value(json_object_get(y, "layer"));
-  if (lx != ly) return lx < ly ? -1 : 1;
-  json_int_t hx = json_integer_value(json_object_get(x, "head")), hy = json_integer_value(json_object_get(y, "head"));
-  return (hx > hy) - (hx < hy);
-}
-
-static rows_t load_rows(const char *dir, const char *name) {
-  char path[600], line[1 << 16];
+static tu_rows load_rows(const char *dir, const char *name) {
+  char path[600];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "r");
-  cr_assert_not_null(f, "%s missing", path);
-  rows_t r = {0};
-  size_t cap = 0;
-  while (fgets(line, sizeof line, f)) {
-    cr_assert(strchr(line, '\n') != NULL, "%s: a line without newline", path);
-    json_error_t je;
-    json_t *o = json_loads(line, 0, &je);
-    cr_assert(json_is_object(o), "%s: %s", path, je.text);
-    json_object_del(o, "eval_s");
-    if (r.n == cap) {
-      cap = cap ? 2 * cap : 64;
-      r.v = realloc(r.v, cap * sizeof *r.v);
-    }
-    r.v[r.n++] = o;
-  }
-  fclose(f);
-  qsort(r.v, r.n, sizeof *r.v, cmp_rows);
-  return r;
-}
-
-static void free_rows(rows_t *r) {
-  for (size_t i = 0; i < r->n; i++) json_decref(r->v[i]);
-  free(r->v);
+  return tu_rows_load(path, 1);
 }
 
 static void expect_same_rows(const char *a, const char *b, const char *name) {
-  rows_t x = load_rows(a, name), y = load_rows(b, name);
+  tu_rows x = load_rows(a, name), y = load_rows(b, name);
   cr_assert_eq(x.n, y.n, "%s: %zu rows uninterrupted vs %zu after kills", name, x.n, y.n);
   for (size_t i = 0; i < x.n; i++) {
-    if (i > 0) cr_expect_neq(cmp_rows(&y.v[i - 1], &y.v[i]), 0, "%s: duplicate row after resume", name);
+    if (i > 0) cr_expect_neq(tu_rows_cmp(&y.v[i - 1], &y.v[i]), 0, "%s: duplicate row after resume", name);
     if (!json_equal(x.v[i], y.v[i])) {
       char *sx = json_dumps(x.v[i], JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
       char *sy = json_dumps(y.v[i], JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
@@ -153,8 +114,8 @@ static void expect_same_rows(const char *a, const char *b, const char *name) {
       free(sy);
     }
   }
-  free_rows(&x);
-  free_rows(&y);
+  tu_rows_free(&x);
+  tu_rows_free(&y);
 }
 
 Test(resume, sigkill_ten_times_equals_uninterrupted, .timeout = 600) {
