@@ -34,7 +34,6 @@ test-gpu: build
 
 demo: build
 	@./sqexp run configs/quick.ini
-	@echo "tables: results/quick/tables/   figures: results/quick/figures/"
 
 plots: build
 	@scripts/plots.sh
