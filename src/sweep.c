@@ -269,8 +269,10 @@ static void sweep_join(const cfg_slist *l, char *buf, size_t n) {
 static int sweep_prepare(const sweep_opts *o, sweep_state *s, sq_err *e) {
   if (cfg_load(&s->cfg, o->config_path, e)) return e->code;
   s->cfg_loaded = 1;
-  for (int i = 0; i < o->n_overrides; i++)
-    if (cfg_override(&s->cfg, o->overrides[i], e)) return sq_wrap(e, "--set %s: ", o->overrides[i]);
+  /* All --set at once: order-independent (--set sq.total_bits=3 --set run.arms=sq works), and the
+   * config is unchanged unless every assignment is valid. Messages name "--set section.key". */
+  if (o->n_overrides && cfg_override_all(&s->cfg, o->n_overrides, o->overrides, e))
+    return e->code;
   if (o->backend) {
     char set[64];
     snprintf(set, sizeof set, "run.backend=%s", o->backend);
