@@ -14,11 +14,13 @@
 
 const char *const prov_phase_names[PROV_NPHASE] = {"read", "read_wait", "calibrate", "plan", "eval", "write", "report"};
 
-/* Is this cfg_print line one the identity ignores? */
+/* Is this cfg_print line one the identity ignores? out and dump are where, not what (the dump has
+ * its own fingerprint); threads changes no number (the CPU backend's reductions are thread-count
+ * independent, tests/test_parallel.c), so a run may resume with another thread count. */
 static int prov_line_ignored(const char *line, size_t len) {
   if (len == 0 || line[0] == ';' || line[0] == '#') return 1;
-  static const char *const keys[] = {"out", "dump"};
-  for (int k = 0; k < 2; k++) {
+  static const char *const keys[] = {"out", "dump", "threads"};
+  for (int k = 0; k < (int)(sizeof keys / sizeof keys[0]); k++) {
     size_t n = strlen(keys[k]);
     if (len > n && !strncmp(line, keys[k], n) && (line[n] == ' ' || line[n] == '=')) return 1;
   }
