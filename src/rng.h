@@ -57,6 +57,12 @@ static inline double rng_normal(rng_t *r) {
   return rad * cos(th);
 }
 
+/* The randq protocol's queries are drawn from the head seed XOR this salt. methods.md seeds both
+ * them and SpectralQuant's QJL sketch S_sem (and TurboQuant's pre-QR Gaussian) with
+ * seed + 1000*layer + head; taken literally the 8 queries of sequence i ARE rows 8i..8i+7 of
+ * S_sem, and the QJL estimator, unbiased only for q independent of S, is biased under randq. */
+#define RNG_RANDQ_SALT 0xD1B54A32D192ED03ull
+
 /* The per-(layer, head) seed of methods.md. */
 static inline uint64_t rng_head_seed(uint64_t seed, int layer, int head) {
   return seed + 1000ull * (uint64_t)layer + (uint64_t)head;

@@ -467,6 +467,12 @@ static int sweep_calibrate(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_e
   return store_sync(r->st, e);
 }
 
+void sweep_draw_randq(uint64_t seed, int layer, int head, int64_t n, float *dst) {
+  rng_t g;
+  rng_seed(&g, rng_head_seed(seed, layer, head) ^ RNG_RANDQ_SALT);
+  for (int64_t i = 0; i < n; i++) dst[i] = (float)rng_normal(&g);
+}
+
 /* Evaluation tokens, their queries, and the host-drawn randq queries; then load_layer. */
 static int sweep_load_eval(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e) {
   sweep_state *s = r->s;
@@ -479,13 +485,9 @@ static int sweep_load_eval(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_e
                         ? sweep_rows(b->raw.q, d->q_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)Hq * D, n_tok, &b->eq)
                         : NULL;
   int R = (s->cfg.run.protocols & PROTO_RANDQ) ? s->cfg.run.randq_queries : 0;
-  for (int h = 0; R > 0 && h < H; h++) {
-    /* methods: one generator per (layer, head); n_seq * n_randq * D normals in (seq, query, dim) order */
-    rng_t g;
-    rng_seed(&g, rng_head_seed(s->cfg.run.seed, layer, h));
-    float *dst = b->randq + (int64_t)h * s->n_eval_seq * R * D;
-    for (int64_t i = 0; i < (int64_t)s->n_eval_seq * R * D; i++) dst[i] = (float)rng_normal(&g);
-  }
+  for (int h = 0; R > 0 && h < H; h++)
+    sweep_draw_randq(s->cfg.run.seed, layer, h, (int64_t)s->n_eval_seq * R * D,
+                     b->randq + (int64_t)h * s->n_eval_seq * R * D);
   kern_layer L;
   memset(&L, 0, sizeof L);
   L.layer = layer;

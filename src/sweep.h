@@ -22,4 +22,9 @@ int sweep_run(const sweep_opts *o);
  * where they are and any warning; returns the exit status. `cmd` names the command in messages. */
 int sweep_report(const char *dir, FILE *out, const char *cmd);
 
+/* The randq queries of (layer, head): n = n_seq * n_randq * D normals in (sequence, query, dim)
+ * order from one generator seeded rng_head_seed(seed, layer, head) ^ RNG_RANDQ_SALT (rng.h says
+ * why the salt: independence from the plans' QJL sketches). */
+void sweep_draw_randq(uint64_t seed, int layer, int head, int64_t n, float *dst);
+
 #endif
