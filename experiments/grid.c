@@ -54,7 +54,8 @@ static int grid_summary(exp_ctx *x, const rep_point *pts, int np, sq_err *e) {
   snprintf(t->note, sizeof t->note,
            "Ratios are 2·16·D / (K bits + V bits) per token and KV head. honest: the packed layout's "
            "exact bits; seed: the published SpectralQuant engine's formula, for its first head only "
-           "(as it prints) and over all heads; paper: each paper's own formula. attn cos: mean ± "
+           "(as it prints) and over all heads (2·16·D over the mean bits: the whole cache's ratio, not a "
+           "mean of per-head ratios); paper: each paper's own formula. attn cos: mean ± "
            "sample std over (layer, head); worst head and p5 over the same.");
   int rc = rep_table_write(t, x->tables, x->made, e);
   rep_table_free(t);
