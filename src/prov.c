@@ -37,8 +37,10 @@ char *prov_config_identity(const cfg_t *c, char hash[65]) {
   }
   cfg_print(c, f);
   fclose(f);
-  char *text = sq_xmalloc(full_len + 1);
-  size_t n = 0;
+  char head[64];
+  size_t n = (size_t)snprintf(head, sizeof head, "results_version = %d\n", SQEXP_RESULTS_VERSION);
+  char *text = sq_xmalloc(full_len + n + 1);
+  memcpy(text, head, n);
   for (const char *p = full; *p;) {
     size_t len = strcspn(p, "\n");
     if (!prov_line_ignored(p, len)) {

@@ -20,6 +20,11 @@
 char *prov_config_identity(const cfg_t *c, char hash[65]);
 int prov_dump_fingerprint(const dump_t *d, char hex[65], int64_t *size, sq_err *e);
 
+/* Bumped whenever a code change alters a number a run writes, so that a results directory made by
+ * older code is refused (rerun with --fresh) instead of resumed into a mix of old and new rows. It
+ * is the first line of the identity text. 2: randq queries drawn from a salted seed (methods §7). */
+#define SQEXP_RESULTS_VERSION 2
+
 /* PROV_READ is all read work (much of it hidden behind calibration and eval by the prefetch
  * thread); PROV_READ_WAIT is the part the run waited for. */
 enum { PROV_READ, PROV_READ_WAIT, PROV_CALIB, PROV_PLAN, PROV_EVAL, PROV_WRITE, PROV_REPORT, PROV_NPHASE };

@@ -1,4 +1,5 @@
 /* store: append-only JSONL result store with whole-line atomicity (see store.h). */
+#include "prov.h"
 #include "store.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -452,6 +453,14 @@ static int store_dir_state(const char *dir, int *exists, sq_err *e) {
   return SQ_OK;
 }
 
+/* The results_version a stored identity text starts with (prov.h); 1 for runs made before the
+ * line existed. */
+static int store_results_version(const char *text) {
+  const char *rv = "results_version = ";
+  if (!text || strncmp(text, rv, strlen(rv))) return 1;
+  return atoi(text + strlen(rv));
+}
+
 int store_check(const char *dir, const store_identity *id, int fresh, sq_err *e) {
   int exists;
   if (store_dir_state(dir, &exists, e)) return e->code;
@@ -474,7 +483,15 @@ int store_check(const char *dir, const store_identity *id, int fresh, sq_err *e)
   if (!old_hash || strcmp(old_hash, id->config_hash)) {
     char diff[600];
     store_config_diff(old_text ? old_text : "", id->config_text ? id->config_text : "", diff, sizeof diff);
-    rc = sq_fail(e, SQ_EINPUT,
+    int old_version = store_results_version(old_text);
+    if (old_version != SQEXP_RESULTS_VERSION)
+      rc = sq_fail(e, SQ_EINPUT,
+                   "%s holds rows computed by an sqexp whose numbers differ from this one's (results "
+                   "version %d, now %d: docs/results.md); rerun with --fresh to recompute (the old "
+                   "rows are moved to %s/old-<time>/) or choose another --out",
+                   dir, old_version, SQEXP_RESULTS_VERSION, dir);
+    else
+      rc = sq_fail(e, SQ_EINPUT,
                  "%s holds a run of a different config (first difference %s); rerun with --fresh "
                  "to start over (the old rows are moved to %s/old-<time>/) or choose another --out",
                  dir, diff, dir);

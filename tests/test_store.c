@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "prov.h"
 #include "store.h"
 
 static char tmp_root[256];
@@ -27,11 +28,16 @@ static void remove_root(void) {
   cr_expect_eq(system(cmd), 0);
 }
 
+/* The identity text starts with the results version (prov.h), as prov_config_identity writes it. */
+#define RV_STR2(x) #x
+#define RV_STR(x) RV_STR2(x)
+#define RV_LINE "results_version = " RV_STR(SQEXP_RESULTS_VERSION) "\n"
+
 static void id_init(store_identity *id, const char *cfg_hash, const char *fp) {
   memset(id, 0, sizeof *id);
   snprintf(id->config_hash, sizeof id->config_hash, "%s", cfg_hash);
   snprintf(id->dump_fp, sizeof id->dump_fp, "%s", fp);
-  id->config_text = "[run]\nseed = 42\n[sq]\ntotal_bits = 3\n";
+  id->config_text = RV_LINE "[run]\nseed = 42\n[sq]\ntotal_bits = 3\n";
   id->dump_path = "/data/x.h5";
   id->dump_size = 1234;
   id->model_id = "test-model";
@@ -279,7 +285,7 @@ Test(store, identity_mismatch_refused) {
   store_identity id, other_cfg, other_dump;
   id_init(&id, "aaaa", "ffff");
   id_init(&other_cfg, "bbbb", "ffff");
-  other_cfg.config_text = "[run]\nseed = 42\n[sq]\ntotal_bits = 2,3\n";
+  other_cfg.config_text = RV_LINE "[run]\nseed = 42\n[sq]\ntotal_bits = 2,3\n";
   id_init(&other_dump, "aaaa", "eeee");
   sq_err e = {0};
   /* checking a directory that does not exist writes nothing */
@@ -314,6 +320,26 @@ Test(store, identity_mismatch_refused) {
   char cmd[600];
   snprintf(cmd, sizeof cmd, "test $(cat %s/old-*/rows.jsonl | wc -l) -eq 1", dir);
   cr_expect_eq(system(cmd), 0, "old rows kept under old-*/");
+  remove_root();
+}
+
+/* Rows made by code whose numbers differ (an older results version) are refused as such. */
+Test(store, older_results_version_refused) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  store_identity old, now;
+  id_init(&old, "aaaa", "ffff");
+  old.config_text = "results_version = 1\n[run]\nseed = 42\n[sq]\ntotal_bits = 3\n";
+  id_init(&now, "cccc", "ffff");
+  sq_err e = {0};
+  store *s;
+  cr_assert_eq(store_open(&s, dir, &old, 0, &e), SQ_OK, "%s", e.msg);
+  store_close(s);
+  cr_expect_eq(store_check(dir, &now, 0, &e), SQ_EINPUT);
+  char want[64];
+  snprintf(want, sizeof want, "results version 1, now %d", SQEXP_RESULTS_VERSION);
+  cr_expect(strstr(e.msg, want) != NULL, "names the results versions: %s", e.msg);
   remove_root();
 }
 
