@@ -240,8 +240,10 @@ static int grid_per_layer(exp_ctx *x, sq_err *e) {
       rep_table_num(t, r, 9, "%.4f", p->probs.mean);
       rep_table_num(t, r, 10, "%.4f", p->k_cos);
       rep_table_num(t, r, 11, "%.4f", p->v_cos);
-      rep_table_num(t, r, 12, "%.2f", p->d_eff_k);
-      rep_table_num(t, r, 13, "%.2f", p->d_eff_v);
+      /* tq and sq_paper_v1 plans use no d_eff: a dash, not a 0 that reads like a measurement */
+      int has_deff = !strcmp(p->first->arm, "sq") || !strcmp(p->first->arm, "lowrank");
+      rep_table_num(t, r, 12, "%.2f", has_deff ? p->d_eff_k : NAN);
+      rep_table_num(t, r, 13, "%.2f", has_deff ? p->d_eff_v : NAN);
     }
     free(pts);
   }
