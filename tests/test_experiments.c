@@ -2,6 +2,7 @@
  * row counts worked out by hand, the in-domain shift rows against the grid rows of runs restricted
  * to one domain (a separate code path: the ordinary sweep), the subspace overlap (1 at N = all,
  * in [0, 1] otherwise), the single-domain notice, --dry-run, and SIGKILL + rerun. */
+#include "util/tu_proc.h"
 #include "util/tu_rows.h"
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -20,42 +21,14 @@
 
 static char root[256];
 
-static const char *bin(void) {
-  const char *b = getenv("SQEXP_BIN");
-  cr_assert_not_null(b, "SQEXP_BIN is not set (run through ctest)");
-  return b;
-}
-
 /* Start `sqexp args...` in root with stdout+stderr to root/<log>; returns the pid. */
 static pid_t start(const char *log, const char *const *args) {
-  fflush(NULL);
-  pid_t pid = fork();
-  cr_assert_geq(pid, 0);
-  if (pid == 0) {
-    char path[400];
-    snprintf(path, sizeof path, "%s/%s", root, log);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-    if (fd >= 0) dup2(fd, 1), dup2(fd, 2), close(fd);
-    if (chdir(root) != 0) _exit(126);
-    const char *argv[24];
-    int n = 0;
-    argv[n++] = "sqexp";
-    for (; args[n - 1] && n < 23; n++) argv[n] = args[n - 1];
-    argv[n] = NULL;
-    execv(bin(), (char *const *)argv);
-    _exit(127);
-  }
-  return pid;
+  char path[400];
+  snprintf(path, sizeof path, "%s/%s", root, log);
+  return tu_sqexp_start(&(tu_proc_opts){.log = path, .truncate_log = 1, .cwd = root}, args);
 }
 
-static int finish(pid_t pid) {
-  int st;
-  while (waitpid(pid, &st, 0) < 0)
-    if (errno != EINTR) return -1;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static int run(const char *log, const char *const *args) { return finish(start(log, args)); }
+static int run(const char *log, const char *const *args) { return tu_exit_code(tu_wait_status(start(log, args))); }
 
 static char *slurp(const char *rel) {
   char path[600];
@@ -242,7 +215,7 @@ Test(experiments, shift_and_stability, .init = setup, .timeout = 600) {
       nanosleep(&(struct timespec){0, 20000000}, NULL);
     }
     kill(pid, SIGKILL);
-    cr_assert_eq(finish(pid), 128 + SIGKILL);
+    cr_assert_eq(tu_exit_code(tu_wait_status(pid)), 128 + SIGKILL);
   }
   const char *resume[] = {"run", "c.ini", "--quiet", "--out", "killed", NULL};
   cr_assert_eq(run("resume.log", resume), 0, "rerun failed (see %s/resume.log)", root);

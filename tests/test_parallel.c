@@ -5,6 +5,7 @@
  * fields ignored. Also: a read error found by the prefetch thread surfaces when that layer is
  * reached (exit 2, the earlier layers' rows written); SIGINT while the prefetch thread runs
  * exits 130 cleanly (under ASan: no leak report) and a rerun completes to the same rows. */
+#include "util/tu_proc.h"
 #include "util/tu_rows.h"
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -30,52 +31,16 @@ static void remove_root(void) {
   cr_expect_eq(system(cmd), 0);
 }
 
-static const char *bin(void) {
-  const char *b = getenv("SQEXP_BIN");
-  cr_assert_not_null(b, "SQEXP_BIN is not set (run through ctest)");
-  return b;
-}
-
 /* Start `sqexp args...` with OMP_NUM_THREADS=omp and SQEXP_PREFETCH=prefetch (NULL: unset),
  * output appended to root/log; returns the pid. */
 static pid_t start(const char *const *args, const char *omp, const char *prefetch) {
-  fflush(NULL);
-  pid_t pid = fork();
-  cr_assert_geq(pid, 0);
-  if (pid == 0) {
-    char log[400];
-    snprintf(log, sizeof log, "%s/log", root);
-    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0666);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-      close(fd);
-    }
-    if (omp) setenv("OMP_NUM_THREADS", omp, 1);
-    if (prefetch) setenv("SQEXP_PREFETCH", prefetch, 1);
-    else unsetenv("SQEXP_PREFETCH");
-    const char *argv[20];
-    int n = 0;
-    argv[n++] = "sqexp";
-    for (; args[n - 1] && n < 19; n++) argv[n] = args[n - 1];
-    argv[n] = NULL;
-    execv(bin(), (char *const *)argv);
-    _exit(127);
-  }
-  return pid;
+  char log[400];
+  snprintf(log, sizeof log, "%s/log", root);
+  return tu_sqexp_start(&(tu_proc_opts){.log = log, .omp = omp, .prefetch = prefetch}, args);
 }
-
-static int wait_status(pid_t pid) {
-  int st;
-  while (waitpid(pid, &st, 0) < 0)
-    if (errno != EINTR) return -1;
-  return st;
-}
-
-static int exit_code(int st) { return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st); }
 
 static int run_env(const char *const *args, const char *omp, const char *prefetch) {
-  return exit_code(wait_status(start(args, omp, prefetch)));
+  return tu_exit_code(tu_wait_status(start(args, omp, prefetch)));
 }
 
 /* A 3-layer, 2-domain dump (uncompressed, so the test can poke a value into it) and a config
@@ -250,8 +215,8 @@ Test(parallel, sigint_with_prefetch_running_then_resume, .timeout = 900) {
   }
   cr_assert(!exited, "the run ended before it could be interrupted (see %s/log)", root);
   kill(pid, SIGINT);
-  st = wait_status(pid);
-  cr_expect_eq(exit_code(st), 130, "SIGINT exits 130 (under ASan, another code = a leak report; see %s/log)", root);
+  st = tu_wait_status(pid);
+  cr_expect_eq(tu_exit_code(st), 130, "SIGINT exits 130 (under ASan, another code = a leak report; see %s/log)", root);
   char cmd[1600];
   snprintf(cmd, sizeof cmd, "! grep -q 'Sanitizer' %s/log", root);
   cr_expect_eq(system(cmd), 0, "no sanitizer report (see %s/log)", root);

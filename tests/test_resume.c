@@ -2,6 +2,7 @@
  * after each kill ends with exactly the rows of an uninterrupted run (sorted by key/layer/head,
  * timing fields ignored, numbers equal exactly). Also: bad input writes nothing; a changed config
  * is refused; --dry-run writes nothing. Uses $SQEXP_BIN (synth + run) on a small synthetic dump. */
+#include "util/tu_proc.h"
 #include "util/tu_rows.h"
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -34,48 +35,14 @@ static double now_s(void) {
   return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-static const char *bin(void) {
-  const char *b = getenv("SQEXP_BIN");
-  cr_assert_not_null(b, "SQEXP_BIN is not set (run through ctest)");
-  return b;
-}
-
-/* Start `sqexp args...` with output to root/log; returns the pid. */
+/* Start `sqexp args...` with output appended to root/log. */
 static pid_t start(const char *const *args) {
-  fflush(NULL);
-  pid_t pid = fork();
-  cr_assert_geq(pid, 0);
-  if (pid == 0) {
-    char log[400];
-    snprintf(log, sizeof log, "%s/log", root);
-    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0666);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-      close(fd);
-    }
-    const char *argv[16];
-    int n = 0;
-    argv[n++] = "sqexp";
-    for (; args[n - 1] && n < 15; n++) argv[n] = args[n - 1];
-    argv[n] = NULL;
-    execv(bin(), (char *const *)argv);
-    _exit(127);
-  }
-  return pid;
+  char log[400];
+  snprintf(log, sizeof log, "%s/log", root);
+  return tu_sqexp_start(&(tu_proc_opts){.log = log}, args);
 }
 
-static int wait_status(pid_t pid) {
-  int st;
-  while (waitpid(pid, &st, 0) < 0)
-    if (errno != EINTR) return -1;
-  return st;
-}
-
-static int run_to_end(const char *const *args) {
-  int st = wait_status(start(args));
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
+static int run_to_end(const char *const *args) { return tu_exit_code(tu_wait_status(start(args))); }
 
 static void setup_dump_and_config(void) {
   snprintf(root, sizeof root, "/tmp/sqexp_test_resume_XXXXXX");
@@ -144,7 +111,7 @@ Test(resume, sigkill_ten_times_equals_uninterrupted, .timeout = 600) {
     struct timespec ts = {(time_t)delay, (long)((delay - (time_t)delay) * 1e9)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
     kill(pid, SIGKILL);
-    int st = wait_status(pid);
+    int st = tu_wait_status(pid);
     if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) killed_mid_run++;
     else cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "kill %d: a rerun failed (see %s/log)", k, root);
   }
