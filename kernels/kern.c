@@ -1,4 +1,5 @@
-/* kern: what both backends share: backend choice and the validation of a layer's eval data. */
+/* kern: what both backends share: the backend choice and the validation of their inputs. */
+#include <math.h>
 #include "kern.h"
 #include "cfg.h"
 
@@ -31,5 +32,16 @@ int kern_check_layer(const kern_layer *L, int topk_max, sq_err *e) {
     return sq_fail(e, SQ_EINPUT, "layer %d: negative probs_last or n_randq", L->layer);
   if ((L->protocols & PROTO_RANDQ) && L->n_randq > 0 && !L->randq)
     return sq_fail(e, SQ_EINPUT, "layer %d: randq enabled but no random queries given", L->layer);
+  return SQ_OK;
+}
+
+/* Both backends refuse the same malformed second moments with the same messages. */
+int kern_check_moments(const double *C, int H, int D, sq_err *e) {
+  if (H < 1 || D < 1) return sq_fail(e, SQ_EINPUT, "eigh: need heads and dims (got H=%d D=%d)", H, D);
+  for (int h = 0; h < H; h++)
+    for (int64_t i = 0; i < (int64_t)D * D; i++)
+      if (!isfinite(C[(int64_t)h * D * D + i]))
+        return sq_fail(e, SQ_EINPUT, "eigh: head %d has a non-finite entry at (%lld, %lld)", h,
+                       (long long)(i / D), (long long)(i % D));
   return SQ_OK;
 }

@@ -99,6 +99,8 @@ int kern_cuda_create(kern_backend **out, int device, sq_err *e);
 int kern_cuda_available(void);
 /* SQ_EINPUT naming the layer when L is malformed (heads, offsets, buffers, topk in 1..topk_max). */
 int kern_check_layer(const kern_layer *L, int topk_max, sq_err *e);
+/* SQ_EINPUT naming the head and entry when eigh's input is malformed (H, D < 1, non-finite). */
+int kern_check_moments(const double *C, int H, int D, sq_err *e);
 /* cfg backend choice -> a backend (auto = cuda when available, else cpu). */
 int kern_create(kern_backend **out, int choice, int threads, sq_err *e);
 

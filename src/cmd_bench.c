@@ -159,19 +159,7 @@ static void syn_free(syn_layer *s) {
   free(s->seq_off), free(s->k), free(s->v), free(s->q), free(s->randq);
 }
 
-static plan_knobs knob(int arm, int bits) {
-  plan_knobs k;
-  memset(&k, 0, sizeof k);
-  k.arm = arm;
-  k.total_bits = bits;
-  k.noise_bits = k.value_noise_bits = CFG_NONE;
-  k.d_eff_variance = 0.9;
-  k.use_water_fill = 1;
-  k.tq_variant = TQ_PROD;
-  k.tq_rotation = TQ_HAAR;
-  k.tq_codebook = TQ_CB_BETA;
-  return k;
-}
+static plan_knobs knob(int arm, int bits) { return plan_knobs_defaults(arm, bits); }
 
 /* The bench's plan kinds: tq mse, tq prod (QJL), sq, sq + QJL, sq_paper_v1, lowrank. */
 static void bench_knobs(plan_knobs *k) {

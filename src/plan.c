@@ -25,6 +25,20 @@ static void fmt_opt(int v, char *buf, size_t n) {
   else snprintf(buf, n, "%d", v);
 }
 
+plan_knobs plan_knobs_defaults(int arm, int total_bits) {
+  plan_knobs k;
+  memset(&k, 0, sizeof k);
+  k.arm = arm;
+  k.total_bits = total_bits;
+  k.noise_bits = k.value_noise_bits = CFG_NONE;
+  k.d_eff_variance = 0.9;
+  k.use_water_fill = 1;
+  k.tq_variant = TQ_PROD;
+  k.tq_rotation = TQ_HAAR;
+  k.tq_codebook = TQ_CB_BETA;
+  return k;
+}
+
 void plan_knobs_key(const plan_knobs *kn, char *buf, int n) {
   char tau[40], nb[16], vnb[16];
   size_t sz = n > 0 ? (size_t)n : 0;

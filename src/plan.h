@@ -63,6 +63,9 @@ typedef struct {
 /* Enumerate the grid of a config: each enabled arm x only the knobs it owns. *out is malloc'd. */
 int plan_grid(const cfg_t *c, plan_knobs **out, int *n, sq_err *e);
 void plan_knobs_key(const plan_knobs *kn, char *buf, int n);
+/* A grid point with every knob at the config's default (noise bits none, tau 0.90, water-filled,
+ * no QJL; tq prod, Haar, beta, per-head rotation; lowrank rank d_eff(tau)): for benches and tests. */
+plan_knobs plan_knobs_defaults(int arm, int total_bits);
 
 /* Build the plan of one grid point for (layer, head) from its key and value calibrations. */
 int plan_build(plan_pair *out, const plan_knobs *kn, const calib_head *ck, const calib_head *cv,

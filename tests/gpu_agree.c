@@ -72,19 +72,7 @@ static void teardown(void) {
 
 TestSuite(gpu_agree, .init = setup, .fini = teardown);
 
-static plan_knobs knobs(int arm, int bits) {
-  plan_knobs k;
-  memset(&k, 0, sizeof k);
-  k.arm = arm;
-  k.total_bits = bits;
-  k.noise_bits = k.value_noise_bits = CFG_NONE;
-  k.d_eff_variance = 0.9;
-  k.use_water_fill = 1;
-  k.tq_variant = TQ_PROD;
-  k.tq_rotation = TQ_HAAR;
-  k.tq_codebook = TQ_CB_BETA;
-  return k;
-}
+static plan_knobs knobs(int arm, int bits) { return plan_knobs_defaults(arm, bits); }
 
 /* Every plan kind the harness builds. */
 static int all_knobs(plan_knobs *out) {

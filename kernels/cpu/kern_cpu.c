@@ -25,12 +25,7 @@ static int cpu_moments(kern_backend *b, const float *x, int64_t n, int H, int D,
  * parallel without sharing any); the first failing head (lowest index) is reported. */
 static int cpu_eigh(kern_backend *b, const double *C, int H, int D, double *eigval, double *evec,
                     sq_err *e) {
-  if (H < 1 || D < 1) return sq_fail(e, SQ_EINPUT, "eigh: need heads and dims (got H=%d D=%d)", H, D);
-  for (int h = 0; h < H; h++)
-    for (int64_t i = 0; i < (int64_t)D * D; i++)
-      if (!isfinite(C[(int64_t)h * D * D + i]))
-        return sq_fail(e, SQ_EINPUT, "eigh: head %d has a non-finite entry at (%lld, %lld)", h,
-                       (long long)(i / D), (long long)(i % D));
+  if (kern_check_moments(C, H, D, e)) return SQ_EINPUT;
   int *status = sq_xcalloc((size_t)H, sizeof(int));
   sq_err *errs = sq_xcalloc((size_t)H, sizeof(sq_err));
 #pragma omp parallel for num_threads(state_of(b)->threads) schedule(dynamic, 1)

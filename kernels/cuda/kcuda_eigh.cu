@@ -153,12 +153,7 @@ static int eigh_run(eigh_res *r, const double *C, int H, int D, double *eigval, 
 }
 
 int kc_eigh(kern_backend *b, const double *C, int H, int D, double *eigval, double *evec, sq_err *e) {
-  if (H < 1 || D < 1) return sq_fail(e, SQ_EINPUT, "eigh: need heads and dims (got H=%d D=%d)", H, D);
-  for (int h = 0; h < H; h++)
-    for (int64_t i = 0; i < (int64_t)D * D; i++)
-      if (!isfinite(C[(int64_t)h * D * D + i]))
-        return sq_fail(e, SQ_EINPUT, "eigh: head %d has a non-finite entry at (%lld, %lld)", h,
-                       (long long)(i / D), (long long)(i % D));
+  if (kern_check_moments(C, H, D, e)) return SQ_EINPUT;
   eigh_res r;
   memset(&r, 0, sizeof r);
   kc_solver *s;
