@@ -335,23 +335,35 @@ static int sweep_threads(const sweep_state *s) {
   return s->cfg.run.threads > 0 ? s->cfg.run.threads : omp_get_max_threads();
 }
 
-/* The eigendecompositions of keys (j < n_heads) and values (j >= n_heads) of every selected head,
- * in parallel: calib_from_moment only touches its own GSL workspace and output, so the results do
- * not depend on the thread count. The error reported is the first in the serial order (keys of
- * every head, then values). C holds the key moments [H][D*D], then the value moments. */
+/* The eigendecompositions of keys (j < n_heads) and values (j >= n_heads) of every selected head:
+ * one call of the backend's eigh for all 2 x n_heads moments of the layer (cuda: one batched
+ * cuSOLVER call; cpu: GSL per head, bit for bit calib_from_moment), then the shared
+ * post-processing (calib_from_eig: sort, clamp, sign convention, PR, kappa) in parallel, each head
+ * touching only its own output, so the results do not depend on the thread count. The error
+ * reported is the first in the serial order. C holds the key moments [H][D*D], then the values'. */
 static int sweep_eigen_heads(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int64_t n, sq_err *e) {
   const sweep_state *s = r->s;
   int H = s->dump.n_kv_heads, D = s->dump.head_dim, nj = 2 * s->n_heads;
+  int64_t DD = (int64_t)D * D;
+  double *C = sq_xmalloc((size_t)nj * DD * sizeof *C);   /* the selected heads' moments, packed */
+  for (int j = 0; j < nj; j++)
+    memcpy(C + j * DD, b->C + ((int64_t)(j >= s->n_heads) * H + s->heads[j % s->n_heads]) * DD,
+           (size_t)DD * sizeof *C);
+  double *val = sq_xmalloc((size_t)nj * D * sizeof *val), *vec = sq_xmalloc((size_t)nj * DD * sizeof *vec);
+  int status = r->be->eigh(r->be, C, nj, D, val, vec, e);
+  if (status)
+    status = sq_wrap(e, "layer %d eigendecomposition (matrices 0..%d: keys of the selected heads, then values): ",
+                     layer, nj - 1);
   int *rc = sq_xcalloc((size_t)nj, sizeof *rc);
   sq_err *errs = sq_xmalloc((size_t)nj * sizeof *errs);
+  if (!status) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(sweep_threads(s))
-  for (int j = 0; j < nj; j++) {
-    int side = j >= s->n_heads, i = j % s->n_heads;
-    calib_head *c = side ? &b->cv[i] : &b->ck[i];
-    calib_head_free(c);
-    rc[j] = calib_from_moment(b->C + ((int64_t)side * H + s->heads[i]) * D * D, D, n, c, &errs[j]);
+    for (int j = 0; j < nj; j++) {
+      calib_head *c = j >= s->n_heads ? &b->cv[j % s->n_heads] : &b->ck[j % s->n_heads];
+      calib_head_free(c);
+      rc[j] = calib_from_eig(val + (int64_t)j * D, vec + j * DD, D, n, c, &errs[j]);
+    }
   }
-  int status = SQ_OK;
   for (int j = 0; j < nj && !status; j++)
     if (rc[j]) {
       *e = errs[j];
@@ -360,6 +372,9 @@ static int sweep_eigen_heads(sweep_run_ctx *r, sweep_layer_buf *b, int layer, in
     }
   free(rc);
   free(errs);
+  free(C);
+  free(val);
+  free(vec);
   return status;
 }
 
