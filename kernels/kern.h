@@ -97,6 +97,17 @@ int kern_cpu_create(kern_backend **out, int threads, sq_err *e);
 /* SQ_EFAIL with a reason when built without CUDA or no GPU is visible. */
 int kern_cuda_create(kern_backend **out, int device, sq_err *e);
 int kern_cuda_available(void);
+/* The fast encoder (CUDA only; docs/cuda.md "Fast encode"): one fused tensor-core kernel does
+ * norm, projection, quantisation and packing and writes encode()'s layout for n rows (row i at
+ * x + i*stride floats, host memory) into codes [n][p->code_bytes]. The projection runs on fp16
+ * tensor cores with fp32 accumulation, of the row divided by its norm (so fp16 cannot overflow):
+ * passes = 1 rounds both operands to fp16 (~2^-11 relative); passes = 3 adds the hi/lo
+ * correction products (~2^-21, about fp32's accuracy). It is not bit-exact: a coordinate whose
+ * projection lies within that error of a codebook boundary may take the neighbouring index, and
+ * y / scale is computed as y * (1/scale). encode() stays the exact path the sweep uses.
+ * SQ_EINPUT for plans with QJL (qjl_rows > 0), D other than 64 or 128, passes not 1 or 3. */
+int kern_cuda_encode_fast(kern_backend *b, const plan_side *p, const cb_table *cb, const float *x,
+                          int64_t n, int64_t stride, int passes, uint8_t *codes, sq_err *e);
 /* SQ_EINPUT naming the layer when L is malformed (heads, offsets, buffers, topk in 1..topk_max). */
 int kern_check_layer(const kern_layer *L, int topk_max, sq_err *e);
 /* SQ_EINPUT naming the head and entry when eigh's input is malformed (H, D < 1, non-finite). */

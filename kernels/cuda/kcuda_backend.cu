@@ -8,6 +8,7 @@
 #include <string.h>
 #include "kcuda.cuh"
 #include "kcuda_attn.cuh"
+#include "kcuda_fast.cuh"
 
 /* Rows of one side pipeline at a time (bounds the fp64 work buffers: 64k x D x 8 bytes each). */
 #define KC_ROW_CHUNK ((int64_t)1 << 16)
@@ -29,6 +30,7 @@ struct kc_state {
   int cb_valid;
   kc_work wk;
   kc_buf mx, md, mC;
+  kc_buf fast_mats, fast_segs; /* kern_cuda_encode_fast: fp16 rotation, segment table */
   kc_solver *solver;  /* eigh's cuSOLVER handle (kcuda_eigh.cu), NULL until first used */
 };
 
@@ -141,6 +143,36 @@ static int cuda_encode(kern_backend *b, const plan_side *p, const cb_table *cb, 
                          nc, s.D, NULL, NULL, e));
     tryCheck(kc_pack(&s, &st->wk, nc, (uint8_t *)st->wk.codes.p, e));
     cudaCheck(cudaMemcpy(codes + r0 * s.code_bytes, st->wk.codes.p, (size_t)(nc * s.code_bytes),
+                         cudaMemcpyDeviceToHost));
+  }
+  return SQ_OK;
+}
+
+/* The fused tensor-core encoder on host rows (kern.h): rows up in chunks, one launch per chunk. */
+extern "C" int kern_cuda_encode_fast(kern_backend *b, const plan_side *p, const cb_table *cb, const float *x,
+                                     int64_t n, int64_t stride, int passes, uint8_t *codes, sq_err *e) {
+  if (!b || strcmp(b->name, "cuda") != 0)
+    return sq_fail(e, SQ_EINPUT, "fast encode: needs the cuda backend (got %s)", b ? b->name : "none");
+  kc_state *st = state_of(b);
+  kc_fast_seg seg;
+  memset(&seg, 0, sizeof seg);
+  if (kc_fast_prepare(p, passes, &st->fast_mats, &seg, e)) return sq_wrap(e, "encode_fast: ");
+  if (n < 0 || (n > 0 && stride < p->D))
+    return sq_fail(e, SQ_EINPUT, "fast encode: %lld rows with stride %lld (< head_dim %d)", (long long)n,
+                   (long long)stride, p->D);
+  tryCheck(upload_cb(st, cb, e));
+  for (int64_t r0 = 0; r0 < n; r0 += KC_ROW_CHUNK) {
+    int64_t nc = n - r0 < KC_ROW_CHUNK ? n - r0 : KC_ROW_CHUNK;
+    tryCheck(kc_buf_need(&st->wk.xin, (size_t)(nc * p->D) * sizeof(float), e));
+    tryCheck(kc_buf_need(&st->wk.codes, (size_t)(nc * seg.side.code_bytes), e));
+    cudaCheck(cudaMemcpy2D(st->wk.xin.p, p->D * sizeof(float), x + r0 * stride, stride * sizeof(float),
+                           p->D * sizeof(float), nc, cudaMemcpyHostToDevice));
+    seg.x = (const float *)st->wk.xin.p;
+    seg.stride = p->D;
+    seg.n = nc;
+    seg.codes = (uint8_t *)st->wk.codes.p;
+    tryCheck(kc_fast_encode(&seg, 1, (const float *)st->cb.p + KC_CB_FLOATS / 2, passes, &st->fast_segs, e));
+    cudaCheck(cudaMemcpy(codes + r0 * seg.side.code_bytes, st->wk.codes.p, (size_t)(nc * seg.side.code_bytes),
                          cudaMemcpyDeviceToHost));
   }
   return SQ_OK;
@@ -422,7 +454,7 @@ static void cuda_destroy(kern_backend *b) {
   kc_state *st = state_of(b);
   kc_buf *all[] = {&st->seq_off, &st->q, &st->k, &st->v, &st->randq, &st->o_ref, &st->topk_ref,
                    &st->randq_ref, &st->keff, &st->vhat, &st->rows, &st->sums, &st->krec,
-                   &st->vrec, &st->cb, &st->mx, &st->md, &st->mC};
+                   &st->vrec, &st->cb, &st->mx, &st->md, &st->mC, &st->fast_mats, &st->fast_segs};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_buf_free(all[i]);
   kc_work_free(&st->wk);
   kc_solver_free(st->solver);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include "kcuda.cuh"
 #include "kcuda_bench.cuh"
+#include "kcuda_fast.cuh"
 
 #define REPS 5
 
@@ -210,6 +211,113 @@ static int precision_rows(batch_ctx *c, FILE *f, const char *name, sq_err *e) {
   return SQ_OK;
 }
 
+__device__ __forceinline__ uint32_t kb_get_bits(const uint8_t *buf, int64_t pos, int n) {
+  uint32_t v = 0;
+  for (int k = 0; k < n; k++, pos++) v |= (uint32_t)((buf[pos >> 3] >> (pos & 7)) & 1u) << k;
+  return v;
+}
+
+/* Per row of one segment: [#quantised coordinates whose index differs, #differing by more than
+ * one, #rows whose other fields (norm, fp16 coordinates) differ] between two code sets. */
+__global__ void k_code_diff(kc_side s, const uint8_t *a, const uint8_t *b, int64_t n, double *out) {
+  int64_t row = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (row >= n) return;
+  const uint8_t *ra = a + row * s.code_bytes, *rb = b + row * s.code_bytes;
+  double flips = 0, far = 0, other = 0;
+  if (s.norm_off >= 0 && kb_get_bits(ra, s.norm_off, 16) != kb_get_bits(rb, s.norm_off, 16)) other = 1;
+  for (int i = 0; i < s.D; i++) {
+    int nb = s.bits[i];
+    if (nb == 0) continue;
+    uint32_t va = kb_get_bits(ra, s.bitpos[i], nb), vb = kb_get_bits(rb, s.bitpos[i], nb);
+    if (nb == PLAN_BITS_FP16) {
+      if (va != vb) other = 1;
+      continue;
+    }
+    flips += va != vb;
+    far += (va > vb ? va - vb : vb - va) > 1;
+  }
+  out[row * 3 + 0] = flips;
+  out[row * 3 + 1] = far;
+  out[row * 3 + 2] = other;
+}
+
+/* The fused tensor-core encoder over the whole batch (every (layer, head) one segment, one
+ * launch): time, bandwidth, and its codes against the exact path's (c->codes, from the last
+ * run_batch encode). */
+static int bench_fast(batch_ctx *c, int p, FILE *f, sq_err *e) {
+  const kc_bench_opts *o = c->o;
+  int64_t N = o->tokens, stride = (int64_t)o->H * o->D, nseg = (int64_t)o->layers * o->H;
+  if (c->sides[0].m > 0) {
+    fprintf(f, "encode-fast %-17s n/a (plans with QJL take the exact path)\n", o->plan_names[p]);
+    return SQ_OK;
+  }
+  kc_fast_seg *segs = (kc_fast_seg *)sq_xcalloc((size_t)nseg, sizeof *segs);
+  kc_buf *mats = (kc_buf *)sq_xcalloc((size_t)o->H * 2, sizeof(kc_buf));
+  kc_buf fcodes = {0}, segs_dev = {0}, rows = {0}, sums = {0};
+  int rc = kc_buf_need(&fcodes, (size_t)(nseg * N * c->cbytes), e);
+  if (!rc) rc = kc_buf_need(&rows, (size_t)N * 3 * sizeof(double), e);
+  if (!rc) rc = kc_buf_need(&sums, 3 * sizeof(double), e);
+  for (int passes = 1; passes <= 3 && !rc; passes += 2) {
+    for (int h = 0; h < o->H && !rc; h++) {
+      kc_fast_seg tmpl;
+      memset(&tmpl, 0, sizeof tmpl);
+      rc = kc_fast_prepare(o->sides[p * o->H + h], passes, &mats[h * 2 + (passes == 3)], &tmpl, e);
+      for (int l = 0; l < o->layers && !rc; l++) {
+        kc_fast_seg *g = &segs[(int64_t)l * o->H + h];
+        *g = tmpl;
+        g->x = c->x + (int64_t)l * N * stride + (int64_t)h * o->D;
+        g->stride = stride;
+        g->n = N;
+        g->codes = (uint8_t *)fcodes.p + ((int64_t)l * o->H + h) * N * c->cbytes;
+      }
+    }
+    if (rc) break;
+    const float *cbb = c->cbd + KC_CB_FLOATS / 2;
+    float t[REPS];
+    evpair ev;
+    cudaEventCreate(&ev.a);
+    cudaEventCreate(&ev.b);
+    for (int r = -1; r < REPS && !rc; r++) {
+      cudaEventRecord(ev.a);
+      rc = kc_fast_encode(segs, (int)nseg, cbb, passes, &segs_dev, e);
+      cudaEventRecord(ev.b);
+      cudaEventSynchronize(ev.b);
+      if (r >= 0) cudaEventElapsedTime(&t[r], ev.a, ev.b);
+    }
+    cudaEventDestroy(ev.a);
+    cudaEventDestroy(ev.b);
+    if (!rc && cudaGetLastError() != cudaSuccess) rc = sq_fail(e, SQ_EFAIL, "bench: fast encode failed on the device");
+    if (rc) break;
+    double tot[3] = {0, 0, 0};
+    for (int64_t sgi = 0; sgi < nseg && !rc; sgi++) {
+      const kc_side *s = &c->sides[sgi % o->H];
+      int64_t off = sgi * N * c->cbytes;
+      k_code_diff<<<(unsigned)((N + 127) / 128), 128>>>(*s, c->codes + off, (const uint8_t *)fcodes.p + off, N,
+                                                       (double *)rows.p);
+      double hs[3];
+      rc = kc_colsum((const double *)rows.p, 1, N, 3, (double *)sums.p, e);
+      if (!rc && cudaMemcpy(hs, sums.p, sizeof hs, cudaMemcpyDeviceToHost) != cudaSuccess)
+        rc = sq_fail(e, SQ_EFAIL, "bench: code comparison failed on the device");
+      for (int k = 0; k < 3 && !rc; k++) tot[k] += hs[k];
+    }
+    if (rc) break;
+    int64_t nrow = nseg * N, quant = 0;
+    for (int i = 0; i < o->D; i++) quant += c->sides[0].bits[i] >= 1 && c->sides[0].bits[i] <= CB_MAX_BITS;
+    double ms = median(t, REPS), in_b = (double)nrow * o->D * 4, code_b = (double)nrow * c->sides[0].code_bytes;
+    double gbs = (in_b + code_b) / (ms * 1e-3) / 1e9;
+    fprintf(f, "encode-fast %-17s passes %d %6.2f GiB in %8.3f ms %7.1f GB/s %5.1f%% of copy  (1 launch, %lld segments); "
+            "vs exact: index flips %.2e (%.0f of %lld), off by >1: %.0f, rows with other fields differing %.0f\n",
+            o->plan_names[p], passes, in_b / (1 << 30), ms, gbs, 100 * gbs / o->copy_gbs, (long long)nseg,
+            quant ? tot[0] / ((double)nrow * quant) : 0.0, tot[0], (long long)(nrow * quant), tot[1], tot[2]);
+    fflush(f);
+  }
+  for (int i = 0; i < o->H * 2; i++) kc_buf_free(&mats[i]);
+  free(mats);
+  free(segs);
+  kc_buf_free(&fcodes), kc_buf_free(&segs_dev), kc_buf_free(&rows), kc_buf_free(&sums);
+  return rc;
+}
+
 static int bench_plan(batch_ctx *c, int p, FILE *f, sq_err *e) {
   const kc_bench_opts *o = c->o;
   int64_t cb_max = 0;
@@ -232,6 +340,7 @@ static int bench_plan(batch_ctx *c, int p, FILE *f, sq_err *e) {
   fprintf(f, "decode %-22s %6.2f GiB out %9.2f ms  %7.1f GB/s  %5.1f%% of copy\n", o->plan_names[p],
           in_b / (1 << 30), dec_ms, dec_gbs, 100 * dec_gbs / o->copy_gbs);
   fflush(f);
+  tryCheck(bench_fast(c, p, f, e));
   return precision_rows(c, f, o->plan_names[p], e);
 }
 

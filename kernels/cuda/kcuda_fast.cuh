@@ -1,0 +1,35 @@
+/* kcuda_fast: the fused tensor-core encoder (kern.h's kern_cuda_encode_fast; docs/cuda.md
+ * "Fast encode"). One launch encodes a whole batch of segments — each segment is n rows of one
+ * (layer, head) with its own plan side — so a layer batch of any size is one kernel:
+ *   per tile of 64 rows: norm (double) -> u = x/|x| in fp16 (hi, and lo = the rounding error
+ *   x 2^11 for passes 3) -> y = rot.u on the tensor cores (wmma 16x16x16, fp32 accumulation;
+ *   passes 3 adds rot_hi.u_lo + rot_lo.u_hi) -> y x |x| when the plan does not normalise ->
+ *   quantise (binary search, t = y * (1/scale)) -> pack into the tile's bit stream in shared
+ *   memory -> one coalesced write of the tile's codes.
+ * Only plans without QJL and D in {64, 128}. */
+#ifndef SQEXP_KCUDA_FAST_CUH
+#define SQEXP_KCUDA_FAST_CUH
+#include <cuda_fp16.h>
+#include "kcuda.cuh"
+
+typedef struct {
+  const float *x;     /* device: row i at x + i*stride */
+  int64_t stride, n;
+  uint8_t *codes;     /* device [n][side.code_bytes] */
+  const __half *rh;   /* device [D][D] rot rounded to fp16; NULL = identity (no projection) */
+  const __half *rl;   /* device [D][D] (rot - rh) * 2^11 in fp16 (passes 3), else NULL */
+  int64_t tile0;      /* first tile of this segment in the launch (filled by kc_fast_encode) */
+  kc_side side;
+} kc_fast_seg;
+
+/* Check that p can take the fast path (no QJL, D 64 or 128, passes 1 or 3), fill seg->side and
+ * upload rot as fp16 hi (and lo) into mats (grown as needed). seg->x, stride, n, codes are the
+ * caller's. SQ_EINPUT with a reason otherwise. */
+int kc_fast_prepare(const plan_side *p, int passes, kc_buf *mats, kc_fast_seg *seg, sq_err *e);
+/* Encode every segment in one launch (all segments must share D; cb_boundary = the device
+ * codebook table's boundary half, [CB_NFAM][CB_MAX_BITS+1][256]). segs_dev is a work buffer for
+ * the segment table. Asynchronous on the default stream; errors of the launch are returned. */
+int kc_fast_encode(kc_fast_seg *segs, int nseg, const float *cb_boundary, int passes, kc_buf *segs_dev,
+                   sq_err *e);
+
+#endif
