@@ -10,8 +10,11 @@
  *   - SQ_OK, and every byte written: the output is poisoned with 0xA5 and, in a second run,
  *     with 0x5A; both runs must give the same bytes, and the zero padding after the last field
  *     must be zero as the CPU's is;
- *   - the fp16 norm (normalize plans): equal to the CPU's except in at most n/1000 rows, and
- *     there at most one fp16 ulp away (both round |x|; fp32 vs double differ by ~1e-7 relative);
+ *   - the fp16 norm (normalize plans): a differing norm is one fp16 ulp away and |x| (double)
+ *     lies within (D + 4) 2^-24 |x| (the worst case of an fp32 sum of D squares, plus sqrt) of
+ *     the midpoint between the two halves, i.e. the difference is fp32 vs double rounding; and at
+ *     most ceil(n/200) rows differ (a CPU emulation with a sequential fp32 sum gave 5 of 3001, so
+ *     the n/1000 first planned was too tight; a biased norm of ~4e-6 relative would exceed it);
  *   - bits 1..8: a differing index differs by exactly 1, and only where the CPU's exact
  *     t = y_i / scale_i lies within tol of the boundary between the two indices (below);
  *   - the flip rate (differing indices / quantised coordinates) <= 2e-3 (passes 1), <= 5e-5
@@ -19,6 +22,8 @@
  *   - bits 16 (lowrank): the two fp16 values within max(1e-3 |y|, 1e-6) (or the model bound);
  *   - bits 0: nothing stored; since the norm, every index field and the padding are compared,
  *     any stray byte shows up (and rows that differ bytewise must be rows with a field diff).
+ *     A tq side with mixed widths (one 2-bit, one dropped coordinate: 4 padding bits) runs with
+ *     n = 1000, 1, 63, 65 next to tq, sq and lowrank (the other plans fill whole bytes);
  * Tolerances. fp16 has a 10-bit mantissa: passes = 1 rounds both operands of every product to
  * fp16, each with relative error <= 2^-11, so y/|x| is off by ~2^-11 sqrt(2/3) |rot_i o u|_2
  * (RMS) and at most 2^-10 sum_j |rot_ij u_j| <= 2^-10. In t units (scale 1 for beta, 1/sqrt(D)
@@ -208,15 +213,21 @@ static int check_row(const plan_side *p, const kcpu_layout *lay, const cb_table 
   int D = p->D, differs = 0;
   if (p->normalize) {
     uint32_t n1 = kcpu_get_bits(c1, lay->norm_off, 16), n2 = kcpu_get_bits(c2, lay->norm_off, 16);
-    if (n1 != n2) {
+    if (n1 != n2) { /* only one ulp apart, and only where |x| sits on fp16's rounding midpoint */
       st->norm_rows++, differs = 1;
-      cr_expect(n1 + 1 == n2 || n2 + 1 == n1, "%s row %lld: fp16 norm %.9g (cpu) vs %.9g (fast)", what,
-                (long long)row, (double)f16_to_f32((uint16_t)n1), (double)f16_to_f32((uint16_t)n2));
+      double ss = 0.0, a = f16_to_f32((uint16_t)n1), b = f16_to_f32((uint16_t)n2);
+      for (int j = 0; j < D; j++) ss += (double)x[j] * x[j];
+      double nx = sqrt(ss), off = fabs(nx - 0.5 * (a + b)), tol = ldexp((double)(D + 4), -24) * nx;
+      cr_expect((n1 + 1 == n2 || n2 + 1 == n1) && off <= tol, "%s row %lld: fp16 norm %.9g (cpu) vs "
+                "%.9g (fast), |x| = %.9g is %.3g from their midpoint (tol %.3g)", what, (long long)row,
+                a, b, nx, off, tol);
     }
   }
-  for (int k = lay->bits; k < lay->bytes * 8; k++)
-    cr_expect(kcpu_get_bits(c2, k, 1) == 0 && kcpu_get_bits(c1, k, 1) == 0,
-              "%s row %lld: padding bit %d is not zero", what, (long long)row, k);
+  for (int k = lay->bits; k < lay->bytes * 8; k++) {
+    int pad_ok = kcpu_get_bits(c2, k, 1) == 0 && kcpu_get_bits(c1, k, 1) == 0;
+    differs |= !pad_ok;
+    cr_expect(pad_ok, "%s row %lld: padding bit %d is not zero", what, (long long)row, k);
+  }
   uint32_t i1[PLAN_MAX_D], i2[PLAN_MAX_D];
   float y[PLAN_MAX_D];
   double norm;
@@ -263,7 +274,7 @@ static void check_side(const plan_side *p, const cb_table *cb, const float *x, i
     cr_expect_eq(bytes, fields, "%s row %lld: bytes %s but the fields %s", what, (long long)r,
                  bytes ? "differ" : "agree", fields ? "differ" : "agree");
   }
-  cr_expect_leq(st->norm_rows, n / 1000, "%s: fp16 norm differs in %lld of %lld rows", what,
+  cr_expect_leq(st->norm_rows, (n + 199) / 200, "%s: fp16 norm differs in %lld of %lld rows", what,
                 (long long)st->norm_rows, (long long)n);
   free(c1), free(c2), free(c3);
 }
@@ -291,7 +302,7 @@ static void check_plans(fixture *f, const plan_knobs *kn, int nk, const char *ta
           check_side(p, &f->cb, x, f->lay.n_tok, (int64_t)HKV * f->D, passes, what, &st);
           double rate = flip_rate(&st), limit = passes == 1 ? 2e-3 : 5e-5;
           fprintf(stderr, "gpu_fast: %s: %lld of %lld indices flipped (rate %.2e, limit %.0e, worst "
-                  "margin/tol %.3f), %lld norms, %lld rows differ, fp16 worst/tol %.3f\n", what,
+                  "margin/tol %.3g), %lld norms, %lld rows differ, fp16 worst/tol %.3g\n", what,
                   (long long)st.flips, (long long)st.coords, rate, limit, st.worst_flip,
                   (long long)st.norm_rows, (long long)st.diff_rows, st.worst16);
           cr_expect_leq(rate, limit, "%s: flip rate %.3e above %.0e", what, rate, limit);
@@ -319,27 +330,36 @@ Test(gpu_fast, plans_d64) {
   check_plans(&f64, kn, 2, "D64");
 }
 
-/* Small and odd row counts (a partial last tile, a single row) with the [n][H][D] stride. */
+/* Small and odd row counts (a partial last tile, a single row) with the [n][H][D] stride. The
+ * last plan mixes widths (tq 3-bit with coordinate 0 at 2 bits and coordinate D-1 dropped: 396
+ * bits, so 4 padding bits; every other plan here fills its last byte exactly). */
 Test(gpu_fast, odd_row_counts) {
   need_gpu();
   sq_err e = {0};
-  plan_knobs kn[3] = {tq_mse(3, TQ_HADAMARD, TQ_CB_GAUSSIAN), plan_knobs_defaults(ARM_SQ, 3),
-                      plan_knobs_defaults(ARM_LOWRANK, 0)};
+  plan_knobs kn[4] = {tq_mse(3, TQ_HADAMARD, TQ_CB_GAUSSIAN), plan_knobs_defaults(ARM_SQ, 3),
+                      plan_knobs_defaults(ARM_LOWRANK, 0), tq_mse(3, TQ_HAAR, TQ_CB_BETA)};
   kn[2].rank = 8;
   int64_t counts[4] = {1000, 1, 63, 65};
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 4; i++) {
     plan_pair pp;
     cr_assert_eq(plan_build(&pp, &kn[i], &f128.ck[1], &f128.cv[1], 0, 1, 42, &e), SQ_OK, "%s", e.msg);
+    if (i == 3) {
+      pp.k.bits[0] = 2;
+      pp.k.bits[127] = 0;
+      plan_side_finalize(&pp.k);
+      cr_assert_eq(pp.k.code_bits % 8, 4, "mixed plan: %d bits", pp.k.code_bits);
+    }
     for (int c = 0; c < 4; c++)
       for (int passes = 1; passes <= 3; passes += 2) {
         char what[320];
-        snprintf(what, sizeof what, "[n=%lld] %s head 1 K passes %d", (long long)counts[c], pp.key, passes);
+        snprintf(what, sizeof what, "[n=%lld] %s%s head 1 K passes %d", (long long)counts[c], pp.key,
+                 i == 3 ? " (mixed widths)" : "", passes);
         fast_stats st = {0};
         /* rows from the middle of the layer: row 0 of the call is not row 0 of the buffer */
         check_side(&pp.k, &f128.cb, f128.lay.k + (int64_t)17 * HKV * 128 + 128, counts[c],
                    (int64_t)HKV * 128, passes, what, &st);
-        fprintf(stderr, "gpu_fast: %s: %lld of %lld indices flipped\n", what, (long long)st.flips,
-                (long long)st.coords);
+        fprintf(stderr, "gpu_fast: %s: %lld of %lld indices flipped, %lld rows differ\n", what,
+                (long long)st.flips, (long long)st.coords, (long long)st.diff_rows);
       }
     plan_pair_free(&pp);
   }
