@@ -241,6 +241,25 @@ __global__ void k_code_diff(kc_side s, const uint8_t *a, const uint8_t *b, int64
   out[row * 3 + 2] = other;
 }
 
+static int time_fast(const kc_buf *segs_dev, int nseg, int64_t ntiles, int D, const float *cbb, int passes, int probe,
+                     float *ms, sq_err *e) {
+  float t[REPS];
+  evpair ev;
+  cudaCheck(cudaEventCreate(&ev.a));
+  cudaCheck(cudaEventCreate(&ev.b));
+  for (int r = -1; r < REPS; r++) {
+    cudaCheck(cudaEventRecord(ev.a));
+    tryCheck(kc_fast_run(segs_dev, nseg, ntiles, D, cbb, passes, probe, e));
+    cudaCheck(cudaEventRecord(ev.b));
+    cudaCheck(cudaEventSynchronize(ev.b));
+    if (r >= 0) cudaCheck(cudaEventElapsedTime(&t[r], ev.a, ev.b));
+  }
+  cudaEventDestroy(ev.a);
+  cudaEventDestroy(ev.b);
+  *ms = median(t, REPS);
+  return SQ_OK;
+}
+
 /* The fused tensor-core encoder over the whole batch (every (layer, head) one segment, one
  * launch): time, bandwidth, and its codes against the exact path's (c->codes, from the last
  * run_batch encode). */
@@ -273,19 +292,10 @@ static int bench_fast(batch_ctx *c, int p, FILE *f, sq_err *e) {
     }
     if (rc) break;
     const float *cbb = c->cbd + KC_CB_FLOATS / 2;
-    float t[REPS];
-    evpair ev;
-    cudaEventCreate(&ev.a);
-    cudaEventCreate(&ev.b);
-    for (int r = -1; r < REPS && !rc; r++) {
-      cudaEventRecord(ev.a);
-      rc = kc_fast_encode(segs, (int)nseg, cbb, passes, &segs_dev, e);
-      cudaEventRecord(ev.b);
-      cudaEventSynchronize(ev.b);
-      if (r >= 0) cudaEventElapsedTime(&t[r], ev.a, ev.b);
-    }
-    cudaEventDestroy(ev.a);
-    cudaEventDestroy(ev.b);
+    int64_t ntiles = 0;
+    rc = kc_fast_setup(segs, (int)nseg, &segs_dev, &ntiles, e);
+    float ms = 0;
+    if (!rc) rc = time_fast(&segs_dev, (int)nseg, ntiles, o->D, cbb, passes, 0, &ms, e);
     if (!rc && cudaGetLastError() != cudaSuccess) rc = sq_fail(e, SQ_EFAIL, "bench: fast encode failed on the device");
     if (rc) break;
     double tot[3] = {0, 0, 0};
@@ -303,12 +313,22 @@ static int bench_fast(batch_ctx *c, int p, FILE *f, sq_err *e) {
     if (rc) break;
     int64_t nrow = nseg * N, quant = 0;
     for (int i = 0; i < o->D; i++) quant += c->sides[0].bits[i] >= 1 && c->sides[0].bits[i] <= CB_MAX_BITS;
-    double ms = median(t, REPS), in_b = (double)nrow * o->D * 4, code_b = (double)nrow * c->sides[0].code_bytes;
+    double in_b = (double)nrow * o->D * 4, code_b = (double)nrow * c->sides[0].code_bytes;
     double gbs = (in_b + code_b) / (ms * 1e-3) / 1e9;
     fprintf(f, "encode-fast %-17s passes %d %6.2f GiB in %8.3f ms %7.1f GB/s %5.1f%% of copy  (1 launch, %lld segments); "
             "vs exact: index flips %.2e (%.0f of %lld), off by >1: %.0f, rows with other fields differing %.0f\n",
             o->plan_names[p], passes, in_b / (1 << 30), ms, gbs, 100 * gbs / o->copy_gbs, (long long)nseg,
             quant ? tot[0] / ((double)nrow * quant) : 0.0, tot[0], (long long)(nrow * quant), tot[1], tot[2]);
+    if (passes == 1 && o->D == 128 && p == 0) { /* where the time goes: the same launch with phases left out */
+      static const int probes[4] = {1, 3, 6, 7};
+      static const char *what[4] = {"no projection", "no projection, no packing", "no packing, no write",
+                                    "load + norm only"};
+      for (int k = 0; k < 4 && !rc; k++) {
+        float pm = 0;
+        rc = time_fast(&segs_dev, (int)nseg, ntiles, o->D, cbb, 1, probes[k], &pm, e);
+        if (!rc) fprintf(f, "encode-fast probe (%s) %8.3f ms  %7.1f GB/s of input\n", what[k], pm, in_b / (pm * 1e-3) / 1e9);
+      }
+    }
     fflush(f);
   }
   for (int i = 0; i < o->H * 2; i++) kc_buf_free(&mats[i]);

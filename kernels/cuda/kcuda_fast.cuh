@@ -1,10 +1,10 @@
 /* kcuda_fast: the fused tensor-core encoder (kern.h's kern_cuda_encode_fast; docs/cuda.md
  * "Fast encode"). One launch encodes a whole batch of segments — each segment is n rows of one
  * (layer, head) with its own plan side — so a layer batch of any size is one kernel:
- *   per tile of 64 rows: norm (double) -> u = x/|x| in fp16 (hi, and lo = the rounding error
+ *   per tile of 64 rows: norm (fp32) -> u = x/|x| in fp16 (hi, and lo = the rounding error
  *   x 2^11 for passes 3) -> y = rot.u on the tensor cores (wmma 16x16x16, fp32 accumulation;
  *   passes 3 adds rot_hi.u_lo + rot_lo.u_hi) -> y x |x| when the plan does not normalise ->
- *   quantise (binary search, t = y * (1/scale)) -> pack into the tile's bit stream in shared
+ *   quantise (t = y * (1/scale); a cell table instead of a search) -> pack into the tile's bit stream in shared
  *   memory -> one coalesced write of the tile's codes.
  * Only plans without QJL and D in {64, 128}. */
 #ifndef SQEXP_KCUDA_FAST_CUH
@@ -31,5 +31,12 @@ int kc_fast_prepare(const plan_side *p, int passes, kc_buf *mats, kc_fast_seg *s
  * the segment table. Asynchronous on the default stream; errors of the launch are returned. */
 int kc_fast_encode(kc_fast_seg *segs, int nseg, const float *cb_boundary, int passes, kc_buf *segs_dev,
                    sq_err *e);
+
+/* The two halves of kc_fast_encode, for the bench (which times the launch alone): number the
+ * tiles and upload the segment table; then launch. probe != 0 (bench only, D 128 and passes 1)
+ * leaves phases out to time the rest: 1 the projection, 2 the packing, 4 the write of the codes. */
+int kc_fast_setup(kc_fast_seg *segs, int nseg, kc_buf *segs_dev, int64_t *ntiles, sq_err *e);
+int kc_fast_run(const kc_buf *segs_dev, int nseg, int64_t ntiles, int D, const float *cb_boundary, int passes,
+                int probe, sq_err *e);
 
 #endif
