@@ -49,256 +49,304 @@ __device__ __forceinline__ int kf_seg_of(const kc_fast_seg *segs, int nseg, int6
   return s;
 }
 
+/* The block's shared memory, carved once. */
+template <int D, int PASSES>
+struct kf_smem {
+  __half *Rh, *Rl;        /* rotation hi (and lo x 2^11) [D][LDH] */
+  __half *Uh, *Ul;        /* unit rows hi (and lo x 2^11) [TM][LDH] ... */
+  float *Y;               /* ... aliased by the projections [TM][LDY] after the MMA */
+  uint32_t *cw;           /* the tile's bit stream */
+  float *bnd;             /* the family's boundaries [b][256], +inf after the last */
+  float *inv_scale;       /* [D] */
+  int *bitpos, *bits;     /* [D] */
+  float *nscale;          /* [TM] y multiplier per row (|x| when the plan does not normalise) */
+  uint32_t *norm16;       /* [TM] fp16 bits of |x| */
+  float *lut_T, *lut_iw;  /* [b] cell table range and 1 / cell width */
+  int *lut_ok;            /* [b] no cell holds two boundaries */
+  uint8_t *lut;           /* cells, KF_LUT_OFF(b) + cell */
+};
+
+template <int D, int PASSES>
+__device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *sm) {
+  typedef kf_cfg<D, PASSES> C;
+  kf_smem<D, PASSES> S;
+  S.Rh = (__half *)sm;
+  S.Rl = (__half *)(sm + C::R_BYTES);
+  unsigned char *buf = sm + C::R_BYTES * (PASSES == 3 ? 2 : 1);
+  S.Uh = (__half *)buf;
+  S.Ul = S.Uh + KF_TM * C::LDH;
+  S.Y = (float *)buf;
+  S.cw = (uint32_t *)(buf + C::BUF_BYTES);
+  S.bnd = (float *)(S.cw + C::CODE_WORDS);
+  S.inv_scale = S.bnd + (CB_MAX_BITS + 1) * 256;
+  S.bitpos = (int *)(S.inv_scale + D);
+  S.bits = S.bitpos + D;
+  S.nscale = (float *)(S.bits + D);
+  S.norm16 = (uint32_t *)(S.nscale + KF_TM);
+  S.lut_T = (float *)(S.norm16 + KF_TM);
+  S.lut_iw = S.lut_T + CB_MAX_BITS + 1;
+  S.lut_ok = (int *)(S.lut_iw + CB_MAX_BITS + 1);
+  S.lut = (uint8_t *)(S.lut_ok + CB_MAX_BITS + 1);
+  return S;
+}
+
+/* The rows of tile t into xr (zeros past the segment's end): streaming 16-byte loads. */
+template <int D>
+__device__ __forceinline__ void kf_load_tile(const kc_fast_seg *segs, int nseg, int64_t t, int hint,
+                                             float4 *xr) {
+  constexpr int V4 = D / 4, NLOAD = KF_TM * V4 / KF_THREADS;
+  const kc_fast_seg *g = &segs[kf_seg_of(segs, nseg, t, hint)];
+  int64_t row0 = (t - g->tile0) * KF_TM;
+#pragma unroll
+  for (int k = 0; k < NLOAD; k++) {
+    int q = threadIdx.x + k * KF_THREADS, row = q / V4, c4 = q % V4;
+    int64_t gr = row0 + row;
+    xr[k] = gr < g->n ? __ldcs((const float4 *)(g->x + gr * g->stride) + c4) : make_float4(0, 0, 0, 0);
+  }
+}
+
+/* The codebook's cell table (see KF_LUT_CELLS) from the boundaries in S.bnd. */
+template <int D, int PASSES>
+__device__ void kf_build_lut(const kf_smem<D, PASSES> &S) {
+  const int tid = threadIdx.x;
+  if (tid <= CB_MAX_BITS) {
+    int b = tid, nb = (1 << b) - 1;
+    float T = b >= 1 ? fmaxf(fabsf(S.bnd[b * 256]), fabsf(S.bnd[b * 256 + nb - 1])) : 1.0f;
+    T = T * 1.001f + 1e-6f;
+    S.lut_T[b] = T;
+    S.lut_iw[b] = KF_LUT_CELLS(b) / (2.0f * T);
+    S.lut_ok[b] = 1;
+  }
+  __syncthreads();
+  for (int b = 1; b <= CB_MAX_BITS; b++) /* cell c starts at -T + c w: count boundaries below */
+    for (int c = tid; c < KF_LUT_CELLS(b); c += KF_THREADS) {
+      float edge = -S.lut_T[b] + c / S.lut_iw[b];
+      int lo = 0, hi = (1 << b) - 1;
+      while (lo < hi) {
+        int mid = (lo + hi) >> 1;
+        if (S.bnd[b * 256 + mid] < edge) lo = mid + 1; else hi = mid;
+      }
+      S.lut[KF_LUT_OFF(b) + c] = (uint8_t)lo;
+    }
+  __syncthreads();
+  for (int b = 1; b <= CB_MAX_BITS; b++)
+    for (int c = tid; c + 1 < KF_LUT_CELLS(b); c += KF_THREADS)
+      if (S.lut[KF_LUT_OFF(b) + c + 1] - S.lut[KF_LUT_OFF(b) + c] > 1) S.lut_ok[b] = 0;
+}
+
+/* A new segment: its rotation, codebook boundaries and cell table, per-coordinate fields. */
+template <int D, int PASSES>
+__device__ void kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, const kf_smem<D, PASSES> &S) {
+  typedef kf_cfg<D, PASSES> C;
+  const int tid = threadIdx.x;
+  __syncthreads(); /* the previous segment's tables are no longer read */
+  if (g->rh)
+    for (int q = tid; q < D * D / 8; q += KF_THREADS) {
+      int i = q / (D / 8), j8 = (q % (D / 8)) * 8;
+      *(uint4 *)(S.Rh + i * C::LDH + j8) = *(const uint4 *)(g->rh + i * D + j8);
+      if (PASSES == 3) *(uint4 *)(S.Rl + i * C::LDH + j8) = *(const uint4 *)(g->rl + i * D + j8);
+    }
+  const float *bsrc = cb_boundary + g->side.family * (CB_MAX_BITS + 1) * 256;
+  for (int q = tid; q < (CB_MAX_BITS + 1) * 256; q += KF_THREADS) {
+    int b = q >> 8, k = q & 255;
+    S.bnd[q] = b >= 1 && k == (1 << b) - 1 ? INFINITY : bsrc[q]; /* sentinel after the last */
+  }
+  __syncthreads();
+  kf_build_lut(S);
+  for (int i = tid; i < D; i += KF_THREADS) {
+    int b = g->side.bits[i];
+    S.bits[i] = b;
+    S.bitpos[i] = g->side.bitpos[i];
+    S.inv_scale[i] = (b >= 1 && b <= CB_MAX_BITS) ? 1.0f / g->side.scale[i] : 0.0f;
+  }
+}
+
+/* A: norms (fp32: the norm is stored in fp16) and unit rows in fp16 (hi, lo) — or straight to Y
+ * in fp32 when the plan has no rotation. A row's float4s sit in V4 adjacent lanes. */
+template <int D, int PASSES>
+__device__ __forceinline__ void kf_prep_rows(const float4 *xr, int normalize, int has_rot,
+                                             const kf_smem<D, PASSES> &S) {
+  typedef kf_cfg<D, PASSES> C;
+#pragma unroll
+  for (int k = 0; k < C::NLOAD; k++) {
+    int q = threadIdx.x + k * KF_THREADS, row = q / C::V4, c4 = q % C::V4;
+    float4 v = xr[k];
+    float ss = v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+#pragma unroll
+    for (int o = C::V4 / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    float nrm = sqrtf(ss), inv = nrm > 0.0f ? 1.0f / nrm : 0.0f;
+    float u[4] = {v.x * inv, v.y * inv, v.z * inv, v.w * inv};
+    if (c4 == 0) {
+      S.nscale[row] = normalize || !has_rot ? 1.0f : nrm;
+      S.norm16[row] = __half_as_ushort(__float2half_rn(nrm));
+    }
+    if (!has_rot) { /* identity: y is the (unit) row itself */
+      float m = normalize ? 1.0f : nrm;
+      *(float4 *)(S.Y + row * C::LDY + c4 * 4) = make_float4(u[0] * m, u[1] * m, u[2] * m, u[3] * m);
+      continue;
+    }
+    uint32_t h[4], l[4];
+#pragma unroll
+    for (int c = 0; c < 4; c++) {
+      __half hc = __float2half_rn(u[c]);
+      h[c] = __half_as_ushort(hc);
+      l[c] = __half_as_ushort(__float2half_rn((u[c] - __half2float(hc)) * KF_LO_SCALE));
+    }
+    *(uint2 *)(S.Uh + row * C::LDH + c4 * 4) = make_uint2(h[0] | h[1] << 16, h[2] | h[3] << 16);
+    if (PASSES == 3) *(uint2 *)(S.Ul + row * C::LDH + c4 * 4) = make_uint2(l[0] | l[1] << 16, l[2] | l[3] << 16);
+  }
+}
+
+/* B: Y = U . rot^T on the tensor cores; warp: row tile (warp & 3), CT column tiles. Ends with
+ * Y written (it overwrites U, so every warp's reads are fenced first). */
+template <int D, int PASSES>
+__device__ __forceinline__ void kf_project(const kf_smem<D, PASSES> &S) {
+  typedef kf_cfg<D, PASSES> C;
+  const int warp = threadIdx.x >> 5, rt = warp & 3, ct0 = (warp >> 2) * C::CT;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[C::CT], cor[C::CT];
+#pragma unroll
+  for (int c = 0; c < C::CT; c++) {
+    wmma::fill_fragment(acc[c], 0.0f);
+    if (PASSES == 3) wmma::fill_fragment(cor[c], 0.0f);
+  }
+#pragma unroll
+  for (int k = 0; k < D / 16; k++) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a, al;
+    wmma::load_matrix_sync(a, S.Uh + rt * 16 * C::LDH + k * 16, C::LDH);
+    if (PASSES == 3) wmma::load_matrix_sync(al, S.Ul + rt * 16 * C::LDH + k * 16, C::LDH);
+#pragma unroll
+    for (int c = 0; c < C::CT; c++) {
+      /* B[j][i] = rot[i][j]: rot row-major is B column-major */
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
+      wmma::load_matrix_sync(b, S.Rh + (ct0 + c) * 16 * C::LDH + k * 16, C::LDH);
+      wmma::mma_sync(acc[c], a, b, acc[c]);
+      if (PASSES == 3) {
+        wmma::mma_sync(cor[c], al, b, cor[c]);
+        wmma::load_matrix_sync(b, S.Rl + (ct0 + c) * 16 * C::LDH + k * 16, C::LDH);
+        wmma::mma_sync(cor[c], a, b, cor[c]);
+      }
+    }
+  }
+  __syncthreads(); /* every warp has read U: Y may overwrite it */
+#pragma unroll
+  for (int c = 0; c < C::CT; c++) {
+    if (PASSES == 3)
+      for (int q = 0; q < acc[c].num_elements; q++) acc[c].x[q] += cor[c].x[q] * (1.0f / KF_LO_SCALE);
+    wmma::store_matrix_sync(S.Y + rt * 16 * C::LDY + (ct0 + c) * 16, acc[c], C::LDY, wmma::mem_row_major);
+  }
+}
+
+/* The index of t = y / scale in b bits: the cell table, or the search when the table is marked. */
+__device__ __forceinline__ int kf_quantise(float tq, int b, int ok, float T, float iw, const float *bd,
+                                           const uint8_t *lut) {
+  if (ok) {
+    int cell = min(max(__float2int_rd((tq + T) * iw), 0), KF_LUT_CELLS(b) - 1);
+    int L = lut[KF_LUT_OFF(b) + cell];
+    float prev = L > 0 ? bd[L - 1] : -INFINITY;
+    return L + (tq > bd[L]) - !(tq > prev);
+  }
+  int lo = 0, hi = (1 << b) - 1;
+  while (lo < hi) {
+    int mid = (lo + hi) >> 1;
+    if (tq > bd[mid]) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+/* OR a run of <= 64 bits (bit 0 first) into the stream at bit `pos`. */
+__device__ __forceinline__ void kf_or_bits(uint32_t *cw, int64_t pos, uint64_t run) {
+  int w0 = (int)(pos >> 5), sh = (int)(pos & 31);
+  uint64_t low = run << sh;
+  uint32_t top = sh ? (uint32_t)(run >> (64 - sh)) : 0u;
+  if ((uint32_t)low) atomicOr(&cw[w0], (uint32_t)low);
+  if ((uint32_t)(low >> 32)) atomicOr(&cw[w0 + 1], (uint32_t)(low >> 32));
+  if (top) atomicOr(&cw[w0 + 2], top);
+}
+
+/* C: quantise and pack; warp: rows warp, warp+8, ...; lane: coordinates lane*CPL .. +CPL-1,
+ * whose fields are adjacent in the stream, so they are OR-ed in as one run of <= 64 bits. */
+template <int D, int PASSES>
+__device__ __forceinline__ void kf_pack(const kf_smem<D, PASSES> &S, int nrows, int code_bytes, int norm_off) {
+  typedef kf_cfg<D, PASSES> C;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int i0 = lane * C::CPL, p0 = S.bitpos[i0];
+  int qb[C::CPL], qsh[C::CPL], qok[C::CPL]; /* this lane's coordinates: row-independent */
+  float qis[C::CPL], qT[C::CPL], qiw[C::CPL];
+#pragma unroll
+  for (int c = 0; c < C::CPL; c++) {
+    int b = S.bits[i0 + c], q = b >= 1 && b <= CB_MAX_BITS;
+    qb[c] = b;
+    qsh[c] = S.bitpos[i0 + c] - p0;
+    qis[c] = S.inv_scale[i0 + c];
+    qT[c] = q ? S.lut_T[b] : 0.0f;
+    qiw[c] = q ? S.lut_iw[b] : 0.0f;
+    qok[c] = q ? S.lut_ok[b] : 0;
+  }
+  for (int row = warp; row < nrows; row += KF_THREADS / 32) {
+    uint64_t run = 0;
+    float m = S.nscale[row], yv[C::CPL];
+    if constexpr (C::CPL == 4) {
+      float4 y4 = *(const float4 *)(S.Y + row * C::LDY + i0);
+      yv[0] = y4.x, yv[1] = y4.y, yv[2] = y4.z, yv[3] = y4.w;
+    } else {
+#pragma unroll
+      for (int c = 0; c < C::CPL; c++) yv[c] = S.Y[row * C::LDY + i0 + c];
+    }
+#pragma unroll
+    for (int c = 0; c < C::CPL; c++) {
+      int b = qb[c];
+      float y = yv[c] * m;
+      if (b == 0) continue;
+      uint32_t v = b == PLAN_BITS_FP16 ? __half_as_ushort(__float2half_rn(y))
+                                       : kf_quantise(y * qis[c], b, qok[c], qT[c], qiw[c], S.bnd + b * 256, S.lut);
+      run |= (uint64_t)v << qsh[c];
+    }
+    kf_or_bits(S.cw, (int64_t)row * code_bytes * 8 + p0, run);
+    if (lane == 0 && norm_off >= 0) kf_or_bits(S.cw, (int64_t)row * code_bytes * 8 + norm_off, S.norm16[row]);
+  }
+}
+
+/* D: the tile's rows are contiguous in codes: one coalesced write. */
+__device__ __forceinline__ void kf_write_codes(const uint32_t *cw, uint8_t *dst, int64_t nbytes) {
+  const int tid = threadIdx.x;
+  if (((uintptr_t)dst & 3) == 0) {
+    for (int64_t q = tid; q < nbytes / 4; q += KF_THREADS) __stcs((unsigned int *)dst + q, cw[q]);
+    for (int64_t q = (nbytes & ~(int64_t)3) + tid; q < nbytes; q += KF_THREADS) dst[q] = ((const uint8_t *)cw)[q];
+  } else {
+    for (int64_t q = tid; q < nbytes; q += KF_THREADS) dst[q] = ((const uint8_t *)cw)[q];
+  }
+}
+
+/* PROBE (bench only) leaves phases out: 1 the projection, 2 the packing, 4 the write. */
 template <int D, int PASSES, int PROBE>
 __global__ void __launch_bounds__(KF_THREADS, PASSES == 3 ? 1 : 2)
 k_encode_fast(const kc_fast_seg *segs, int nseg, int64_t ntiles, const float *cb_boundary) {
   typedef kf_cfg<D, PASSES> C;
   extern __shared__ __align__(128) unsigned char sm[];
-  __half *Rh = (__half *)sm;
-  __half *Rl = (__half *)(sm + C::R_BYTES);                   /* used when PASSES == 3 */
-  unsigned char *buf = sm + C::R_BYTES * (PASSES == 3 ? 2 : 1);
-  __half *Uh = (__half *)buf, *Ul = Uh + KF_TM * C::LDH;       /* aliased by Y after the MMA */
-  float *Y = (float *)buf;
-  uint32_t *cw = (uint32_t *)(buf + C::BUF_BYTES);
-  float *bnd = (float *)(cw + C::CODE_WORDS);
-  float *inv_scale = bnd + (CB_MAX_BITS + 1) * 256;
-  int *bitpos = (int *)(inv_scale + D);
-  int *bits = bitpos + D;
-  float *nscale = (float *)(bits + D);                        /* y multiplier per row */
-  uint32_t *norm16 = (uint32_t *)(nscale + KF_TM);            /* fp16 norm bits per row */
-  float *lut_T = (float *)(norm16 + KF_TM), *lut_iw = lut_T + CB_MAX_BITS + 1;
-  int *lut_ok = (int *)(lut_iw + CB_MAX_BITS + 1);
-  uint8_t *lut = (uint8_t *)(lut_ok + CB_MAX_BITS + 1);
-
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const kf_smem<D, PASSES> S = kf_carve<D, PASSES>(sm);
   int64_t per = (ntiles + gridDim.x - 1) / gridDim.x;
   int64_t t_begin = blockIdx.x * per, t_end = min(ntiles, t_begin + per);
   if (t_begin >= t_end) return;
-
   float4 xr[C::NLOAD];
-  int cur = -1;
-  /* load the rows of tile t into xr (zeros past the segment's end) */
-  auto load_tile = [&](int64_t t, int hint) {
-    int s = kf_seg_of(segs, nseg, t, hint);
+  kf_load_tile<D>(segs, nseg, t_begin, 0, xr);
+  for (int64_t t = t_begin, cur = -1; t < t_end; t++) {
+    int s = kf_seg_of(segs, nseg, t, (int)cur);
     const kc_fast_seg *g = &segs[s];
-    int64_t row0 = (t - g->tile0) * KF_TM;
-#pragma unroll
-    for (int k = 0; k < C::NLOAD; k++) {
-      int q = tid + k * KF_THREADS, row = q / C::V4, c4 = q % C::V4;
-      int64_t gr = row0 + row;
-      xr[k] = gr < g->n ? __ldcs((const float4 *)(g->x + gr * g->stride) + c4) : make_float4(0, 0, 0, 0);
-    }
-  };
-  load_tile(t_begin, 0);
-
-  for (int64_t t = t_begin; t < t_end; t++) {
-    int s = kf_seg_of(segs, nseg, t, cur);
-    const kc_fast_seg *g = &segs[s];
-    const int normalize = g->side.normalize, has_rot = g->rh != NULL;
-    const int code_bytes = g->side.code_bytes, norm_off = g->side.norm_off;
+    const int has_rot = g->rh != NULL, code_bytes = g->side.code_bytes;
+    const int norm_off = g->side.normalize ? g->side.norm_off : -1;
     const int64_t row0 = (t - g->tile0) * KF_TM;
     const int nrows = (int)min((int64_t)KF_TM, g->n - row0);
-    if (s != cur) { /* new segment: its rotation, codebook boundaries and per-coordinate fields */
-      __syncthreads();
-      if (has_rot) {
-        for (int q = tid; q < D * D / 8; q += KF_THREADS) {
-          int i = q / (D / 8), j8 = (q % (D / 8)) * 8;
-          *(uint4 *)(Rh + i * C::LDH + j8) = *(const uint4 *)(g->rh + i * D + j8);
-          if (PASSES == 3) *(uint4 *)(Rl + i * C::LDH + j8) = *(const uint4 *)(g->rl + i * D + j8);
-        }
-      }
-      const float *bsrc = cb_boundary + g->side.family * (CB_MAX_BITS + 1) * 256;
-      for (int q = tid; q < (CB_MAX_BITS + 1) * 256; q += KF_THREADS) {
-        int b = q >> 8, k = q & 255;
-        bnd[q] = b >= 1 && k == (1 << b) - 1 ? INFINITY : bsrc[q]; /* sentinel after the last */
-      }
-      __syncthreads();
-      if (tid <= CB_MAX_BITS) {
-        int b = tid, nb = (1 << b) - 1;
-        float T = b >= 1 ? fmaxf(fabsf(bnd[b * 256]), fabsf(bnd[b * 256 + nb - 1])) : 1.0f;
-        T = T * 1.001f + 1e-6f;
-        lut_T[b] = T;
-        lut_iw[b] = KF_LUT_CELLS(b) / (2.0f * T);
-        lut_ok[b] = 1;
-      }
-      __syncthreads();
-      for (int b = 1; b <= CB_MAX_BITS; b++) /* cell c starts at -T + c w: count boundaries below */
-        for (int c = tid; c < KF_LUT_CELLS(b); c += KF_THREADS) {
-          float edge = -lut_T[b] + c / lut_iw[b];
-          int lo = 0, hi = (1 << b) - 1;
-          while (lo < hi) {
-            int mid = (lo + hi) >> 1;
-            if (bnd[b * 256 + mid] < edge) lo = mid + 1; else hi = mid;
-          }
-          lut[KF_LUT_OFF(b) + c] = (uint8_t)lo;
-        }
-      __syncthreads();
-      for (int b = 1; b <= CB_MAX_BITS; b++)
-        for (int c = tid; c + 1 < KF_LUT_CELLS(b); c += KF_THREADS)
-          if (lut[KF_LUT_OFF(b) + c + 1] - lut[KF_LUT_OFF(b) + c] > 1) lut_ok[b] = 0;
-      for (int i = tid; i < D; i += KF_THREADS) {
-        int b = g->side.bits[i];
-        bits[i] = b;
-        bitpos[i] = g->side.bitpos[i];
-        inv_scale[i] = (b >= 1 && b <= CB_MAX_BITS) ? 1.0f / g->side.scale[i] : 0.0f;
-      }
-      cur = s;
-    }
-    /* A: norms, unit rows in fp16 (or straight to Y without a rotation); clear the bit stream */
-#pragma unroll
-    for (int k = 0; k < C::NLOAD; k++) {
-      int q = tid + k * KF_THREADS, row = q / C::V4, c4 = q % C::V4;
-      float4 v = xr[k];
-      float ss = v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; /* fp32: the norm is stored in fp16 */
-#pragma unroll
-      for (int o = C::V4 / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-      float nrm = sqrtf(ss), inv = nrm > 0.0f ? 1.0f / nrm : 0.0f;
-      float u[4] = {v.x * inv, v.y * inv, v.z * inv, v.w * inv};
-      if (c4 == 0) {
-        nscale[row] = normalize ? 1.0f : nrm;
-        norm16[row] = __half_as_ushort(__float2half_rn(nrm));
-      }
-      if (!has_rot) { /* identity: y is the (unit) row itself, in fp32 */
-        float m = normalize ? 1.0f : nrm;
-        *(float4 *)(Y + row * C::LDY + c4 * 4) = make_float4(u[0] * m, u[1] * m, u[2] * m, u[3] * m);
-        if (c4 == 0) nscale[row] = 1.0f;
-        continue;
-      }
-      __half h[4], l[4];
-#pragma unroll
-      for (int c = 0; c < 4; c++) {
-        h[c] = __float2half_rn(u[c]);
-        l[c] = __float2half_rn((u[c] - __half2float(h[c])) * KF_LO_SCALE);
-      }
-      *(uint2 *)(Uh + row * C::LDH + c4 * 4) =
-          make_uint2(__half_as_ushort(h[0]) | ((uint32_t)__half_as_ushort(h[1]) << 16),
-                     __half_as_ushort(h[2]) | ((uint32_t)__half_as_ushort(h[3]) << 16));
-      if (PASSES == 3)
-        *(uint2 *)(Ul + row * C::LDH + c4 * 4) =
-            make_uint2(__half_as_ushort(l[0]) | ((uint32_t)__half_as_ushort(l[1]) << 16),
-                       __half_as_ushort(l[2]) | ((uint32_t)__half_as_ushort(l[3]) << 16));
-    }
-    for (int q = tid; q < (KF_TM * code_bytes + 3) / 4 + 1; q += KF_THREADS) cw[q] = 0;
-    if (t + 1 < t_end) load_tile(t + 1, s); /* in flight during the projection and the packing */
+    if (s != cur) kf_load_segment(g, cb_boundary, S);
+    cur = s;
+    kf_prep_rows(xr, g->side.normalize, has_rot, S);
+    for (int q = threadIdx.x; q < (KF_TM * code_bytes + 3) / 4 + 1; q += KF_THREADS) S.cw[q] = 0;
+    if (t + 1 < t_end) kf_load_tile<D>(segs, nseg, t + 1, s, xr); /* in flight while this tile is coded */
     __syncthreads();
-    /* B: Y = U . rot^T on the tensor cores; warp: row tile (warp & 3), CT column tiles */
-    if (has_rot && !(PROBE & 1)) {
-      const int rt = warp & 3, ct0 = (warp >> 2) * C::CT;
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[C::CT], cor[C::CT];
-#pragma unroll
-      for (int c = 0; c < C::CT; c++) {
-        wmma::fill_fragment(acc[c], 0.0f);
-        if (PASSES == 3) wmma::fill_fragment(cor[c], 0.0f);
-      }
-#pragma unroll
-      for (int k = 0; k < D / 16; k++) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a, al;
-        wmma::load_matrix_sync(a, Uh + rt * 16 * C::LDH + k * 16, C::LDH);
-        if (PASSES == 3) wmma::load_matrix_sync(al, Ul + rt * 16 * C::LDH + k * 16, C::LDH);
-#pragma unroll
-        for (int c = 0; c < C::CT; c++) {
-          /* B[j][i] = rot[i][j]: rot row-major is B column-major */
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
-          wmma::load_matrix_sync(b, Rh + (ct0 + c) * 16 * C::LDH + k * 16, C::LDH);
-          wmma::mma_sync(acc[c], a, b, acc[c]);
-          if (PASSES == 3) {
-            wmma::mma_sync(cor[c], al, b, cor[c]);
-            wmma::load_matrix_sync(b, Rl + (ct0 + c) * 16 * C::LDH + k * 16, C::LDH);
-            wmma::mma_sync(cor[c], a, b, cor[c]);
-          }
-        }
-      }
-      __syncthreads(); /* every warp has read U: Y may overwrite it */
-#pragma unroll
-      for (int c = 0; c < C::CT; c++) {
-        if (PASSES == 3)
-          for (int q = 0; q < acc[c].num_elements; q++) acc[c].x[q] += cor[c].x[q] * (1.0f / KF_LO_SCALE);
-        wmma::store_matrix_sync(Y + rt * 16 * C::LDY + (ct0 + c) * 16, acc[c], C::LDY, wmma::mem_row_major);
-      }
-    }
+    if (has_rot && !(PROBE & 1)) kf_project(S);
     __syncthreads();
-    /* C: quantise and pack; warp: rows warp, warp+8, ...; lane: coordinates lane*CPL .. +CPL-1,
-     * whose fields are adjacent in the stream, so they are OR-ed in as one 64-bit run */
-    const int i0 = lane * C::CPL, p0 = bitpos[i0];
-    int qb[C::CPL], qsh[C::CPL], qok[C::CPL];   /* this lane's coordinates: row-independent */
-    float qis[C::CPL], qT[C::CPL], qiw[C::CPL];
-#pragma unroll
-    for (int c = 0; c < C::CPL; c++) {
-      int b = bits[i0 + c], q = b >= 1 && b <= CB_MAX_BITS;
-      qb[c] = b;
-      qsh[c] = bitpos[i0 + c] - p0;
-      qis[c] = inv_scale[i0 + c];
-      qT[c] = q ? lut_T[b] : 0.0f;
-      qiw[c] = q ? lut_iw[b] : 0.0f;
-      qok[c] = q ? lut_ok[b] : 0;
-    }
-    for (int row = warp; row < ((PROBE & 2) ? 0 : nrows); row += KF_THREADS / 32) {
-      uint64_t run = 0;
-      float m = nscale[row], yv[C::CPL];
-      if constexpr (C::CPL == 4) {
-        float4 y4 = *(const float4 *)(Y + row * C::LDY + i0);
-        yv[0] = y4.x, yv[1] = y4.y, yv[2] = y4.z, yv[3] = y4.w;
-      } else {
-#pragma unroll
-        for (int c = 0; c < C::CPL; c++) yv[c] = Y[row * C::LDY + i0 + c];
-      }
-#pragma unroll
-      for (int c = 0; c < C::CPL; c++) {
-        int b = qb[c];
-        float y = yv[c] * m;
-        uint32_t v;
-        if (b == 0) continue;
-        if (b == PLAN_BITS_FP16) {
-          v = __half_as_ushort(__float2half_rn(y));
-        } else {
-          const float *bd = bnd + b * 256;
-          float tq = y * qis[c];
-          int lo;
-          if (qok[c]) {
-            int cell = min(max(__float2int_rd((tq + qT[c]) * qiw[c]), 0), KF_LUT_CELLS(b) - 1);
-            int L = lut[KF_LUT_OFF(b) + cell];
-            float prev = L > 0 ? bd[L - 1] : -INFINITY;
-            lo = L + (tq > bd[L]) - !(tq > prev);
-          } else {
-            lo = 0;
-            int hi = (1 << b) - 1;
-            while (lo < hi) {
-              int mid = (lo + hi) >> 1;
-              if (tq > bd[mid]) lo = mid + 1; else hi = mid;
-            }
-          }
-          v = (uint32_t)lo;
-        }
-        run |= (uint64_t)v << qsh[c];
-      }
-      int64_t base = (int64_t)row * code_bytes * 8 + p0;
-      int w0 = (int)(base >> 5), sh = (int)(base & 31);
-      uint64_t low = run << sh;
-      uint32_t top = sh ? (uint32_t)(run >> (64 - sh)) : 0u;
-      if ((uint32_t)low) atomicOr(&cw[w0], (uint32_t)low);
-      if ((uint32_t)(low >> 32)) atomicOr(&cw[w0 + 1], (uint32_t)(low >> 32));
-      if (top) atomicOr(&cw[w0 + 2], top);
-      if (lane == 0 && normalize && norm_off >= 0) {
-        int64_t nb = (int64_t)row * code_bytes * 8 + norm_off;
-        uint64_t f = (uint64_t)norm16[row] << (nb & 31);
-        if ((uint32_t)f) atomicOr(&cw[nb >> 5], (uint32_t)f);
-        if ((uint32_t)(f >> 32)) atomicOr(&cw[(nb >> 5) + 1], (uint32_t)(f >> 32));
-      }
-    }
+    if (!(PROBE & 2)) kf_pack(S, nrows, code_bytes, norm_off);
     __syncthreads();
-    /* D: the tile's rows are contiguous in codes: one coalesced write */
-    {
-      int64_t nbytes = (int64_t)nrows * code_bytes;
-      uint8_t *dst = g->codes + row0 * code_bytes;
-      if (PROBE & 4) {
-      } else if (((uintptr_t)dst & 3) == 0) {
-        for (int64_t q = tid; q < nbytes / 4; q += KF_THREADS) __stcs((unsigned int *)dst + q, cw[q]);
-        for (int64_t q = (nbytes & ~(int64_t)3) + tid; q < nbytes; q += KF_THREADS)
-          dst[q] = ((const uint8_t *)cw)[q];
-      } else {
-        for (int64_t q = tid; q < nbytes; q += KF_THREADS) dst[q] = ((const uint8_t *)cw)[q];
-      }
-    }
+    if (!(PROBE & 4)) kf_write_codes(S.cw, g->codes + row0 * code_bytes, (int64_t)nrows * code_bytes);
     __syncthreads();
   }
 }
