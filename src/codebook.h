@@ -25,8 +25,15 @@ int cb_lloyd_gauss(int bits, double *centroid, double *boundary, double *mse, sq
 int cb_lloyd_beta(int D, int bits, double *centroid, double *boundary, double *mse, sq_err *e);
 /* Build the whole table for dimension D. */
 int cb_table_build(cb_table *t, int D, sq_err *e);
-/* Nearest-centroid index (boundaries search) and reconstruction, shared by the CPU kernels. */
-static inline int cb_quantize(const float *boundary, int bits, float t) {
+/* Callable from CUDA kernels too (kernels/cuda), so that every backend searches the same way. */
+#ifdef __CUDACC__
+#define CB_HOST_DEVICE __host__ __device__
+#else
+#define CB_HOST_DEVICE
+#endif
+
+/* Nearest-centroid index (boundaries search), shared by the CPU and CUDA kernels. */
+static inline CB_HOST_DEVICE int cb_quantize(const float *boundary, int bits, float t) {
   int lo = 0, n = (1 << bits) - 1; /* number of boundaries */
   /* binary search for #{i : t > boundary[i]} */
   int hi = n;

@@ -43,6 +43,14 @@ extern "C" {
 
 #define KC_TOPK_MAX 64
 
+/* Field of nb <= 24 bits at stream bit pos of a packed code (LSB-first, kcpu.h's layout). */
+__device__ __forceinline__ uint32_t kc_get_bits(const uint8_t *code, int64_t pos, int nb) {
+  int64_t b0 = pos >> 3, b1 = (pos + nb - 1) >> 3;
+  uint32_t v = 0;
+  for (int64_t b = b0; b <= b1; b++) v |= (uint32_t)code[b] << (8 * (b - b0));
+  return (v >> (pos & 7)) & ((1u << nb) - 1u);
+}
+
 /* One plan_side as the kernels see it (passed by value). Bit offsets as in kcpu_layout. */
 typedef struct {
   int D, normalize, family, m, has_rot;

@@ -125,6 +125,24 @@ static int cuda_moments(kern_backend *b, const float *x, int64_t n, int H, int D
 
 /* ---- encode / decode of host rows ---- */
 
+/* Host rows through the device in chunks of KC_ROW_CHUNK: up as compact rows (stride D), coded by
+ * code_chunk(device rows, nc, device codes) -> status, the codes down. Shared by both encoders. */
+template <class F>
+static int encode_host_rows(kc_state *st, const float *x, int64_t n, int64_t stride, int D, int code_bytes,
+                            uint8_t *codes, F code_chunk, sq_err *e) {
+  for (int64_t r0 = 0; r0 < n; r0 += KC_ROW_CHUNK) {
+    int64_t nc = n - r0 < KC_ROW_CHUNK ? n - r0 : KC_ROW_CHUNK;
+    tryCheck(kc_buf_need(&st->wk.xin, (size_t)(nc * D) * sizeof(float), e));
+    tryCheck(kc_buf_need(&st->wk.codes, (size_t)(nc * code_bytes), e));
+    cudaCheck(cudaMemcpy2D(st->wk.xin.p, D * sizeof(float), x + r0 * stride, stride * sizeof(float),
+                           D * sizeof(float), nc, cudaMemcpyHostToDevice));
+    tryCheck(code_chunk((const float *)st->wk.xin.p, nc, (uint8_t *)st->wk.codes.p));
+    cudaCheck(cudaMemcpy(codes + r0 * code_bytes, st->wk.codes.p, (size_t)(nc * code_bytes),
+                         cudaMemcpyDeviceToHost));
+  }
+  return SQ_OK;
+}
+
 static int cuda_encode(kern_backend *b, const plan_side *p, const cb_table *cb, const float *x,
                        int64_t n, int64_t stride, uint8_t *codes, sq_err *e) {
   kc_state *st = state_of(b);
@@ -133,22 +151,15 @@ static int cuda_encode(kern_backend *b, const plan_side *p, const cb_table *cb, 
   if (kc_side_of(p, &s, e)) return sq_wrap(e, "encode: ");
   tryCheck(upload_cb(st, cb, e));
   tryCheck(kc_upload_mats(&st->wk, p, &mt, e));
-  for (int64_t r0 = 0; r0 < n; r0 += KC_ROW_CHUNK) {
-    int64_t nc = n - r0 < KC_ROW_CHUNK ? n - r0 : KC_ROW_CHUNK;
-    tryCheck(kc_buf_need(&st->wk.xin, (size_t)(nc * s.D) * sizeof(float), e));
-    tryCheck(kc_buf_need(&st->wk.codes, (size_t)(nc * s.code_bytes), e));
-    cudaCheck(cudaMemcpy2D(st->wk.xin.p, s.D * sizeof(float), x + r0 * stride, stride * sizeof(float),
-                           s.D * sizeof(float), nc, cudaMemcpyHostToDevice));
-    tryCheck(kc_side_run(st->blas, &s, &mt, (const float *)st->cb.p, &st->wk, (const float *)st->wk.xin.p,
-                         nc, s.D, NULL, NULL, e));
-    tryCheck(kc_pack(&s, &st->wk, nc, (uint8_t *)st->wk.codes.p, e));
-    cudaCheck(cudaMemcpy(codes + r0 * s.code_bytes, st->wk.codes.p, (size_t)(nc * s.code_bytes),
-                         cudaMemcpyDeviceToHost));
-  }
-  return SQ_OK;
+  return encode_host_rows(st, x, n, stride, s.D, s.code_bytes, codes,
+                          [&](const float *xd, int64_t nc, uint8_t *cd) {
+                            tryCheck(kc_side_run(st->blas, &s, &mt, (const float *)st->cb.p, &st->wk, xd, nc,
+                                                 s.D, NULL, NULL, e));
+                            return kc_pack(&s, &st->wk, nc, cd, e);
+                          }, e);
 }
 
-/* The fused tensor-core encoder on host rows (kern.h): rows up in chunks, one launch per chunk. */
+/* The fused tensor-core encoder on host rows (kern.h): one launch per chunk. */
 extern "C" int kern_cuda_encode_fast(kern_backend *b, const plan_side *p, const cb_table *cb, const float *x,
                                      int64_t n, int64_t stride, int passes, uint8_t *codes, sq_err *e) {
   if (!b || strcmp(b->name, "cuda") != 0)
@@ -161,21 +172,15 @@ extern "C" int kern_cuda_encode_fast(kern_backend *b, const plan_side *p, const 
     return sq_fail(e, SQ_EINPUT, "fast encode: %lld rows with stride %lld (< head_dim %d)", (long long)n,
                    (long long)stride, p->D);
   tryCheck(upload_cb(st, cb, e));
-  for (int64_t r0 = 0; r0 < n; r0 += KC_ROW_CHUNK) {
-    int64_t nc = n - r0 < KC_ROW_CHUNK ? n - r0 : KC_ROW_CHUNK;
-    tryCheck(kc_buf_need(&st->wk.xin, (size_t)(nc * p->D) * sizeof(float), e));
-    tryCheck(kc_buf_need(&st->wk.codes, (size_t)(nc * seg.side.code_bytes), e));
-    cudaCheck(cudaMemcpy2D(st->wk.xin.p, p->D * sizeof(float), x + r0 * stride, stride * sizeof(float),
-                           p->D * sizeof(float), nc, cudaMemcpyHostToDevice));
-    seg.x = (const float *)st->wk.xin.p;
-    seg.stride = p->D;
-    seg.n = nc;
-    seg.codes = (uint8_t *)st->wk.codes.p;
-    tryCheck(kc_fast_encode(&seg, 1, (const float *)st->cb.p + KC_CB_FLOATS / 2, passes, &st->fast_segs, e));
-    cudaCheck(cudaMemcpy(codes + r0 * seg.side.code_bytes, st->wk.codes.p, (size_t)(nc * seg.side.code_bytes),
-                         cudaMemcpyDeviceToHost));
-  }
-  return SQ_OK;
+  return encode_host_rows(st, x, n, stride, p->D, seg.side.code_bytes, codes,
+                          [&](const float *xd, int64_t nc, uint8_t *cd) {
+                            seg.x = xd;
+                            seg.stride = p->D;
+                            seg.n = nc;
+                            seg.codes = cd;
+                            return kc_fast_encode(&seg, 1, (const float *)st->cb.p + KC_CB_FLOATS / 2, passes,
+                                                  &st->fast_segs, e);
+                          }, e);
 }
 
 static int cuda_decode(kern_backend *b, const plan_side *p, const cb_table *cb, const uint8_t *codes,

@@ -49,12 +49,7 @@ __global__ void k_cmp(kc_side s, const float *cb, const double *yref, const floa
     int b = s.bits[i];
     if (b < 1 || b > CB_MAX_BITS) continue;
     const float *bd = cb + KC_CB_FLOATS / 2 + (s.family * (CB_MAX_BITS + 1) + b) * 256;
-    int ia = 0, ib = 0;
-    for (int j = 0; j < (1 << b) - 1; j++) {
-      ia += fa / s.scale[i] > bd[j];
-      ib += fb / s.scale[i] > bd[j];
-    }
-    mism += ia != ib;
+    mism += cb_quantize(bd, b, fa / s.scale[i]) != cb_quantize(bd, b, fb / s.scale[i]);
   }
   out[row * 3 + 0] = mism;
   out[row * 3 + 1] = err;
@@ -70,30 +65,43 @@ static float median(float *t, int n) {
   return t[n / 2];
 }
 
+/* Median over REPS runs (after one warm-up) of work() -> status, timed with CUDA events. */
+template <class F>
+static int time_median(F work, float *ms, sq_err *e) {
+  evpair ev;
+  cudaCheck(cudaEventCreate(&ev.a));
+  cudaCheck(cudaEventCreate(&ev.b));
+  float t[REPS];
+  int rc = SQ_OK;
+  for (int r = -1; r < REPS && !rc; r++) {
+    cudaEventRecord(ev.a);
+    rc = work();
+    cudaEventRecord(ev.b);
+    if (!rc && cudaEventSynchronize(ev.b) != cudaSuccess)
+      rc = sq_fail(e, SQ_EFAIL, "%s:%d: %s", __FILE__, __LINE__, cudaGetErrorString(cudaGetLastError()));
+    if (!rc && r >= 0) cudaEventElapsedTime(&t[r], ev.a, ev.b);
+  }
+  cudaEventDestroy(ev.a);
+  cudaEventDestroy(ev.b);
+  if (!rc) *ms = median(t, REPS);
+  return rc;
+}
+
 static int copy_bandwidth(double *gbs, sq_err *e) {
   size_t bytes = (size_t)4 << 30;
   void *a = NULL, *b = NULL;
   cudaCheck(cudaMalloc(&a, bytes));
   cudaCheck(cudaMalloc(&b, bytes));
   cudaCheck(cudaMemset(a, 1, bytes));
-  evpair ev;
-  cudaCheck(cudaEventCreate(&ev.a));
-  cudaCheck(cudaEventCreate(&ev.b));
-  float t[REPS];
-  cudaCheck(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
-  for (int r = 0; r < REPS; r++) {
-    cudaCheck(cudaEventRecord(ev.a));
+  float ms = 0;
+  int rc = time_median([&]() -> int {
     cudaCheck(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
-    cudaCheck(cudaEventRecord(ev.b));
-    cudaCheck(cudaEventSynchronize(ev.b));
-    cudaCheck(cudaEventElapsedTime(&t[r], ev.a, ev.b));
-  }
-  *gbs = 2.0 * (double)bytes / (median(t, REPS) * 1e-3) / 1e9;
-  cudaEventDestroy(ev.a);
-  cudaEventDestroy(ev.b);
+    return SQ_OK;
+  }, &ms, e);
+  if (!rc) *gbs = 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
   cudaFree(a);
   cudaFree(b);
-  return SQ_OK;
+  return rc;
 }
 
 typedef struct {
@@ -132,22 +140,7 @@ static int run_batch(batch_ctx *c, int decode, sq_err *e) {
 }
 
 static int time_batch(batch_ctx *c, int decode, float *ms, sq_err *e) {
-  evpair ev;
-  cudaCheck(cudaEventCreate(&ev.a));
-  cudaCheck(cudaEventCreate(&ev.b));
-  float t[REPS];
-  tryCheck(run_batch(c, decode, e));
-  for (int r = 0; r < REPS; r++) {
-    cudaCheck(cudaEventRecord(ev.a));
-    tryCheck(run_batch(c, decode, e));
-    cudaCheck(cudaEventRecord(ev.b));
-    cudaCheck(cudaEventSynchronize(ev.b));
-    cudaCheck(cudaEventElapsedTime(&t[r], ev.a, ev.b));
-  }
-  *ms = median(t, REPS);
-  cudaEventDestroy(ev.a);
-  cudaEventDestroy(ev.b);
-  return SQ_OK;
+  return time_median([&] { return run_batch(c, decode, e); }, ms, e);
 }
 
 /* fp64 vs fp32 vs TF32 projection of one head's rows: error, index flips, GEMM time. */
@@ -172,15 +165,11 @@ static int precision_rows(batch_ctx *c, FILE *f, const char *name, sq_err *e) {
   k_d2f<<<(unsigned)((N * D + 255) / 256), 256>>>(u, (float *)uf.p, N * D);
   k_d2f<<<(unsigned)((D * D + 255) / 256), 256>>>(c->mats[0].rot, (float *)rf.p, D * D);
   launchCheck();
-  evpair ev;
-  cudaCheck(cudaEventCreate(&ev.a));
-  cudaCheck(cudaEventCreate(&ev.b));
   const char *label[3] = {"fp64 (DGEMM, chosen)", "fp32 (SGEMM)", "tf32 (tensor cores)"};
   for (int mode = 0; mode < 3; mode++) {
     cublasCheck(cublasSetMathMode(h, mode == 2 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
-    float t[REPS];
-    for (int r = -1; r < REPS; r++) {
-      cudaCheck(cudaEventRecord(ev.a));
+    float ms = 0;
+    tryCheck(time_median([&]() -> int {
       if (mode == 0)
         cublasCheck(cublasDgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)D, (int)N, (int)D, &one, c->mats[0].rot,
                                 (int)D, u, (int)D, &zero, y, (int)D));
@@ -188,10 +177,8 @@ static int precision_rows(batch_ctx *c, FILE *f, const char *name, sq_err *e) {
         cublasCheck(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)D, (int)N, (int)D, &onef,
                                 (const float *)rf.p, (int)D, (const float *)uf.p, (int)D, &zerof,
                                 (float *)yf.p, (int)D));
-      cudaCheck(cudaEventRecord(ev.b));
-      cudaCheck(cudaEventSynchronize(ev.b));
-      if (r >= 0) cudaCheck(cudaEventElapsedTime(&t[r], ev.a, ev.b));
-    }
+      return SQ_OK;
+    }, &ms, e));
     double hs[3] = {0, 0, 0};
     if (mode > 0) {
       k_cmp<<<(unsigned)((N + 127) / 128), 128>>>(*s, c->cbd, y, (const float *)yf.p, N, (double *)rows.p);
@@ -199,22 +186,13 @@ static int precision_rows(batch_ctx *c, FILE *f, const char *name, sq_err *e) {
       tryCheck(kc_colsum((const double *)rows.p, 1, N, 3, (double *)sums.p, e));
       cudaCheck(cudaMemcpy(hs, sums.p, sizeof hs, cudaMemcpyDeviceToHost));
     }
-    float ms = median(t, REPS);
     fprintf(f, "proj %-22s %-28s %9.3f ms  rel_rms_err %.2e  index_flips %.2e (%lld of %lld)\n", name,
             label[mode], ms, hs[2] > 0 ? sqrt(hs[1] / hs[2]) : 0.0, hs[0] / (double)(N * D),
             (long long)hs[0], (long long)(N * D));
   }
   cublasCheck(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
-  cudaEventDestroy(ev.a);
-  cudaEventDestroy(ev.b);
   kc_buf_free(&uf), kc_buf_free(&rf), kc_buf_free(&yf), kc_buf_free(&rows), kc_buf_free(&sums);
   return SQ_OK;
-}
-
-__device__ __forceinline__ uint32_t kb_get_bits(const uint8_t *buf, int64_t pos, int n) {
-  uint32_t v = 0;
-  for (int k = 0; k < n; k++, pos++) v |= (uint32_t)((buf[pos >> 3] >> (pos & 7)) & 1u) << k;
-  return v;
 }
 
 /* Per row of one segment: [#quantised coordinates whose index differs, #differing by more than
@@ -224,11 +202,11 @@ __global__ void k_code_diff(kc_side s, const uint8_t *a, const uint8_t *b, int64
   if (row >= n) return;
   const uint8_t *ra = a + row * s.code_bytes, *rb = b + row * s.code_bytes;
   double flips = 0, far = 0, other = 0;
-  if (s.norm_off >= 0 && kb_get_bits(ra, s.norm_off, 16) != kb_get_bits(rb, s.norm_off, 16)) other = 1;
+  if (s.norm_off >= 0 && kc_get_bits(ra, s.norm_off, 16) != kc_get_bits(rb, s.norm_off, 16)) other = 1;
   for (int i = 0; i < s.D; i++) {
     int nb = s.bits[i];
     if (nb == 0) continue;
-    uint32_t va = kb_get_bits(ra, s.bitpos[i], nb), vb = kb_get_bits(rb, s.bitpos[i], nb);
+    uint32_t va = kc_get_bits(ra, s.bitpos[i], nb), vb = kc_get_bits(rb, s.bitpos[i], nb);
     if (nb == PLAN_BITS_FP16) {
       if (va != vb) other = 1;
       continue;
@@ -243,21 +221,7 @@ __global__ void k_code_diff(kc_side s, const uint8_t *a, const uint8_t *b, int64
 
 static int time_fast(const kc_buf *segs_dev, int nseg, int64_t ntiles, int D, const float *cbb, int passes, int probe,
                      float *ms, sq_err *e) {
-  float t[REPS];
-  evpair ev;
-  cudaCheck(cudaEventCreate(&ev.a));
-  cudaCheck(cudaEventCreate(&ev.b));
-  for (int r = -1; r < REPS; r++) {
-    cudaCheck(cudaEventRecord(ev.a));
-    tryCheck(kc_fast_run(segs_dev, nseg, ntiles, D, cbb, passes, probe, e));
-    cudaCheck(cudaEventRecord(ev.b));
-    cudaCheck(cudaEventSynchronize(ev.b));
-    if (r >= 0) cudaCheck(cudaEventElapsedTime(&t[r], ev.a, ev.b));
-  }
-  cudaEventDestroy(ev.a);
-  cudaEventDestroy(ev.b);
-  *ms = median(t, REPS);
-  return SQ_OK;
+  return time_median([&] { return kc_fast_run(segs_dev, nseg, ntiles, D, cbb, passes, probe, e); }, ms, e);
 }
 
 /* The fused tensor-core encoder over the whole batch (every (layer, head) one segment, one

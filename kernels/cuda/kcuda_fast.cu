@@ -118,15 +118,10 @@ __device__ void kf_build_lut(const kf_smem<D, PASSES> &S) {
     S.lut_ok[b] = 1;
   }
   __syncthreads();
-  for (int b = 1; b <= CB_MAX_BITS; b++) /* cell c starts at -T + c w: count boundaries below */
+  for (int b = 1; b <= CB_MAX_BITS; b++) /* cell c starts at -T + c w: #{boundaries < edge} */
     for (int c = tid; c < KF_LUT_CELLS(b); c += KF_THREADS) {
       float edge = -S.lut_T[b] + c / S.lut_iw[b];
-      int lo = 0, hi = (1 << b) - 1;
-      while (lo < hi) {
-        int mid = (lo + hi) >> 1;
-        if (S.bnd[b * 256 + mid] < edge) lo = mid + 1; else hi = mid;
-      }
-      S.lut[KF_LUT_OFF(b) + c] = (uint8_t)lo;
+      S.lut[KF_LUT_OFF(b) + c] = (uint8_t)cb_quantize(S.bnd + b * 256, b, edge);
     }
   __syncthreads();
   for (int b = 1; b <= CB_MAX_BITS; b++)
@@ -245,12 +240,7 @@ __device__ __forceinline__ int kf_quantise(float tq, int b, int ok, float T, flo
     float prev = L > 0 ? bd[L - 1] : -INFINITY;
     return L + (tq > bd[L]) - !(tq > prev);
   }
-  int lo = 0, hi = (1 << b) - 1;
-  while (lo < hi) {
-    int mid = (lo + hi) >> 1;
-    if (tq > bd[mid]) lo = mid + 1; else hi = mid;
-  }
-  return lo;
+  return cb_quantize(bd, b, tq);
 }
 
 /* OR a run of <= 64 bits (bit 0 first) into the stream at bit `pos`. */

@@ -14,6 +14,7 @@
 #include "kcuda.cuh"
 
 extern "C" {
+#include "cpu/kcpu.h"
 #include "f16.h"
 }
 
@@ -40,14 +41,11 @@ void kc_work_free(kc_work *w) {
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_buf_free(all[i]);
 }
 
+/* The layout (and its validation) is the CPU reference's, kcpu_layout_of; only the per-coordinate
+ * bit positions are added for the kernels. */
 int kc_side_of(const plan_side *p, kc_side *o, sq_err *e) {
-  if (p->D < 1 || p->D > PLAN_MAX_D)
-    return sq_fail(e, SQ_EINPUT, "plan: head_dim %d outside 1..%d", p->D, PLAN_MAX_D);
-  if (p->qjl_rows < 0 || p->qjl_rows > 4 * PLAN_MAX_D || (p->qjl_rows > 0 && !p->qjl))
-    return sq_fail(e, SQ_EINPUT, "plan: qjl_rows %d without a sketch matrix (or out of range)",
-                   p->qjl_rows);
-  if (p->family < 0 || p->family >= CB_NFAM)
-    return sq_fail(e, SQ_EINPUT, "plan: codebook family %d (expected 0..%d)", p->family, CB_NFAM - 1);
+  kcpu_layout lay;
+  tryCheck(kcpu_layout_of(p, &lay, e));
   memset(o, 0, sizeof *o);
   o->D = p->D;
   o->normalize = p->normalize;
@@ -55,29 +53,17 @@ int kc_side_of(const plan_side *p, kc_side *o, sq_err *e) {
   o->m = p->qjl_rows;
   o->has_rot = p->rot != NULL;
   o->qjl_coef = p->qjl_coef;
-  int pos = 0;
-  o->norm_off = p->normalize ? 0 : -1;
-  if (p->normalize) pos += 16;
-  o->idx_off = pos;
-  for (int i = 0; i < p->D; i++) {
-    int b = p->bits[i];
-    if (!(b <= CB_MAX_BITS || b == PLAN_BITS_FP16))
-      return sq_fail(e, SQ_EINPUT, "plan: coordinate %d has %d bits (expected 0..%d or 16)", i, b,
-                     CB_MAX_BITS);
-    if (b >= 1 && b <= CB_MAX_BITS && !(p->scale[i] > 0.0f && isfinite(p->scale[i])))
-      return sq_fail(e, SQ_EINPUT, "plan: coordinate %d has scale %g (expected > 0)", i,
-                     (double)p->scale[i]);
-    o->bits[i] = (uint8_t)b;
+  o->norm_off = lay.norm_off;
+  o->idx_off = lay.idx_off;
+  o->sign_off = lay.sign_off;
+  o->rnorm_off = lay.rnorm_off;
+  o->code_bits = lay.bits;
+  o->code_bytes = lay.bytes;
+  for (int i = 0, pos = lay.idx_off; i < p->D; pos += p->bits[i], i++) {
+    o->bits[i] = p->bits[i];
     o->scale[i] = p->scale[i];
     o->bitpos[i] = pos;
-    pos += b;
   }
-  o->sign_off = pos;
-  pos += p->qjl_rows;
-  o->rnorm_off = p->qjl_rows > 0 ? pos : -1;
-  if (p->qjl_rows > 0) pos += 16;
-  o->code_bits = pos;
-  o->code_bytes = (pos + 7) / 8;
   return SQ_OK;
 }
 
@@ -155,12 +141,7 @@ __global__ void k_quant(kc_side s, const float *cb, const double *y, double *yh,
     out = __half2float(hv);
   } else {
     const float *bd = cb + KC_CB_FLOATS / 2 + (s.family * (CB_MAX_BITS + 1) + b) * 256;
-    float t = yv / scale[i];
-    int lo = 0, hi = (1 << b) - 1;
-    while (lo < hi) {
-      int mid = (lo + hi) >> 1;
-      if (t > bd[mid]) lo = mid + 1; else hi = mid;
-    }
+    int lo = cb_quantize(bd, b, yv / scale[i]);
     v = (uint32_t)lo;
     out = scale[i] * cb[(s.family * (CB_MAX_BITS + 1) + b) * 256 + lo];
   }
@@ -346,13 +327,6 @@ int kc_pack(const kc_side *s, kc_work *w, int64_t n, uint8_t *codes, sq_err *e) 
   return SQ_OK;
 }
 
-__device__ __forceinline__ uint32_t get_bits(const uint8_t *code, int pos, int nb) {
-  int b0 = pos >> 3, b1 = (pos + nb - 1) >> 3;
-  uint32_t v = 0;
-  for (int b = b0; b <= b1; b++) v |= (uint32_t)code[b] << (8 * (b - b0));
-  return (v >> (pos & 7)) & (nb == 32 ? 0xffffffffu : ((1u << nb) - 1u));
-}
-
 /* Decode fields: yh (double) per coordinate and the row norm. Thread per (row, coordinate). */
 __global__ void k_unpack(kc_side s, const float *cb, const uint8_t *codes, int64_t n, double *yh,
                          float *norm16) {
@@ -371,11 +345,11 @@ __global__ void k_unpack(kc_side s, const float *cb, const uint8_t *codes, int64
   int i = (int)(k % s.D), b = bits[i];
   const uint8_t *code = codes + row * s.code_bytes;
   float out = 0.0f;
-  if (b == PLAN_BITS_FP16) out = __half2float(__ushort_as_half((unsigned short)get_bits(code, bitpos[i], 16)));
-  else if (b > 0) out = scale[i] * cb[(s.family * (CB_MAX_BITS + 1) + b) * 256 + get_bits(code, bitpos[i], b)];
+  if (b == PLAN_BITS_FP16) out = __half2float(__ushort_as_half((unsigned short)kc_get_bits(code, bitpos[i], 16)));
+  else if (b > 0) out = scale[i] * cb[(s.family * (CB_MAX_BITS + 1) + b) * 256 + kc_get_bits(code, bitpos[i], b)];
   yh[k] = (double)out;
   if (i == 0)
-    norm16[row] = s.normalize ? __half2float(__ushort_as_half((unsigned short)get_bits(code, s.norm_off, 16))) : 1.0f;
+    norm16[row] = s.normalize ? __half2float(__ushort_as_half((unsigned short)kc_get_bits(code, s.norm_off, 16))) : 1.0f;
 }
 
 int kc_unpack_decode(cublasHandle_t h, const kc_side *s, const kc_mats *mt, const float *cb_dev,
