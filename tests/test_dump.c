@@ -4,7 +4,6 @@
  * a message naming the file and the dataset/attribute. Expected values come from the test's own
  * generator and f16.h's rounding, never from the reader. */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +15,7 @@
 #include "dump.h"
 #include "f16.h"
 #include "rng.h"
+#include "util/tu_tmp.h"
 
 /* Tiny model: 4 layers (1 and 3 stored), 4 query heads, 2 KV heads, D 8; sequences of 5, 7, 4
  * tokens (T = 16), the first calibration, queries for the two evaluation ones (T_q = 11). */
@@ -28,23 +28,12 @@ static char *dnames[2] = {"prose", "code"};
 static char dir[256], file[512];
 
 static void make_dir(void) {
-  snprintf(dir, sizeof dir, "/tmp/sqexp_test_dump_XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
+  cr_assert_not_null(tu_mkdtemp(dir, sizeof dir, "dump"));
   snprintf(file, sizeof file, "%s/tiny.h5", dir);
 }
 
 static void remove_dir(void) {
-  DIR *dp = opendir(dir);
-  if (!dp) return;
-  struct dirent *de;
-  char p[800];
-  while ((de = readdir(dp)))
-    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-      snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-      unlink(p);
-    }
-  closedir(dp);
-  rmdir(dir);
+  tu_rmtree(dir);
 }
 
 static void header(dump_t *h, int dtype) {

@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "util/tu_tmp.h"
 
 static char root[256];
 
@@ -82,8 +83,7 @@ static int count_prefix(const tu_rows *r, const char *prefix, const char *arm) {
 enum { LAYERS = 2, HEADS = 3, DOMAINS = 2, N_TQ = 1, N_CAL = 3, BUDGETS = 3 };
 
 static void setup(void) {
-  snprintf(root, sizeof root, "/tmp/sqexp_test_experiments_XXXXXX");
-  cr_assert_not_null(mkdtemp(root));
+  cr_assert_not_null(tu_mkdtemp(root, sizeof root, "experiments"));
   const char *s2[] = {"synth", "--shape", "smollm2-135m", "-o", "d2.h5", "--tokens", "1024", "--seq-len", "64",
                       "--layers", "0,10", "--domains", "2", NULL};
   cr_assert_eq(run("synth2.log", s2), 0, "synth failed (see %s/synth2.log)", root);
@@ -102,9 +102,7 @@ static void setup(void) {
 }
 
 static void teardown_ok(void) {
-  char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-  cr_expect_eq(system(cmd), 0);
+  cr_expect_eq(tu_rmtree(root), 0);
 }
 
 /* Every field equal (eval_s dropped) except the key, which carries the shift prefix. */

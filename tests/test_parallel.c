@@ -21,14 +21,13 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "util/tu_tmp.h"
 
 static char root[256], dump_path[400], cfg_path[400];
 
 /* Reached only when every assertion before it held: a failing test keeps its files for a look. */
 static void remove_root(void) {
-  char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-  cr_expect_eq(system(cmd), 0);
+  cr_expect_eq(tu_rmtree(root), 0);
 }
 
 /* Start `sqexp args...` with OMP_NUM_THREADS=omp and SQEXP_PREFETCH=prefetch (NULL: unset),
@@ -47,8 +46,7 @@ static int run_env(const char *const *args, const char *omp, const char *prefetc
  * with every arm and the experiments that read layers (grid, shift, stability). threads = 0: the
  * thread count comes from OMP_NUM_THREADS. */
 static void setup(void) {
-  snprintf(root, sizeof root, "/tmp/sqexp_test_parallel_XXXXXX");
-  cr_assert_not_null(mkdtemp(root));
+  cr_assert_not_null(tu_mkdtemp(root, sizeof root, "parallel"));
   snprintf(dump_path, sizeof dump_path, "%s/small.h5", root);
   const char *synth[] = {"synth", "--shape", "smollm2-135m", "-o", dump_path, "--tokens", "1024", "--seq-len", "128",
                          "--layers", "0,5,10", "--domains", "2", "--compress", "0", NULL};

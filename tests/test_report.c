@@ -9,6 +9,7 @@
 
 #include "report.h"
 #include "store.h"
+#include "util/tu_tmp.h"
 
 static char dir[300];
 
@@ -55,8 +56,7 @@ static const double sq_bits_k[6] = {200, 210, 220, 230, 240, 250};
 static const int layer_of[6] = {2, 2, 2, 5, 5, 5}, head_of[6] = {0, 1, 2, 0, 1, 2};
 
 static void build_store(void) {
-  snprintf(dir, sizeof dir, "/tmp/sqexp_test_report_XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
+  cr_assert_not_null(tu_mkdtemp(dir, sizeof dir, "report"));
   store_identity id;
   memset(&id, 0, sizeof id);
   snprintf(id.config_hash, sizeof id.config_hash, "cafe");
@@ -102,9 +102,7 @@ static void build_store(void) {
 }
 
 static void remove_dir(void) {
-  char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  cr_expect_eq(system(cmd), 0);
+  cr_expect_eq(tu_rmtree(dir), 0);
 }
 
 /* The CSV row whose first two fields are (f0, f1), split into fields. */

@@ -19,14 +19,13 @@
 #include <unistd.h>
 
 #include "rng.h"
+#include "util/tu_tmp.h"
 
 static char root[256], dump_path[400], cfg_path[400];
 
 /* Reached only when every assertion before it held: a failing test keeps its files for a look. */
 static void remove_root(void) {
-  char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-  cr_expect_eq(system(cmd), 0);
+  cr_expect_eq(tu_rmtree(root), 0);
 }
 
 static double now_s(void) {
@@ -45,8 +44,7 @@ static pid_t start(const char *const *args) {
 static int run_to_end(const char *const *args) { return tu_exit_code(tu_wait_status(start(args))); }
 
 static void setup_dump_and_config(void) {
-  snprintf(root, sizeof root, "/tmp/sqexp_test_resume_XXXXXX");
-  cr_assert_not_null(mkdtemp(root));
+  cr_assert_not_null(tu_mkdtemp(root, sizeof root, "resume"));
   snprintf(dump_path, sizeof dump_path, "%s/small.h5", root);
   const char *synth[] = {"synth", "--shape", "smollm2-135m", "-o", dump_path, "--tokens", "1024", "--seq-len", "128",
                          "--layers", "0,10", NULL};

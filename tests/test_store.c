@@ -13,19 +13,17 @@
 
 #include "prov.h"
 #include "store.h"
+#include "util/tu_tmp.h"
 
 static char tmp_root[256];
 
 static void make_root(void) {
-  snprintf(tmp_root, sizeof tmp_root, "/tmp/sqexp_test_store_XXXXXX");
-  cr_assert_not_null(mkdtemp(tmp_root));
+  cr_assert_not_null(tu_mkdtemp(tmp_root, sizeof tmp_root, "store"));
 }
 
 /* Called at the end of a test: reached only when its assertions held. */
 static void remove_root(void) {
-  char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
-  cr_expect_eq(system(cmd), 0);
+  cr_expect_eq(tu_rmtree(tmp_root), 0);
 }
 
 /* The identity text starts with the results version (prov.h), as prov_config_identity writes it. */

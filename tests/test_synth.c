@@ -4,7 +4,6 @@
  * key directions, RoPE a norm-preserving rotation that composes additively in position. */
 #include <sys/stat.h>
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <gsl/gsl_eigen.h>
 #include <gsl/gsl_matrix.h>
 #include <gsl/gsl_sort_vector.h>
@@ -16,6 +15,7 @@
 #include <unistd.h>
 #include "dump.h"
 #include "synth.h"
+#include "util/tu_tmp.h"
 
 static synth_opts small_opts(uint64_t seed) {
   synth_opts o;
@@ -201,21 +201,10 @@ Test(synth, rope_is_a_rotation_additive_in_position) {
 
 static char dir[256];
 static void make_dir(void) {
-  snprintf(dir, sizeof dir, "/tmp/sqexp_test_synth_XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
+  cr_assert_not_null(tu_mkdtemp(dir, sizeof dir, "synth"));
 }
 static void remove_dir(void) {
-  DIR *dp = opendir(dir);
-  if (!dp) return;
-  struct dirent *de;
-  char p[800];
-  while ((de = readdir(dp)))
-    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-      snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-      unlink(p);
-    }
-  closedir(dp);
-  rmdir(dir);
+  tu_rmtree(dir);
 }
 
 /* Written files: same seed -> same data through the writer and reader; a layer's content does not
