@@ -11,8 +11,10 @@
  *   - every metric of eval (attn, randq, probs protocols, K/V reconstruction, logit bias and
  *     slope, top-k recall) within 1e-4, and the same term counts;
  *   - moments (plain and normalised) equal to 1e-9 relative.
- * A second layer with G = 4 query heads per KV head covers Mistral's grouping (and the
- * group-per-warp attention kernel when SQEXP_CUDA_ATTN=gqa is set).
+ * A second layer with G = 4 query heads per KV head covers Mistral's grouping (the default
+ * group-per-warp attention kernel; SQEXP_CUDA_ATTN=rows runs the same cases on k_rows), also with
+ * top-k 40 (two reference slots per lane) and with keys repeated in runs of 3 (exact ties in s^
+ * and s, so the top-k order's tie-break decides memberships).
  * Without a visible GPU every test is skipped with a message (not passed). */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -228,6 +230,27 @@ Test(gpu_agree, eval_gqa_group_of_4) {
   int lens[3] = {70, 131, 40};
   tu_layer_make(&l4, lens, 3, HKV, 4 * HKV, D, 8, 9);
   eval_both(&l4.L, "gqa4");
+  kern_layer L = l4.L;
+  L.protocols = PROTO_ATTN;
+  L.topk = 40; /* two reference slots per lane in the group-per-warp kernel, more than some rows' keys */
+  eval_both(&L, "gqa4-topk40");
+  /* Exact ties in s^ and s: every key repeats the first of its run of 3 within its sequence
+   * (identical rows code to identical effective keys), so the top-k order's tie-break (lower
+   * index first) decides many memberships, for the reference list and the plans' ranks alike. */
+  size_t row = (size_t)HKV * D;
+  float *kt = malloc((size_t)l4.n_tok * row * sizeof(float));
+  cr_assert_not_null(kt);
+  for (int s = 0; s < l4.n_seq; s++)
+    for (int64_t j = l4.seq_off[s]; j < l4.seq_off[s + 1]; j++) {
+      int64_t src = l4.seq_off[s] + (j - l4.seq_off[s]) / 3 * 3;
+      memcpy(kt + j * row, l4.k + src * row, row * sizeof(float));
+    }
+  L.k = kt;
+  L.topk = 8;
+  eval_both(&L, "gqa4-ties");
+  L.topk = 40;
+  eval_both(&L, "gqa4-ties-topk40");
+  free(kt);
   tu_layer_free(&l4);
 }
 

@@ -1,9 +1,10 @@
-/* kcuda_attn: fused attention rows on the GPU. One warp owns one query row; its lanes take 32
- * keys at a time (each lane a whole dot product), an online softmax folds them in, and the lanes
- * then own output dimensions for the weighted sum of values. No T x T matrix exists anywhere:
- * per row the state is the running max, the normaliser, D/32 output values per lane, the logit
- * sums and a top-k list kept across the lanes. Modes:
- *   REF_ATTN   reference (dump K, V): o_ref and the reference top-k of every (token, query head)
+/* kcuda_attn: fused attention rows on the GPU. One warp owns one query row (k_rows) or one token
+ * and its GQA group (k_attn_gqa); its lanes take 32 keys at a time (each lane a whole dot
+ * product), an online softmax folds them in, and the lanes then own output dimensions for the
+ * weighted sum of values. No T x T matrix exists anywhere: per row the state is the running max,
+ * the normaliser, the output values spread over the lanes, the logit sums and the top-k state.
+ * Modes:
+ *   REF_ATTN   reference (dump K, V): o_ref and the reference top-k list of every (token, query head)
  *   REF_RANDQ  reference outputs of the random queries (no mask, whole sequence)
  *   EVAL_ATTN  per (token, query head of the KV head) and plan: cos(o_ref, o^), top-k recall,
  *              and the sums of s^-s, s, s^, s^2, s*s^ over its causal keys
@@ -107,6 +108,74 @@ __device__ __forceinline__ void topk_offer(topk_list *L, int K, int want, float 
   }
 }
 
+__device__ __forceinline__ float warp_min_f(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+/* Top-k recall without the plan's own top-k list (EVAL_ATTN). The compressed list is the first K
+ * keys in the order (s^ descending, lower index first on ties) -- topk_offer's and kcpu_topk's
+ * order -- so reference key r is in it iff
+ *   rank(r) = #{causal keys j != r : s^_j > s^_r, or s^_j == s^_r and j < r} < K.
+ * Each reference slot (slot i in lane i % 32, half i / 32, as in topk_list) holds s^_r, computed
+ * before the key loop with exactly the fmaf chain the loop uses for s^_j (so ties are ties), and
+ * counts the keys that come before r. A slot whose count reached K is out for good, so only keys
+ * with s^_j >= thr = min s^ over the slots still in can change a count: those are ballotted and
+ * broadcast one at a time. hits = slots still in at the end of the row. */
+typedef struct {
+  float v0, v1;   /* s^ of the slot's reference key (+inf for an empty slot) */
+  int r0, r1;     /* sequence-local index of the reference key, -1 = empty */
+  int c0, c1;     /* keys seen that come before it in the compressed order (K for an empty slot) */
+  float thr;      /* warp-uniform: min v over the slots with c < K (+inf when none) */
+} rank_slots;
+
+/* two: K > 32 (the second half of the slots is in use); a constant in k_attn_gqa. */
+__device__ __forceinline__ void rank_set_thr(rank_slots *R, int K, int two) {
+  float m0 = R->c0 < K ? R->v0 : INFINITY, m1 = two && R->c1 < K ? R->v1 : INFINITY;
+  R->thr = warp_min_f(fminf(m0, m1));
+}
+
+/* Offer this lane's key (s^ v, sequence-local index base + lane) when `cand`. */
+__device__ __forceinline__ void rank_offer(rank_slots *R, int K, int two, int cand, float v, int base) {
+  uint32_t mask = __ballot_sync(0xffffffffu, cand);
+  if (!mask) return;
+  do {
+    int src = __ffs(mask) - 1;
+    mask &= mask - 1;
+    float cv = __shfl_sync(0xffffffffu, v, src);
+    int cj = base + src;
+    R->c0 += cj != R->r0 && (cv > R->v0 || (cv == R->v0 && cj < R->r0));
+    if (two) R->c1 += cj != R->r1 && (cv > R->v1 || (cv == R->v1 && cj < R->r1));
+  } while (mask);
+  rank_set_thr(R, K, two);
+}
+
+__device__ __forceinline__ int rank_hits(const rank_slots *R, int K, int two) {
+  int h = __popc(__ballot_sync(0xffffffffu, R->c0 < K));
+  return two ? h + __popc(__ballot_sync(0xffffffffu, R->c1 < K)) : h;
+}
+
+/* Offset of row (t, g)'s first reference score in a.sref (layout: kc_sref_floats). */
+__device__ __forceinline__ int64_t sref_row(const kc_attn_args &a, int64_t t, int g) {
+  int s = (int)seq_of(a.seq_off, a.n_seq, t);
+  int64_t pairs = 0;
+  for (int i = 0; i < s; i++) {
+    int64_t n = a.seq_off[i + 1] - a.seq_off[i];
+    pairs += n * (n + 1) / 2;
+  }
+  int64_t tl = t - a.seq_off[s];
+  return (pairs + tl * (tl + 1) / 2) * a.Hq + (int64_t)g * (tl + 1);
+}
+
+/* cp.async: 16-byte copies global -> shared memory that skip the registers (and L1), so the next
+ * tile's loads are in flight while the current one is computed. */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
+  unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all(void) { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
 /* Key tiles: TILE keys of the block's union key range are staged in shared memory once per block
  * (coalesced 16-byte loads) and read by all its warps; a lane then reads its key's row from shared
  * memory (rows padded by 4 floats: conflict-free float4 reads). */
@@ -134,6 +203,16 @@ __device__ __forceinline__ void load_tile(float *dst, int ld, const float *src, 
   for (int i = threadIdx.x; i < n * per_row; i += blockDim.x) {
     int r = i / per_row, c = i % per_row;
     *(float4 *)(dst + r * ld + 4 * c) = __ldg((const float4 *)(src + (j0 + r) * stride) + c);
+  }
+}
+
+/* load_tile with cp.async (the caller commits and waits). */
+__device__ __forceinline__ void load_tile_async(float *dst, int ld, const float *src, int64_t stride, int64_t j0,
+                                                int n, int D) {
+  int per_row = D >> 2;
+  for (int i = threadIdx.x; i < n * per_row; i += blockDim.x) {
+    int r = i / per_row, c = i - r * per_row;
+    cp_async16(dst + r * ld + 4 * c, src + (j0 + r) * stride + 4 * c);
   }
 }
 
@@ -213,9 +292,23 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
   for (int i = 0; i < NDL_MAX; i++) o[i] = 0.0f;
   float m = -INFINITY, l = 0.0f;
   double sb = 0, ss_ = 0, ssh = 0, s2 = 0, sxh = 0;
-  const int want_topk = MODE == KC_REF_ATTN || MODE == KC_EVAL_ATTN;
-  topk_list TL;
+  topk_list TL; /* REF_ATTN: the reference top-k list */
   topk_init(&TL);
+  /* REF_ATTN: where this row's reference scores go (the group-per-warp eval kernel reads them) */
+  float *srow = MODE == KC_REF_ATTN && live && a.sref ? a.sref + sref_row(a, t, g) : NULL;
+  rank_slots R;  /* EVAL_ATTN: the reference keys' ranks in the plan's order */
+  const int two = a.topk > 32;
+  if (MODE == KC_EVAL_ATTN && live) {
+    const int32_t *ref = a.topk_ref + (t * a.Hq + g) * a.topk;
+    R.r0 = lane < a.topk ? ref[lane] : -1;
+    R.r1 = lane + 32 < a.topk ? ref[lane + 32] : -1;
+    /* dot_sm is the loop's own chain for s^, so a reference key's s^ here is bit-identical */
+    R.v0 = R.r0 >= 0 ? dot_sm(qs, Kh + (kb + R.r0) * kh_stride, D) : INFINITY;
+    R.v1 = R.r1 >= 0 ? dot_sm(qs, Kh + (kb + R.r1) * kh_stride, D) : INFINITY;
+    R.c0 = R.r0 >= 0 ? 0 : a.topk;
+    R.c1 = R.r1 >= 0 ? 0 : a.topk;
+    rank_set_thr(&R, a.topk, two);
+  }
   for (int64_t j0 = KB; j0 < KE; j0 += TILE) {
     int nt = KE - j0 < TILE ? (int)(KE - j0) : TILE;
     __syncthreads(); /* the previous tile is no longer read */
@@ -229,6 +322,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
     float sh = -INFINITY, sr = 0.0f;
     if (valid) {
       sh = dot_sm(qs, tk + lane * ldk, D);
+      if (MODE == KC_REF_ATTN && srow) srow[j - kb] = sh;
       if (MODE == KC_EVAL_ATTN) {
         sr = dot_sm(qs, tr + lane * ldk, D);
         sb += (double)sh - (double)sr;
@@ -253,10 +347,11 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
         if (lane + 32 * i < D) o[i] = fmaf(pj, vr[lane + 32 * i], o[i]);
     }
     m = mnew;
-    if (want_topk) {
+    if (MODE == KC_REF_ATTN) {
       float tl = TL.cnt == a.topk ? topk_last(&TL, a.topk) : -INFINITY;
       topk_offer(&TL, a.topk, valid && (TL.cnt < a.topk || sh > tl), sh, (int)(j - kb));
     }
+    if (MODE == KC_EVAL_ATTN) rank_offer(&R, a.topk, two, valid && sh >= R.thr, sh, (int)(j0 - kb));
   }
   if (!live) return;
   float inv = 1.0f / l;
@@ -294,15 +389,8 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
     if (lane == 0) out[0] = cs;
     return;
   }
-  /* top-k recall: reference entries found in this plan's list */
-  const int32_t *ref = a.topk_ref + (t * a.Hq + g) * a.topk;
-  int hits = 0;
-  for (int i = 0; i < a.topk; i++) {
-    int r = ref[i];
-    if (r < 0) continue;
-    hits += (lane < TL.cnt && TL.i0 == r) + (lane + 32 < TL.cnt && TL.i1 == r);
-  }
-  for (int o2 = 16; o2 > 0; o2 >>= 1) hits += __shfl_xor_sync(0xffffffffu, hits, o2);
+  /* top-k recall: reference keys whose rank in this plan's order is < K */
+  int hits = rank_hits(&R, a.topk, two);
   sb = warp_sum_dd(sb);
   ss_ = warp_sum_dd(ss_);
   ssh = warp_sum_dd(ssh);
@@ -321,25 +409,51 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
   }
 }
 
-/* EVAL_ATTN with the GQA group in one warp (opt-in: SQEXP_CUDA_ATTN=gqa; G == GG, D <= 128). One
- * warp owns token t and all GG query heads of the KV head, so each key row and value row read from
- * shared memory serves GG queries (GG x fewer shared-memory reads per pair than k_rows). Every dot
- * product, softmax step and weighted sum is done in the same order as in k_rows, so the per-row
- * results are the same; the pair sums of the group are added before they are written (into the
- * row of gi = 0; the column sums over rows are unchanged up to double rounding). */
+/* EVAL_ATTN with the GQA group in one warp (the default for kc_gqa_shape layers whose reference-
+ * score cache a.sref exists; SQEXP_CUDA_ATTN=rows turns it off). A block of W warps owns W
+ * consecutive tokens; warp w owns token t and all GG query heads of the KV head, so each key and
+ * value row read from shared memory serves GG queries. Per tile of TILE keys of the block's union
+ * key range:
+ *   - the effective keys and decoded values are staged in shared memory by cp.async,
+ *     double-buffered: tile i+1 is in flight while tile i is computed (one barrier per tile);
+ *   - lane = key: s^ = q.keff for the GG heads (fmaf chains in dimension order, as in k_rows);
+ *     the reference score s = q.k is plan-independent and comes from a.sref (written by the
+ *     reference pass with the same chain; prefetched a tile ahead); the double logit sums, the
+ *     reference keys' ranks (rank_offer), the online softmax;
+ *   - the tile's weights go to shared memory as one float4 per key (the GG heads' p), and each lane
+ *     accumulates 4 adjacent output dimensions: per key one broadcast float4 of weights and one
+ *     float4 of the value row, 16 FMAs.
+ * The pair sums of the group are added before they are written (into the row of gi = 0; the column
+ * sums over rows are unchanged up to double rounding). TWO: K > 32. */
 #define GQA_NDL 4
-template <int GG>
-__global__ void __launch_bounds__(ROW_WARPS * 32) k_attn_gqa(kc_attn_args a) {
+#define GQA_WARPS 8 /* tokens per block: 53 KB of shared memory at D = 128, two blocks per SM */
+#define GQA_MINB 2
+
+/* s^ of one key row (global memory): the key loop's chain, operand for operand. */
+__device__ __forceinline__ float gqa_score(const float4 *q4, const float4 *kr, int D4) {
+  float sh = 0.0f;
+  for (int jd = 0; jd < D4; jd++) {
+    float4 x = q4[jd], y = __ldg(kr + jd);
+    sh = fmaf(x.x, y.x, sh);
+    sh = fmaf(x.y, y.y, sh);
+    sh = fmaf(x.z, y.z, sh);
+    sh = fmaf(x.w, y.w, sh);
+  }
+  return sh;
+}
+
+template <int GG, int W, int MINB, int TWO>
+__global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
+  static_assert(GG == 4, "the weights of a key are one float4");
   extern __shared__ float4 sm4[];
   float *sm = (float *)sm4;
-  const int D = a.D, ldk = D + KPAD;
-  float *qs_all = sm;                              /* [ROW_WARPS][GG][D] */
-  float *tk = qs_all + ROW_WARPS * GG * D;         /* [TILE][ldk] effective keys */
-  float *tr = tk + TILE * ldk;                     /* [TILE][ldk] reference keys */
-  float *tv = tr + TILE * ldk;                     /* [TILE][D] decoded values */
-  __shared__ int64_t blk_kb[ROW_WARPS], blk_ke[ROW_WARPS];
+  const int D = a.D, ldk = D + KPAD, D4 = D >> 2, stage = TILE * ldk + TILE * D;
+  float *qs_all = sm;                                /* [W][GG][D] */
+  float *stages = qs_all + W * GG * D;               /* 2 x (keff [TILE][ldk], v [TILE][D]) */
+  float4 *ps = (float4 *)(stages + 2 * stage) + (threadIdx.x >> 5) * TILE; /* [W][TILE] weights */
+  __shared__ int64_t blk_kb[W], blk_ke[W];
   int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int64_t n_tok = a.n_rows / GG, t = (int64_t)blockIdx.x * ROW_WARPS + warp;
+  int64_t n_tok = a.n_rows / GG, t = (int64_t)blockIdx.x * W + warp;
   int plan = blockIdx.y, live = t < n_tok;
   int64_t kb = 0, ke = 0;
   float *qs = qs_all + warp * GG * D;
@@ -358,55 +472,107 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_attn_gqa(kc_attn_args a) {
   }
   __syncthreads();
   int64_t KB = INT64_MAX, KE = INT64_MIN;
-  for (int w = 0; w < ROW_WARPS; w++) {
+  for (int w = 0; w < W; w++) {
     KB = blk_kb[w] < KB ? blk_kb[w] : KB;
     KE = blk_ke[w] > KE ? blk_ke[w] : KE;
   }
   const float *Kh = a.keff + plan * a.plan_stride, *V = a.vhat + plan * a.plan_stride;
-  const float *Kref = a.k + (int64_t)a.head * D;
-  int64_t kref_stride = (int64_t)a.Hkv * D;
+  int64_t ntile = KE > KB ? (KE - KB + TILE - 1) / TILE : 0;
+  if (ntile > 0) { /* tile 0 is in flight while the reference keys are scored */
+    int nt = KE - KB < TILE ? (int)(KE - KB) : TILE;
+    load_tile_async(stages, ldk, Kh, D, KB, nt, D);
+    load_tile_async(stages + TILE * ldk, D, V, D, KB, nt, D);
+    cp_async_commit();
+  }
+  const int K = a.topk;
+  const float4 *q4 = (const float4 *)qs;
+  /* this token's reference scores: row of head gi at sr_row + gi * (tl + 1), key j at + (j - kb) */
+  const float *sr_row = live ? a.sref + sref_row(a, t, a.head * GG) : NULL;
+  const int64_t sr_len = ke - kb;
+  rank_slots R[GG];
+  if (live) {
+    /* s^ of the reference keys, spread over all lanes ((head, slot) pairs through the weights'
+     * buffer), then each slot's owner lane takes its own */
+    float *scr = (float *)ps;
+    for (int h = 0; h < (TWO ? 2 : 1); h++) {
+      int nh = K - 32 * h < 32 ? K - 32 * h : 32;
+      for (int p = lane; p < GG * nh; p += 32) {
+        int gi = p / nh, sl = 32 * h + p - gi * nh;
+        int r = a.topk_ref[(t * a.Hq + a.head * GG + gi) * K + sl];
+        scr[p] = r >= 0 ? gqa_score(q4 + gi * D4, (const float4 *)(Kh + (kb + r) * D), D4) : INFINITY;
+      }
+      __syncwarp();
+#pragma unroll
+      for (int gi = 0; gi < GG; gi++) {
+        int own = lane < nh;
+        int r = own ? a.topk_ref[(t * a.Hq + a.head * GG + gi) * K + 32 * h + lane] : -1;
+        float v = own ? scr[gi * nh + lane] : INFINITY;
+        if (h) R[gi].r1 = r, R[gi].v1 = v, R[gi].c1 = r >= 0 ? 0 : K;
+        else R[gi].r0 = r, R[gi].v0 = v, R[gi].c0 = r >= 0 ? 0 : K;
+      }
+      __syncwarp();
+    }
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) {
+      if (!TWO) R[gi].r1 = -1, R[gi].v1 = INFINITY, R[gi].c1 = K;
+      rank_set_thr(&R[gi], K, TWO);
+    }
+  }
   const float c = 1.0f / sqrtf((float)D);
-  float o[GG][GQA_NDL], m[GG], l[GG];
-  topk_list TL[GG];
+  float o[GG][GQA_NDL], m[GG], l[GG], srn[GG];
 #pragma unroll
   for (int gi = 0; gi < GG; gi++) {
     m[gi] = -INFINITY;
     l[gi] = 0.0f;
-    topk_init(&TL[gi]);
+    srn[gi] = 0.0f;
 #pragma unroll
     for (int i = 0; i < GQA_NDL; i++) o[gi][i] = 0.0f;
   }
+  int pre = 0; /* srn holds this lane's reference scores of the tile about to be computed */
   double sb = 0, ss_ = 0, ssh = 0, s2 = 0, sxh = 0;
-  for (int64_t j0 = KB; j0 < KE; j0 += TILE) {
+  for (int64_t it = 0; it < ntile; it++) {
+    int64_t j0 = KB + it * TILE;
     int nt = KE - j0 < TILE ? (int)(KE - j0) : TILE;
-    __syncthreads();
-    load_tile(tk, ldk, Kh, D, j0, nt, D);
-    load_tile(tr, ldk, Kref, kref_stride, j0, nt, D);
-    load_tile(tv, D, V, D, j0, nt, D);
-    __syncthreads();
+    cp_async_wait_all();
+    __syncthreads(); /* tile it has landed, and every warp is done with tile it-1's stage */
+    if (it + 1 < ntile) {
+      int64_t j1 = j0 + TILE;
+      int n1 = KE - j1 < TILE ? (int)(KE - j1) : TILE;
+      float *nx = stages + ((it + 1) & 1) * stage;
+      load_tile_async(nx, ldk, Kh, D, j1, n1, D);
+      load_tile_async(nx + TILE * ldk, D, V, D, j1, n1, D);
+      cp_async_commit();
+    }
     if (!live || j0 + nt <= kb || j0 >= ke) continue; /* warp-uniform */
+    const float *tk = stages + (it & 1) * stage, *tv = tk + TILE * ldk;
     int64_t j = j0 + lane;
     int valid = lane < nt && j >= kb && j < ke;
-    float sh[GG], sr[GG];
+    float sr[GG];
 #pragma unroll
-    for (int gi = 0; gi < GG; gi++) sh[gi] = sr[gi] = 0.0f;
+    for (int gi = 0; gi < GG; gi++) sr[gi] = pre ? srn[gi] : valid ? __ldg(sr_row + gi * sr_len + (j - kb)) : 0.0f;
+    /* the next tile's (computed by this warp iff it starts before ke; its lanes are valid iff
+     * their key is causal, the same test) */
+    int64_t jn = j + TILE;
+    if (jn >= kb && jn < ke) {
+#pragma unroll
+      for (int gi = 0; gi < GG; gi++) srn[gi] = __ldg(sr_row + gi * sr_len + (jn - kb));
+    }
+    pre = 1;
+    float sh[GG];
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) sh[gi] = 0.0f;
     if (valid) {
-      const float4 *kr = (const float4 *)(tk + lane * ldk), *rr = (const float4 *)(tr + lane * ldk);
-      const float4 *q4 = (const float4 *)qs;
+      const float4 *kr = (const float4 *)(tk + lane * ldk);
 #pragma unroll 4
-      for (int jd = 0; jd < (D >> 2); jd++) {
-        float4 y = kr[jd], yr = rr[jd];
+      for (int jd = 0; jd < D4; jd++) {
+        float4 y = kr[jd];
 #pragma unroll
         for (int gi = 0; gi < GG; gi++) {
-          float4 x = q4[gi * (D >> 2) + jd];
+          float4 x = q4[gi * D4 + jd];
           sh[gi] = fmaf(x.x, y.x, sh[gi]);
           sh[gi] = fmaf(x.y, y.y, sh[gi]);
           sh[gi] = fmaf(x.z, y.z, sh[gi]);
           sh[gi] = fmaf(x.w, y.w, sh[gi]);
-          sr[gi] = fmaf(x.x, yr.x, sr[gi]);
-          sr[gi] = fmaf(x.y, yr.y, sr[gi]);
-          sr[gi] = fmaf(x.z, yr.z, sr[gi]);
-          sr[gi] = fmaf(x.w, yr.w, sr[gi]);
         }
       }
 #pragma unroll
@@ -421,6 +587,9 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_attn_gqa(kc_attn_args a) {
 #pragma unroll
       for (int gi = 0; gi < GG; gi++) sh[gi] = -INFINITY;
     }
+    int base = (int)(j0 - kb);
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) rank_offer(&R[gi], K, TWO, valid && sh[gi] >= R[gi].thr, sh[gi], base);
     float p[GG];
 #pragma unroll
     for (int gi = 0; gi < GG; gi++) {
@@ -432,29 +601,34 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_attn_gqa(kc_attn_args a) {
       for (int i = 0; i < GQA_NDL; i++) o[gi][i] *= alpha;
       m[gi] = mnew;
     }
-    for (int jj = 0; jj < nt; jj++) {
-      float pj[GG];
-      int any = 0;
-#pragma unroll
-      for (int gi = 0; gi < GG; gi++) {
-        pj[gi] = __shfl_sync(0xffffffffu, p[gi], jj);
-        any |= pj[gi] != 0.0f;
+    ps[lane] = make_float4(p[0], p[1], p[2], p[3]);
+    __syncwarp();
+    /* the warp's causal keys of this tile are one contiguous range; masked keys add nothing */
+    int lo = j0 < kb ? (int)(kb - j0) : 0, hi = j0 + nt > ke ? (int)(ke - j0) : nt;
+    if (4 * lane < D) {
+      const float *vb = tv + 4 * lane;
+#pragma unroll 4
+      for (int jj = lo; jj < hi; jj++) {
+        float4 w = ps[jj], vv = *(const float4 *)(vb + jj * D);
+        o[0][0] = fmaf(w.x, vv.x, o[0][0]);
+        o[0][1] = fmaf(w.x, vv.y, o[0][1]);
+        o[0][2] = fmaf(w.x, vv.z, o[0][2]);
+        o[0][3] = fmaf(w.x, vv.w, o[0][3]);
+        o[1][0] = fmaf(w.y, vv.x, o[1][0]);
+        o[1][1] = fmaf(w.y, vv.y, o[1][1]);
+        o[1][2] = fmaf(w.y, vv.z, o[1][2]);
+        o[1][3] = fmaf(w.y, vv.w, o[1][3]);
+        o[2][0] = fmaf(w.z, vv.x, o[2][0]);
+        o[2][1] = fmaf(w.z, vv.y, o[2][1]);
+        o[2][2] = fmaf(w.z, vv.z, o[2][2]);
+        o[2][3] = fmaf(w.z, vv.w, o[2][3]);
+        o[3][0] = fmaf(w.w, vv.x, o[3][0]);
+        o[3][1] = fmaf(w.w, vv.y, o[3][1]);
+        o[3][2] = fmaf(w.w, vv.z, o[3][2]);
+        o[3][3] = fmaf(w.w, vv.w, o[3][3]);
       }
-      if (!any) continue; /* warp-uniform */
-      const float *vr = tv + jj * D;
-#pragma unroll
-      for (int i = 0; i < GQA_NDL; i++)
-        if (lane + 32 * i < D) {
-          float vv = vr[lane + 32 * i];
-#pragma unroll
-          for (int gi = 0; gi < GG; gi++) o[gi][i] = fmaf(pj[gi], vv, o[gi][i]);
-        }
     }
-#pragma unroll
-    for (int gi = 0; gi < GG; gi++) {
-      float tl = TL[gi].cnt == a.topk ? topk_last(&TL[gi], a.topk) : -INFINITY;
-      topk_offer(&TL[gi], a.topk, valid && (TL[gi].cnt < a.topk || sh[gi] > tl), sh[gi], (int)(j - kb));
-    }
+    __syncwarp(); /* ps is rewritten by the next tile */
   }
   if (!live) return;
   sb = warp_sum_dd(sb);
@@ -469,30 +643,24 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_attn_gqa(kc_attn_args a) {
     float inv = 1.0f / l[gi];
     const float *oref = a.o_ref + (t * a.Hq + g) * D;
     double dot = 0, n1 = 0, n2 = 0;
+    if (4 * lane < D) {
 #pragma unroll
-    for (int i = 0; i < GQA_NDL; i++)
-      if (lane + 32 * i < D) {
-        double x = oref[lane + 32 * i], y = o[gi][i] * inv;
+      for (int i = 0; i < GQA_NDL; i++) {
+        double x = oref[4 * lane + i], y = o[gi][i] * inv;
         dot += x * y;
         n1 += x * x;
         n2 += y * y;
       }
+    }
     dot = warp_sum_dd(dot);
     n1 = warp_sum_dd(n1);
     n2 = warp_sum_dd(n2);
     double cs = (n1 == 0.0 && n2 == 0.0) ? 1.0 : (n1 == 0.0 || n2 == 0.0) ? 0.0 : dot / sqrt(n1 * n2);
-    const int32_t *ref = a.topk_ref + (t * a.Hq + g) * a.topk;
-    int hits = 0;
-    for (int i = 0; i < a.topk; i++) {
-      int r = ref[i];
-      if (r < 0) continue;
-      hits += (lane < TL[gi].cnt && TL[gi].i0 == r) + (lane + 32 < TL[gi].cnt && TL[gi].i1 == r);
-    }
-    for (int o2 = 16; o2 > 0; o2 >>= 1) hits += __shfl_xor_sync(0xffffffffu, hits, o2);
+    int hits = rank_hits(&R[gi], K, TWO);
     double *out = a.rows_out + ((int64_t)plan * a.n_rows + t * GG + gi) * a.n_fields;
     if (lane == 0) {
       out[0] = cs;
-      out[1] = (double)hits / (double)(avail < a.topk ? avail : a.topk);
+      out[1] = (double)hits / (double)(avail < K ? avail : K);
       out[2] = gi == 0 ? sb : 0.0;
       out[3] = gi == 0 ? ss_ : 0.0;
       out[4] = gi == 0 ? ssh : 0.0;
@@ -574,6 +742,23 @@ static int launch_rows(const kc_attn_args *a, dim3 grid, sq_err *e) {
   return SQ_OK;
 }
 
+/* k_attn_gqa's shared memory: W warps' queries, two stages of (keff, v) tiles, the weights. */
+static size_t gqa_smem(int W, int D) {
+  size_t f = (size_t)W * 4 * D + 2 * ((size_t)TILE * (D + KPAD) + (size_t)TILE * D) + (size_t)W * TILE * 4;
+  return f * sizeof(float);
+}
+
+template <int TWO>
+static int launch_gqa(const kc_attn_args *a, int n_y, sq_err *e) {
+  size_t smem = gqa_smem(GQA_WARPS, a->D);
+  dim3 grid((unsigned)((a->n_rows / 4 + GQA_WARPS - 1) / GQA_WARPS), (unsigned)n_y);
+  cudaCheck(cudaFuncSetAttribute(k_attn_gqa<4, GQA_WARPS, GQA_MINB, TWO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)smem));
+  k_attn_gqa<4, GQA_WARPS, GQA_MINB, TWO><<<grid, GQA_WARPS * 32, smem>>>(*a);
+  launchCheck();
+  return SQ_OK;
+}
+
 int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e) {
   if (a->n_rows <= 0) return SQ_OK;
   if (a->D % 4)
@@ -583,14 +768,8 @@ int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e) {
   case KC_REF_ATTN: return launch_rows<KC_REF_ATTN>(a, grid, e);
   case KC_REF_RANDQ: return launch_rows<KC_REF_RANDQ>(a, grid, e);
   case KC_EVAL_ATTN:
-    if (a->gqa && a->G == 4 && a->D <= 32 * GQA_NDL) {
-      size_t smem = ((size_t)ROW_WARPS * 4 * a->D + 2 * (size_t)TILE * (a->D + KPAD) + (size_t)TILE * a->D) * sizeof(float);
-      dim3 g2((unsigned)((a->n_rows / 4 + ROW_WARPS - 1) / ROW_WARPS), (unsigned)n_y);
-      cudaCheck(cudaFuncSetAttribute(k_attn_gqa<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-      k_attn_gqa<4><<<g2, ROW_WARPS * 32, smem>>>(*a);
-      launchCheck();
-      return SQ_OK;
-    }
+    if (a->gqa && a->sref && kc_gqa_shape(a->G, a->D))
+      return a->topk > 32 ? launch_gqa<1>(a, n_y, e) : launch_gqa<0>(a, n_y, e);
     return launch_rows<KC_EVAL_ATTN>(a, grid, e);
   case KC_EVAL_RANDQ: return launch_rows<KC_EVAL_RANDQ>(a, grid, e);
   case KC_EVAL_PROBS:
