@@ -234,7 +234,9 @@ static int bench_fast(batch_ctx *c, int p, FILE *f, sq_err *e) {
     fprintf(f, "encode-fast %-17s n/a (plans with QJL take the exact path)\n", o->plan_names[p]);
     return SQ_OK;
   }
-  kc_fast_seg *segs = (kc_fast_seg *)sq_xcalloc((size_t)nseg, sizeof *segs);
+  kc_fast_seg *segs = (kc_fast_seg *)aligned_alloc(64, (size_t)nseg * sizeof *segs); /* sizeof is a multiple of 64 */
+  if (!segs) return sq_fail(e, SQ_EFAIL, "bench: out of memory for %lld segments", (long long)nseg);
+  memset(segs, 0, (size_t)nseg * sizeof *segs);
   kc_buf *mats = (kc_buf *)sq_xcalloc((size_t)o->H * 2, sizeof(kc_buf));
   kc_buf fcodes = {0}, segs_dev = {0}, rows = {0}, sums = {0};
   int rc = kc_buf_need(&fcodes, (size_t)(nseg * N * c->cbytes), e);
@@ -284,10 +286,11 @@ static int bench_fast(batch_ctx *c, int p, FILE *f, sq_err *e) {
             o->plan_names[p], passes, in_b / (1 << 30), ms, gbs, 100 * gbs / o->copy_gbs, (long long)nseg,
             quant ? tot[0] / ((double)nrow * quant) : 0.0, tot[0], (long long)(nrow * quant), tot[1], tot[2]);
     if (passes == 1 && o->D == 128 && p == 0) { /* where the time goes: the same launch with phases left out */
-      static const int probes[4] = {1, 3, 6, 7};
-      static const char *what[4] = {"no projection", "no projection, no packing", "no packing, no write",
+      static const int probes[6] = {1, 9, 3, 11, 14, 15};
+      static const char *what[6] = {"no projection", "no projection, no packing", "no projection, no quantisation",
+                                    "no projection, quantisation, packing", "no quantisation, packing, write",
                                     "load + norm only"};
-      for (int k = 0; k < 4 && !rc; k++) {
+      for (int k = 0; k < 6 && !rc; k++) {
         float pm = 0;
         rc = time_fast(&segs_dev, (int)nseg, ntiles, o->D, cbb, 1, probes[k], &pm, e);
         if (!rc) fprintf(f, "encode-fast probe (%s) %8.3f ms  %7.1f GB/s of input\n", what[k], pm, in_b / (pm * 1e-3) / 1e9);

@@ -9,10 +9,14 @@
  * Only plans without QJL and D in {64, 128}. */
 #ifndef SQEXP_KCUDA_FAST_CUH
 #define SQEXP_KCUDA_FAST_CUH
+#include <cuda.h>
 #include <cuda_fp16.h>
 #include "kcuda.cuh"
 
-typedef struct {
+/* 64-byte aligned (the TMA descriptor must be): arrays of segments on the host come from
+ * aligned_alloc, on the device from cudaMalloc. */
+typedef struct __align__(64) {
+  CUtensorMap tmap;   /* the rows as a 2-D tensor for TMA (filled by kc_fast_setup) */
   const float *x;     /* device: row i at x + i*stride */
   int64_t stride, n;
   uint8_t *codes;     /* device [n][side.code_bytes] */
@@ -34,7 +38,8 @@ int kc_fast_encode(kc_fast_seg *segs, int nseg, const float *cb_boundary, int pa
 
 /* The two halves of kc_fast_encode, for the bench (which times the launch alone): number the
  * tiles and upload the segment table; then launch. probe != 0 (bench only, D 128 and passes 1)
- * leaves phases out to time the rest: 1 the projection, 2 the packing, 4 the write of the codes. */
+ * leaves phases out to time the rest: 1 the projection, 2 the quantisation, 4 the write of the
+ * codes, 8 the packing. */
 int kc_fast_setup(kc_fast_seg *segs, int nseg, kc_buf *segs_dev, int64_t *ntiles, sq_err *e);
 int kc_fast_run(const kc_buf *segs_dev, int nseg, int64_t ntiles, int D, const float *cb_boundary, int passes,
                 int probe, sq_err *e);
