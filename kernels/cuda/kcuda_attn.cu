@@ -453,7 +453,8 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
   float4 *ps = (float4 *)(stages + 2 * stage) + (threadIdx.x >> 5) * TILE; /* [W][TILE] weights */
   __shared__ int64_t blk_kb[W], blk_ke[W];
   int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int64_t n_tok = a.n_rows / GG, t = (int64_t)blockIdx.x * W + warp;
+  /* blocks in reverse token order: the long rows (late in their sequence) start first */
+  int64_t n_tok = a.n_rows / GG, t = (int64_t)(gridDim.x - 1 - blockIdx.x) * W + warp;
   int plan = blockIdx.y, live = t < n_tok;
   int64_t kb = 0, ke = 0;
   float *qs = qs_all + warp * GG * D;
@@ -590,16 +591,22 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
     int base = (int)(j0 - kb);
 #pragma unroll
     for (int gi = 0; gi < GG; gi++) rank_offer(&R[gi], K, TWO, valid && sh[gi] >= R[gi].thr, sh[gi], base);
+    /* online softmax: the running max moves only when a key of the tile beats it (one vote);
+     * otherwise the tile's max would leave it unchanged and the rescale factor be exactly 1.
+     * Each lane keeps its part of the normaliser (summed over the warp at the end). */
     float p[GG];
 #pragma unroll
     for (int gi = 0; gi < GG; gi++) {
-      float mnew = fmaxf(m[gi], warp_max_f(sh[gi]));
-      float alpha = expf((m[gi] - mnew) * c);
-      p[gi] = valid ? expf((sh[gi] - mnew) * c) : 0.0f;
-      l[gi] = l[gi] * alpha + warp_sum_f(p[gi]);
+      if (__any_sync(0xffffffffu, sh[gi] > m[gi])) {
+        float mnew = fmaxf(m[gi], warp_max_f(sh[gi]));
+        float alpha = expf((m[gi] - mnew) * c);
+        l[gi] *= alpha;
 #pragma unroll
-      for (int i = 0; i < GQA_NDL; i++) o[gi][i] *= alpha;
-      m[gi] = mnew;
+        for (int i = 0; i < GQA_NDL; i++) o[gi][i] *= alpha;
+        m[gi] = mnew;
+      }
+      p[gi] = valid ? expf((sh[gi] - m[gi]) * c) : 0.0f;
+      l[gi] += p[gi];
     }
     ps[lane] = make_float4(p[0], p[1], p[2], p[3]);
     __syncwarp();
@@ -640,7 +647,7 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
 #pragma unroll
   for (int gi = 0; gi < GG; gi++) {
     int g = a.head * GG + gi;
-    float inv = 1.0f / l[gi];
+    float inv = 1.0f / warp_sum_f(l[gi]);
     const float *oref = a.o_ref + (t * a.Hq + g) * D;
     double dot = 0, n1 = 0, n2 = 0;
     if (4 * lane < D) {
