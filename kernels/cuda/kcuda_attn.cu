@@ -426,7 +426,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
  * The pair sums of the group are added before they are written (into the row of gi = 0; the column
  * sums over rows are unchanged up to double rounding). TWO: K > 32. */
 #define GQA_NDL 4
-#define GQA_WARPS 8 /* tokens per block: 53 KB of shared memory at D = 128, two blocks per SM */
+#define GQA_WARPS 8 /* tokens per block: 85 KB of shared memory at D = 128; two blocks per SM (128 registers) */
 #define GQA_MINB 2
 
 /* s^ of one key row (global memory): the key loop's chain, operand for operand. */
