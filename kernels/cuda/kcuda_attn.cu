@@ -155,18 +155,6 @@ __device__ __forceinline__ int rank_hits(const rank_slots *R, int K, int two) {
   return two ? h + __popc(__ballot_sync(0xffffffffu, R->c1 < K)) : h;
 }
 
-/* Offset of row (t, g)'s first reference score in a.sref (layout: kc_sref_floats). */
-__device__ __forceinline__ int64_t sref_row(const kc_attn_args &a, int64_t t, int g) {
-  int s = (int)seq_of(a.seq_off, a.n_seq, t);
-  int64_t pairs = 0;
-  for (int i = 0; i < s; i++) {
-    int64_t n = a.seq_off[i + 1] - a.seq_off[i];
-    pairs += n * (n + 1) / 2;
-  }
-  int64_t tl = t - a.seq_off[s];
-  return (pairs + tl * (tl + 1) / 2) * a.Hq + (int64_t)g * (tl + 1);
-}
-
 /* cp.async: 16-byte copies global -> shared memory that skip the registers (and L1), so the next
  * tile's loads are in flight while the current one is computed. */
 __device__ __forceinline__ void cp_async16(void *dst, const void *src) {
@@ -294,8 +282,6 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
   double sb = 0, ss_ = 0, ssh = 0, s2 = 0, sxh = 0;
   topk_list TL; /* REF_ATTN: the reference top-k list */
   topk_init(&TL);
-  /* REF_ATTN: where this row's reference scores go (the group-per-warp eval kernel reads them) */
-  float *srow = MODE == KC_REF_ATTN && live && a.sref ? a.sref + sref_row(a, t, g) : NULL;
   rank_slots R;  /* EVAL_ATTN: the reference keys' ranks in the plan's order */
   const int two = a.topk > 32;
   if (MODE == KC_EVAL_ATTN && live) {
@@ -322,7 +308,6 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
     float sh = -INFINITY, sr = 0.0f;
     if (valid) {
       sh = dot_sm(qs, tk + lane * ldk, D);
-      if (MODE == KC_REF_ATTN && srow) srow[j - kb] = sh;
       if (MODE == KC_EVAL_ATTN) {
         sr = dot_sm(qs, tr + lane * ldk, D);
         sb += (double)sh - (double)sr;
@@ -409,25 +394,24 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
   }
 }
 
-/* EVAL_ATTN with the GQA group in one warp (the default for kc_gqa_shape layers whose reference-
- * score cache a.sref exists; SQEXP_CUDA_ATTN=rows turns it off). A block of W warps owns W
- * consecutive tokens; warp w owns token t and all GG query heads of the KV head, so each key and
- * value row read from shared memory serves GG queries. Per tile of TILE keys of the block's union
- * key range:
- *   - the effective keys and decoded values are staged in shared memory by cp.async,
- *     double-buffered: tile i+1 is in flight while tile i is computed (one barrier per tile);
- *   - lane = key: s^ = q.keff for the GG heads (fmaf chains in dimension order, as in k_rows);
- *     the reference score s = q.k is plan-independent and comes from a.sref (written by the
- *     reference pass with the same chain; prefetched a tile ahead); the double logit sums, the
- *     reference keys' ranks (rank_offer), the online softmax;
+/* EVAL_ATTN with the GQA group in one warp (the default for kc_gqa_shape layers;
+ * SQEXP_CUDA_ATTN=rows turns it off). A block of W warps owns W consecutive tokens; warp w owns
+ * token t and all GG query heads of the KV head, so each key and value row read from shared
+ * memory serves GG queries. Per tile of TILE keys of the block's union key range:
+ *   - the effective keys, the reference keys and the decoded values are staged in shared memory
+ *     by cp.async, double-buffered: tile i+1 is in flight while tile i is computed (one barrier
+ *     per tile);
+ *   - lane = key: s^ = q.keff and s = q.k for the GG heads (fmaf chains in dimension order, as in
+ *     k_rows; no score is kept beyond its tile, so nothing T x T exists); the double logit sums,
+ *     the reference keys' ranks (rank_offer), the online softmax;
  *   - the tile's weights go to shared memory as one float4 per key (the GG heads' p), and each lane
  *     accumulates 4 adjacent output dimensions: per key one broadcast float4 of weights and one
  *     float4 of the value row, 16 FMAs.
  * The pair sums of the group are added before they are written (into the row of gi = 0; the column
  * sums over rows are unchanged up to double rounding). TWO: K > 32. */
 #define GQA_NDL 4
-#define GQA_WARPS 8 /* tokens per block: 85 KB of shared memory at D = 128; two blocks per SM (128 registers) */
-#define GQA_MINB 2
+#define GQA_WARPS 16 /* tokens per block: 141 KB of shared memory at D = 128, one block per SM */
+#define GQA_MINB 1
 
 /* s^ of one key row (global memory): the key loop's chain, operand for operand. */
 __device__ __forceinline__ float gqa_score(const float4 *q4, const float4 *kr, int D4) {
@@ -447,9 +431,9 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
   static_assert(GG == 4, "the weights of a key are one float4");
   extern __shared__ float4 sm4[];
   float *sm = (float *)sm4;
-  const int D = a.D, ldk = D + KPAD, D4 = D >> 2, stage = TILE * ldk + TILE * D;
+  const int D = a.D, ldk = D + KPAD, D4 = D >> 2, stage = 2 * TILE * ldk + TILE * D;
   float *qs_all = sm;                                /* [W][GG][D] */
-  float *stages = qs_all + W * GG * D;               /* 2 x (keff [TILE][ldk], v [TILE][D]) */
+  float *stages = qs_all + W * GG * D;               /* 2 x (keff [TILE][ldk], k [TILE][ldk], v [TILE][D]) */
   float4 *ps = (float4 *)(stages + 2 * stage) + (threadIdx.x >> 5) * TILE; /* [W][TILE] weights */
   __shared__ int64_t blk_kb[W], blk_ke[W];
   int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -478,18 +462,18 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
     KE = blk_ke[w] > KE ? blk_ke[w] : KE;
   }
   const float *Kh = a.keff + plan * a.plan_stride, *V = a.vhat + plan * a.plan_stride;
+  const float *Kref = a.k + (int64_t)a.head * D;
+  const int64_t kref_stride = (int64_t)a.Hkv * D;
   int64_t ntile = KE > KB ? (KE - KB + TILE - 1) / TILE : 0;
   if (ntile > 0) { /* tile 0 is in flight while the reference keys are scored */
     int nt = KE - KB < TILE ? (int)(KE - KB) : TILE;
     load_tile_async(stages, ldk, Kh, D, KB, nt, D);
-    load_tile_async(stages + TILE * ldk, D, V, D, KB, nt, D);
+    load_tile_async(stages + TILE * ldk, ldk, Kref, kref_stride, KB, nt, D);
+    load_tile_async(stages + 2 * TILE * ldk, D, V, D, KB, nt, D);
     cp_async_commit();
   }
   const int K = a.topk;
   const float4 *q4 = (const float4 *)qs;
-  /* this token's reference scores: row of head gi at sr_row + gi * (tl + 1), key j at + (j - kb) */
-  const float *sr_row = live ? a.sref + sref_row(a, t, a.head * GG) : NULL;
-  const int64_t sr_len = ke - kb;
   rank_slots R[GG];
   if (live) {
     /* s^ of the reference keys, spread over all lanes ((head, slot) pairs through the weights'
@@ -520,16 +504,14 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
     }
   }
   const float c = 1.0f / sqrtf((float)D);
-  float o[GG][GQA_NDL], m[GG], l[GG], srn[GG];
+  float o[GG][GQA_NDL], m[GG], l[GG];
 #pragma unroll
   for (int gi = 0; gi < GG; gi++) {
     m[gi] = -INFINITY;
     l[gi] = 0.0f;
-    srn[gi] = 0.0f;
 #pragma unroll
     for (int i = 0; i < GQA_NDL; i++) o[gi][i] = 0.0f;
   }
-  int pre = 0; /* srn holds this lane's reference scores of the tile about to be computed */
   double sb = 0, ss_ = 0, ssh = 0, s2 = 0, sxh = 0;
   for (int64_t it = 0; it < ntile; it++) {
     int64_t j0 = KB + it * TILE;
@@ -541,32 +523,22 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
       int n1 = KE - j1 < TILE ? (int)(KE - j1) : TILE;
       float *nx = stages + ((it + 1) & 1) * stage;
       load_tile_async(nx, ldk, Kh, D, j1, n1, D);
-      load_tile_async(nx + TILE * ldk, D, V, D, j1, n1, D);
+      load_tile_async(nx + TILE * ldk, ldk, Kref, kref_stride, j1, n1, D);
+      load_tile_async(nx + 2 * TILE * ldk, D, V, D, j1, n1, D);
       cp_async_commit();
     }
     if (!live || j0 + nt <= kb || j0 >= ke) continue; /* warp-uniform */
-    const float *tk = stages + (it & 1) * stage, *tv = tk + TILE * ldk;
+    const float *tk = stages + (it & 1) * stage, *tr = tk + TILE * ldk, *tv = tr + TILE * ldk;
     int64_t j = j0 + lane;
     int valid = lane < nt && j >= kb && j < ke;
-    float sr[GG];
+    float sh[GG], sr[GG];
 #pragma unroll
-    for (int gi = 0; gi < GG; gi++) sr[gi] = pre ? srn[gi] : valid ? __ldg(sr_row + gi * sr_len + (j - kb)) : 0.0f;
-    /* the next tile's (computed by this warp iff it starts before ke; its lanes are valid iff
-     * their key is causal, the same test) */
-    int64_t jn = j + TILE;
-    if (jn >= kb && jn < ke) {
-#pragma unroll
-      for (int gi = 0; gi < GG; gi++) srn[gi] = __ldg(sr_row + gi * sr_len + (jn - kb));
-    }
-    pre = 1;
-    float sh[GG];
-#pragma unroll
-    for (int gi = 0; gi < GG; gi++) sh[gi] = 0.0f;
-    if (valid) {
-      const float4 *kr = (const float4 *)(tk + lane * ldk);
+    for (int gi = 0; gi < GG; gi++) sh[gi] = sr[gi] = 0.0f;
+    if (valid) { /* s^ = q.keff and s = q.k, each an fmaf chain in dimension order (as k_rows) */
+      const float4 *kr = (const float4 *)(tk + lane * ldk), *rr = (const float4 *)(tr + lane * ldk);
 #pragma unroll 4
       for (int jd = 0; jd < D4; jd++) {
-        float4 y = kr[jd];
+        float4 y = kr[jd], yr = rr[jd];
 #pragma unroll
         for (int gi = 0; gi < GG; gi++) {
           float4 x = q4[gi * D4 + jd];
@@ -574,6 +546,10 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
           sh[gi] = fmaf(x.y, y.y, sh[gi]);
           sh[gi] = fmaf(x.z, y.z, sh[gi]);
           sh[gi] = fmaf(x.w, y.w, sh[gi]);
+          sr[gi] = fmaf(x.x, yr.x, sr[gi]);
+          sr[gi] = fmaf(x.y, yr.y, sr[gi]);
+          sr[gi] = fmaf(x.z, yr.z, sr[gi]);
+          sr[gi] = fmaf(x.w, yr.w, sr[gi]);
         }
       }
 #pragma unroll
@@ -751,7 +727,7 @@ static int launch_rows(const kc_attn_args *a, dim3 grid, sq_err *e) {
 
 /* k_attn_gqa's shared memory: W warps' queries, two stages of (keff, v) tiles, the weights. */
 static size_t gqa_smem(int W, int D) {
-  size_t f = (size_t)W * 4 * D + 2 * ((size_t)TILE * (D + KPAD) + (size_t)TILE * D) + (size_t)W * TILE * 4;
+  size_t f = (size_t)W * 4 * D + 2 * (2 * (size_t)TILE * (D + KPAD) + (size_t)TILE * D) + (size_t)W * TILE * 4;
   return f * sizeof(float);
 }
 
@@ -775,7 +751,7 @@ int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e) {
   case KC_REF_ATTN: return launch_rows<KC_REF_ATTN>(a, grid, e);
   case KC_REF_RANDQ: return launch_rows<KC_REF_RANDQ>(a, grid, e);
   case KC_EVAL_ATTN:
-    if (a->gqa && a->sref && kc_gqa_shape(a->G, a->D))
+    if (a->gqa && kc_gqa_shape(a->G, a->D))
       return a->topk > 32 ? launch_gqa<1>(a, n_y, e) : launch_gqa<0>(a, n_y, e);
     return launch_rows<KC_EVAL_ATTN>(a, grid, e);
   case KC_EVAL_RANDQ: return launch_rows<KC_EVAL_RANDQ>(a, grid, e);

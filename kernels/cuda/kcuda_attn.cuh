@@ -22,23 +22,10 @@ typedef struct {
   int32_t *topk_out;
   double *rows_out;          /* eval modes: [plan][n_rows][n_fields] */
   int gqa;                   /* EVAL_ATTN: one warp per token and GQA group (G == 4, D <= 128) */
-  float *sref;               /* reference scores q.k of every causal pair (kc_sref_floats), or NULL:
-                              * REF_ATTN writes them, EVAL_ATTN's group-per-warp kernel reads them */
 } kc_attn_args;
 
-/* The group-per-warp EVAL_ATTN kernel's shape (it also needs sref). */
+/* The group-per-warp EVAL_ATTN kernel's shape. */
 static inline int kc_gqa_shape(int G, int D) { return G == 4 && D <= 128 && D % 4 == 0; }
-
-/* Floats of the reference-score cache: sequences in order, within one its tokens in order, within
- * a token the Hq query heads, each with its tl + 1 causal keys (tl = position in the sequence). */
-static inline int64_t kc_sref_floats(const int64_t *seq_off, int n_seq, int Hq) {
-  int64_t pairs = 0;
-  for (int s = 0; s < n_seq; s++) {
-    int64_t n = seq_off[s + 1] - seq_off[s];
-    pairs += n * (n + 1) / 2;
-  }
-  return pairs * Hq;
-}
 
 /* n_y: KV heads (REF_* modes: n_rows per head) or plans (EVAL_* modes, a.head fixed). */
 int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e);

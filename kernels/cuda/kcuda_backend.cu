@@ -24,8 +24,6 @@ struct kc_state {
   int loaded, G, attn_on, probs_on, randq_on;
   kern_layer L;
   kc_buf seq_off, q, k, v, randq, o_ref, topk_ref, randq_ref;
-  kc_buf sref;        /* reference scores of every causal pair (kcuda_attn.cuh) when sref_on */
-  int sref_on;
   kc_buf keff, vhat, rows, sums, krec, vrec;
   kc_buf cb;
   cb_table cb_host;
@@ -235,7 +233,6 @@ static kc_attn_args base_args(const kc_state *st) {
   a.o_ref = (const float *)st->o_ref.p;
   a.topk_ref = (const int32_t *)st->topk_ref.p;
   a.randq_ref = (const float *)st->randq_ref.p;
-  a.sref = st->sref_on ? (float *)st->sref.p : NULL;
   return a;
 }
 
@@ -255,21 +252,9 @@ static int cuda_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
   if (st->attn_on || st->probs_on) tryCheck(upload(&st->q, L->q, (size_t)(nt * Hq * D) * sizeof(float), e));
   size_t nrq = (size_t)(Hkv * L->n_seq * L->n_randq * D);
   if (st->randq_on) tryCheck(upload(&st->randq, L->randq, nrq * sizeof(float), e));
-  st->sref_on = 0;
   if (st->attn_on) {
     tryCheck(kc_buf_need(&st->o_ref, (size_t)(nt * Hq * D) * sizeof(float), e));
     tryCheck(kc_buf_need(&st->topk_ref, (size_t)(nt * Hq * L->topk) * sizeof(int32_t), e));
-    if (st->gqa && kc_gqa_shape(st->G, (int)D)) {
-      /* the group-per-warp eval kernel reads the plan-independent reference scores from a cache
-       * the reference pass writes, when it takes at most a quarter of the device's memory
-       * (otherwise eval uses k_rows, which recomputes them) */
-      size_t bytes = (size_t)kc_sref_floats(L->seq_off, L->n_seq, (int)Hq) * sizeof(float), fr = 0, tot = 0;
-      cudaCheck(cudaMemGetInfo(&fr, &tot));
-      if (bytes <= tot / 4) {
-        tryCheck(kc_buf_need(&st->sref, bytes, e));
-        st->sref_on = 1;
-      }
-    }
     kc_attn_args a = base_args(st);
     a.n_rows = nt * st->G;
     a.o_out = (float *)st->o_ref.p;
@@ -473,7 +458,7 @@ static void cuda_destroy(kern_backend *b) {
   if (!b) return;
   kc_state *st = state_of(b);
   kc_buf *all[] = {&st->seq_off, &st->q, &st->k, &st->v, &st->randq, &st->o_ref, &st->topk_ref,
-                   &st->randq_ref, &st->sref, &st->keff, &st->vhat, &st->rows, &st->sums, &st->krec,
+                   &st->randq_ref, &st->keff, &st->vhat, &st->rows, &st->sums, &st->krec,
                    &st->vrec, &st->cb, &st->mx, &st->md, &st->mC, &st->fast_mats, &st->fast_segs};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_buf_free(all[i]);
   kc_work_free(&st->wk);
