@@ -24,6 +24,7 @@
 #include "rng.h"
 #if SQEXP_HAVE_CUDA
 #include "cuda/kcuda_bench.cuh"
+#include "sqexp_git.h" /* SQEXP_GIT: generated at build time */
 #endif
 
 #define HKV 8

@@ -9,6 +9,7 @@
 #include "cmd.h"
 #include "dump.h"
 #include "synth.h"
+#include "sqexp_git.h" /* SQEXP_GIT: generated at build time */
 
 static void usage(FILE *f) {
   fprintf(f,

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "cmd.h"
+#include "sqexp_git.h" /* SQEXP_GIT: generated at build time */
 
 typedef struct {
   const char *name;

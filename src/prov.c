@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "sha256.h"
+#include "sqexp_git.h" /* SQEXP_GIT: generated at build time */
 
 const char *const prov_phase_names[PROV_NPHASE] = {"read", "read_wait", "calibrate", "plan", "eval", "write", "report"};
 
