@@ -24,8 +24,8 @@
 #include "rng.h"
 #if SQEXP_HAVE_CUDA
 #include "cuda/kcuda_bench.cuh"
-#include "sqexp_git.h" /* SQEXP_GIT: generated at build time */
 #endif
+#include "sqexp_git.h" /* SQEXP_GIT: generated at build time */
 
 #define HKV 8
 #define HQ 32

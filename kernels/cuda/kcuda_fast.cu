@@ -10,24 +10,18 @@
 #include <string.h>
 #include <cudaTypedefs.h>
 #include "kcuda_fast.cuh"
+extern "C" {
+#include "cb_cells.h"
+}
 
 #define KF_TM 64         /* rows per tile */
 #define KF_THREADS 512   /* 16 warps: warp w projects rows 16 (w & 3) .. +15, columns (w >> 2) D/4 .. +D/4-1 */
 #define KF_LO_SCALE 2048.0f
-/* Quantisation without a search: for b bits the range [-T, T] (T just past the outermost
- * boundary) is cut into 4 * 2^b equal cells, narrower than the closest two boundaries of every
- * Lloyd-Max table (the finest, gauss b = 8, needs 520 cells), so a cell holds at most one
- * boundary; the grid is shifted by half a cell (one more cell in the table), so that the middle
- * boundary of a symmetric codebook, 0, sits mid-cell. T is nudged until every boundary lies at
- * least KF_EDGE cells from a cell edge; the cell of t, floor(t iw + T iw + 1/2) in fp32, is then
- * off by far less than KF_EDGE (<= 2.5e-4 cells at 1,024 cells), so with entry = {the boundary
- * inside the cell or +inf, #{boundaries below the cell}}, idx = base + (t > boundary) equals the
- * search's #{k : t > boundary[k]} for every float t. A table with no such T is marked and
- * searched instead. */
-#define KF_LUT_CELLS(b) ((4 << (b)) + 1)
-#define KF_LUT_OFF(b) (4 * ((1 << (b)) - 2) + (b) - 1)
-#define KF_LUT_N KF_LUT_OFF(CB_MAX_BITS + 1)
-#define KF_EDGE 1e-3
+/* Quantisation without a search: the cell tables of src/cb_cells.h (the argument for their
+ * exactness is there; tests/test_cb_cells.c checks it on the host with the same functions). */
+#define KF_LUT_CELLS(b) CB_CELLS(b)
+#define KF_LUT_OFF(b) CB_CELLS_OFF(b)
+#define KF_LUT_N CB_CELLS_ALL
 /* What a coordinate's field holds (kf_param.meta bits 0-1); bits 2-6 b, 7-17 the last cell,
  * 18-29 the offset of b's cells in the table. */
 enum { KF_DROP = 0, KF_LUT = 1, KF_SEARCH = 2, KF_HALF = 3 };
@@ -135,26 +129,19 @@ __device__ __forceinline__ void kf_issue_tile(const kc_fast_seg *segs, int nseg,
                ::"r"(kf_smem_addr(dst)), "l"(&g->tmap), "r"(0), "r"(row0), "r"(kf_smem_addr(bar)) : "memory");
 }
 
-/* The codebook's cell tables (see KF_LUT_CELLS) from the boundaries in S.bnd: warp b-1 finds
- * T for b bits, then all threads fill the cells. */
+/* The codebook's cell tables (cb_cells.h) from the boundaries in S.bnd: warp b-1 finds T for b
+ * bits (its lanes check the boundaries of each attempt), then all threads fill the cells. */
 template <int D, int PASSES>
 __device__ void kf_build_lut(const kf_smem<D, PASSES> &S) {
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (warp < CB_MAX_BITS) {
-    int b = warp + 1, nb = (1 << b) - 1, ncell = KF_LUT_CELLS(b);
+    int b = warp + 1, nb = (1 << b) - 1, ok = 0;
     const float *bd = S.bnd + b * 256;
-    float T0 = fmaxf(fabsf(bd[0]), fabsf(bd[nb - 1])) * 1.001f + 1e-6f, iw = 0.0f, Tiw = 0.0f;
-    int ok = 0;
-    for (int att = 0; att < 32 && !ok; att++) {
-      float T = T0 * (1.0f + 0.00377f * att);
-      iw = (ncell - 1) / (2.0f * T);
-      Tiw = T * iw + 0.5f;
+    float iw = 0.0f, Tiw = 0.0f;
+    for (int att = 0; att < CB_CELLS_TRIES && !ok; att++) {
+      cb_cells_try(bd, b, att, &iw, &Tiw);
       int bad = 0;
-      for (int k = lane; k < nb; k += 32) {
-        double pos = (double)bd[k] * iw + Tiw, fr = pos - floor(pos);
-        if (fr < KF_EDGE || fr > 1.0 - KF_EDGE) bad = 1;
-        if (k > 0 && floor((double)bd[k - 1] * iw + Tiw) == floor(pos)) bad = 1; /* two in one cell */
-      }
+      for (int k = lane; k < nb; k += 32) bad |= cb_cells_bad(bd, k, iw, Tiw);
       ok = !__any_sync(0xffffffffu, bad);
     }
     if (lane == 0) {
@@ -166,17 +153,11 @@ __device__ void kf_build_lut(const kf_smem<D, PASSES> &S) {
   __syncthreads();
   for (int b = 1; b <= CB_MAX_BITS; b++) {
     if (!S.lut_ok[b]) continue;
-    const float *bd = S.bnd + b * 256;
-    int nb = (1 << b) - 1;
-    double iw = S.lut_iw[b], Tiw = S.lut_Tiw[b];
     for (int c = tid; c < KF_LUT_CELLS(b); c += KF_THREADS) {
-      int lo = 0, hi = nb; /* first boundary with pos >= c */
-      while (lo < hi) {
-        int mid = (lo + hi) >> 1;
-        if ((double)bd[mid] * iw + Tiw < c) lo = mid + 1; else hi = mid;
-      }
-      float inside = lo < nb && (double)bd[lo] * iw + Tiw < c + 1 ? bd[lo] : INFINITY;
-      S.lut[KF_LUT_OFF(b) + c] = make_uint2(__float_as_uint(inside), (uint32_t)lo);
+      float inside;
+      unsigned below;
+      cb_cells_entry(S.bnd + b * 256, b, S.lut_iw[b], S.lut_Tiw[b], c, &inside, &below);
+      S.lut[KF_LUT_OFF(b) + c] = make_uint2(__float_as_uint(inside), below);
     }
   }
 }
