@@ -282,22 +282,33 @@ __device__ __forceinline__ void kf_project(const kf_smem<D, PASSES> &S, int rt, 
       for (int q = 0; q < 4; q++) acc[j][q] += cor[j][q] * (1.0f / KF_LO_SCALE);
 }
 
+/* Where this thread's accumulator elements sit (the m16n8 layout): acc[j] = rows ra, rb = ra + 8,
+ * columns col(j), col(j) + 1. */
+struct kf_frag {
+  int ra, rb, c0;
+  __device__ kf_frag(int rt, int col0) {
+    int lane = threadIdx.x & 31;
+    ra = rt * 16 + (lane >> 2), rb = ra + 8, c0 = col0 + 2 * (lane & 3);
+  }
+  __device__ int col(int j) const { return c0 + 8 * j; }
+};
+
 /* B without a rotation: y is the staged row itself (x / |x| when the plan normalises). */
 template <int D, int PASSES>
 __device__ __forceinline__ void kf_identity(const float *X, const kf_smem<D, PASSES> &S, int rt, int col0, float acc[][4]) {
   typedef kf_cfg<D, PASSES> C;
-  const int lane = threadIdx.x & 31, ra = rt * 16 + (lane >> 2), rb = ra + 8;
-  const float ia = S.rinv[ra], ib = S.rinv[rb];
+  const kf_frag f(rt, col0);
+  const float ia = S.rinv[f.ra], ib = S.rinv[f.rb];
 #pragma unroll
   for (int j = 0; j < C::NT; j++) {
-    int c = col0 + 8 * j + 2 * (lane & 3);
-    float2 xa = *(const float2 *)(X + ra * D + c), xb = *(const float2 *)(X + rb * D + c);
+    int c = f.col(j);
+    float2 xa = *(const float2 *)(X + f.ra * D + c), xb = *(const float2 *)(X + f.rb * D + c);
     acc[j][0] = xa.x * ia, acc[j][1] = xa.y * ia, acc[j][2] = xb.x * ib, acc[j][3] = xb.y * ib;
   }
 }
 
-/* The field of y through the cell table: t = y / scale, cell = floor(t iw + T iw) clamped (the
- * conversion saturates negatives to 0). */
+/* The field of y through the cell table (cb_cells.h): t = y / scale, cell = floor(y (iw / scale)
+ * + T iw + 1/2) clamped (the conversion saturates negatives and NaN to 0). */
 __device__ __forceinline__ uint32_t kf_q_lut(float y, float4 p, const uint2 *lut) {
   float t = y * p.x, cf = fmaf(y, p.y, p.z);
   uint32_t meta = __float_as_uint(p.w);
@@ -319,11 +330,11 @@ __device__ __forceinline__ uint32_t kf_q_any(float y, float4 p, const uint2 *lut
 template <int D, int PASSES>
 __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, int rt, int col0, const float acc[][4], int simple) {
   typedef kf_cfg<D, PASSES> C;
-  const int lane = threadIdx.x & 31, ra = rt * 16 + (lane >> 2), rb = ra + 8;
-  const float na = S.nscale[ra], nb = S.nscale[rb];
+  const kf_frag f(rt, col0);
+  const float na = S.nscale[f.ra], nb = S.nscale[f.rb];
 #pragma unroll
   for (int j = 0; j < C::NT; j++) {
-    int c = col0 + 8 * j + 2 * (lane & 3);
+    int c = f.col(j);
     float4 p0 = S.par[c], p1 = S.par[c + 1];
     uint32_t a0, a1, b0, b1;
     if (simple) {
@@ -333,8 +344,8 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, int rt,
       a0 = kf_q_any(acc[j][0] * na, p0, S.lut, S.bnd), a1 = kf_q_any(acc[j][1] * na, p1, S.lut, S.bnd);
       b0 = kf_q_any(acc[j][2] * nb, p0, S.lut, S.bnd), b1 = kf_q_any(acc[j][3] * nb, p1, S.lut, S.bnd);
     }
-    *(uint32_t *)(S.idx + ra * C::LDH + c) = a0 | a1 << 16;
-    *(uint32_t *)(S.idx + rb * C::LDH + c) = b0 | b1 << 16;
+    *(uint32_t *)(S.idx + f.ra * C::LDH + c) = a0 | a1 << 16;
+    *(uint32_t *)(S.idx + f.rb * C::LDH + c) = b0 | b1 << 16;
   }
 }
 
