@@ -4,7 +4,8 @@
 #   e2e.txt        synth time, the dump's inspect summary, `sqexp run` wall time for the full configs/mistral.ini grid (all 32
 #                  layers of a Mistral-shaped synthetic dump; HDF5 reads included), its phase times
 #   run.log        the run's output (final table)
-#   torch.txt      scripts/torch_sweep.py on the same GPU and dump (a subset, extrapolated), and
+#   torch.txt      scripts/torch_sweep.py on the same GPU and dump (a subset: one untimed warm-up
+#                  pass, then the fastest of TORCH_REPEAT timed passes, extrapolated), and
 #                  the speed-up
 # The dump: E2E_GEN=torch (default) writes it on the GPU with `scripts/torch_sweep.py make-dump`
 # (uncompressed fp16, seconds); E2E_GEN=sqexp uses `sqexp synth` (gzip, one core: ~9 minutes for
@@ -54,7 +55,7 @@ cat "$OUT/e2e.txt"
 tail -5 "$OUT/run.log"
 if [ "${TORCH_LAYERS:-1}" != 0 ]; then
   PYTHONUNBUFFERED=1 timeout ${TORCH_TIMEOUT:-200} $PY scripts/torch_sweep.py "$DUMP" --config configs/mistral.ini \
-    --layers "${TORCH_LAYERS:-1}" --heads "${TORCH_HEADS:-2}" --sqexp-seconds "$(awk "BEGIN{print $t3-$t2}")" ${TORCH_ARGS:-} \
+    --layers "${TORCH_LAYERS:-1}" --heads "${TORCH_HEADS:-2}" --repeat "${TORCH_REPEAT:-2}" --sqexp-seconds "$(awk "BEGIN{print $t3-$t2}")" ${TORCH_ARGS:-} \
     > "$OUT/torch.txt" 2>&1
   echo "torch exit $?"; tail -15 "$OUT/torch.txt"
 fi

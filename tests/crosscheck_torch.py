@@ -25,7 +25,7 @@ TOL = {"sq": 3e-3, "sq_paper_v1": 3e-3, "tq": 3e-2}
 
 def torch_means():
     out = subprocess.run([sys.executable, "scripts/torch_sweep.py", DUMP, "--config", CONFIG,
-                          "--layers", "1", "--heads", "3", "--device", "cpu"],
+                          "--layers", "1", "--heads", "3", "--repeat", "1", "--device", "cpu"],
                          check=True, capture_output=True, text=True).stdout
     line = next(l for l in out.splitlines() if l.startswith("mean attn cos by arm:"))
     return {arm: float(v) for arm, v in re.findall(r"(\w+) ([0-9.]+)", line.split(":", 1)[1])}
