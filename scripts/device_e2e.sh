@@ -12,7 +12,8 @@
 # this size on the GPU machine, measured 2026-11-28, too long for one 10-minute call with the run).
 # Knobs: E2E_TOKENS (default 24576: with --calib-frac 0.34 and 1024-token sequences that is 8192
 # calibration and 16384 evaluation tokens), RUN_TIMEOUT, TORCH_LAYERS (default 1; 0 = skip),
-# TORCH_HEADS (default 2), TORCH_TIMEOUT, TORCH_ARGS.
+# TORCH_HEADS (default 2), TORCH_REPEAT (timed passes after the warm-up, default 2), TORCH_TIMEOUT,
+# TORCH_ARGS.
 set -u
 OUT=${OUT:-/tmp/sqexp-out}
 mkdir -p "$OUT"
