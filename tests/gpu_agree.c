@@ -12,9 +12,9 @@
  *     slope, top-k recall) within 1e-4, and the same term counts;
  *   - moments (plain and normalised) equal to 1e-9 relative.
  * A second layer with G = 4 query heads per KV head covers Mistral's grouping (the default
- * group-per-warp attention kernel; SQEXP_CUDA_ATTN=rows runs the same cases on k_rows), also with
- * top-k 40 (two reference slots per lane) and with keys repeated in runs of 3 (exact ties in s^
- * and s, so the top-k order's tie-break decides memberships).
+ * tensor-core group kernel; SQEXP_CUDA_ATTN=tc, gqa or rows runs the same cases on the others),
+ * also with top-k 40 (two reference slots per lane) and with keys repeated in runs of 3 (exact
+ * ties in s^ and s, so the top-k order's tie-break decides memberships).
  * Without a visible GPU every test is skipped with a message (not passed). */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -224,7 +224,7 @@ Test(gpu_agree, eval_protocol_subsets) {
 }
 
 Test(gpu_agree, eval_gqa_group_of_4) {
-  /* G = 4 (Mistral's grouping): the shape SQEXP_CUDA_ATTN=gqa's group-per-warp kernel serves */
+  /* G = 4 (Mistral's grouping): the shape the group kernels (k_attn_tc, k_attn_gqa) serve */
   need_gpu();
   tu_layer l4;
   int lens[3] = {70, 131, 40};

@@ -1,6 +1,7 @@
 /* kcuda_attn: the fused attention-row kernels (kcuda_attn.cu). */
 #ifndef SQEXP_KCUDA_ATTN_CUH
 #define SQEXP_KCUDA_ATTN_CUH
+#include <string.h>
 #include "kcuda.cuh"
 
 enum { KC_REF_ATTN = 0, KC_REF_RANDQ = 1, KC_EVAL_ATTN = 2, KC_EVAL_RANDQ = 3, KC_EVAL_PROBS = 4 };
@@ -21,11 +22,27 @@ typedef struct {
   float *o_out;              /* reference modes */
   int32_t *topk_out;
   double *rows_out;          /* eval modes: [plan][n_rows][n_fields] */
-  int gqa;                   /* EVAL_ATTN: one warp per token and GQA group (G == 4, D <= 128) */
+  int gqa;                   /* EVAL_ATTN kernel: KC_ATTN_* (kc_attn_kind) */
 } kc_attn_args;
 
 /* The group-per-warp EVAL_ATTN kernel's shape. */
 static inline int kc_gqa_shape(int G, int D) { return G == 4 && D <= 128 && D % 4 == 0; }
+/* The tensor-core EVAL_ATTN kernel's shape (k-steps of 8 dimensions). */
+static inline int kc_tc_shape(int G, int D) { return G == 4 && D <= 128 && D % 8 == 0; }
+
+/* EVAL_ATTN kernels: k_rows everywhere; k_attn_gqa where kc_gqa_shape (else k_rows); k_attn_tc
+ * (scores on tensor cores in 3xTF32; TCPV: the weighted sum of values too) where kc_tc_shape
+ * (else as GQA). */
+enum { KC_ATTN_ROWS = 0, KC_ATTN_GQA = 1, KC_ATTN_TC = 2, KC_ATTN_TCPV = 3 };
+
+/* SQEXP_CUDA_ATTN's value (NULL when unset): rows, gqa, tc, tcpv; anything else is the default,
+ * tcpv (gpu_agree 6/6 and the fastest on the H200: docs/cuda.md, "The attention rows"). */
+static inline int kc_attn_kind(const char *env) {
+  if (env && !strcmp(env, "rows")) return KC_ATTN_ROWS;
+  if (env && !strcmp(env, "gqa")) return KC_ATTN_GQA;
+  if (env && !strcmp(env, "tc")) return KC_ATTN_TC;
+  return KC_ATTN_TCPV;
+}
 
 /* n_y: KV heads (REF_* modes: n_rows per head) or plans (EVAL_* modes, a.head fixed). */
 int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e);

@@ -19,7 +19,7 @@
 
 struct kc_state {
   int device;
-  int gqa;            /* group-per-warp attention kernel (default; SQEXP_CUDA_ATTN=rows turns it off) */
+  int gqa;            /* EVAL_ATTN kernel, KC_ATTN_* from SQEXP_CUDA_ATTN (kc_attn_kind) */
   cublasHandle_t blas;
   int loaded, G, attn_on, probs_on, randq_on;
   kern_layer L;
@@ -483,9 +483,8 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   kc_state *st = (kc_state *)sq_xcalloc(1, sizeof *st);
   st->device = device;
   const char *attn = getenv("SQEXP_CUDA_ATTN");
-  /* The group-per-warp kernel agreed with the CPU on the H200 (bench/gpu-tests-h200.log) and
-   * halves the sweep's eval time (bench/e2e-h200.txt); `rows` keeps the one-row-per-warp kernel. */
-  st->gqa = !(attn && !strcmp(attn, "rows"));
+  /* rows, gqa, tc, tcpv (the default: scores and weighted sums on tensor cores): kcuda_attn.cuh */
+  st->gqa = kc_attn_kind(attn);
   cublasStatus_t bs = cublasCreate(&st->blas);
   if (bs != CUBLAS_STATUS_SUCCESS) {
     free(st);
