@@ -37,12 +37,14 @@ for step in $STEPS; do
       rc=$?; [ $rc = 0 ] || fails=1
       echo "exit $rc" | tee -a "$OUT/gpu_tests.log"
     done
-    # the default is the group-per-warp attention kernel; check the one-row-per-warp kernel too
-    echo "== gpu_agree with SQEXP_CUDA_ATTN=rows" | tee -a "$OUT/gpu_tests.log"
-    SQEXP_CUDA_ATTN=rows SQEXP_SRC=$here SQEXP_BIN=$here/.bundle/sqexp timeout 300 .bundle/gpu_agree --verbose >> "$OUT/gpu_tests.log" 2>&1
-    rc=$?
-    echo "exit $rc" | tee -a "$OUT/gpu_tests.log"
-    [ $rc = 0 ] || fails=1
+    # the default is the tensor-core kernel (tcpv); check the other eval kernels too
+    for k in tc gqa rows; do
+      echo "== gpu_agree with SQEXP_CUDA_ATTN=$k" | tee -a "$OUT/gpu_tests.log"
+      SQEXP_CUDA_ATTN=$k SQEXP_SRC=$here SQEXP_BIN=$here/.bundle/sqexp timeout 300 .bundle/gpu_agree --verbose >> "$OUT/gpu_tests.log" 2>&1
+      rc=$?
+      echo "exit $rc" | tee -a "$OUT/gpu_tests.log"
+      [ $rc = 0 ] || fails=1
+    done
     echo "gpu tests: $([ $fails = 0 ] && echo pass || echo FAIL)" | tee -a "$OUT/gpu_tests.log" "$OUT/device.txt"
     grep -E "FAIL|SKIP|Synthesis|rows with differing" "$OUT/gpu_tests.log" | tail -30 ;;
   bench)

@@ -24,9 +24,9 @@ int prov_dump_fingerprint(const dump_t *d, char hex[65], int64_t *size, sq_err *
  * older code is refused (rerun with --fresh) instead of resumed into a mix of old and new rows. It
  * is the first line of the identity text. 2: randq queries drawn from a salted seed (methods §7).
  * 3: the calibration's eigendecomposition runs on the backend (cuda: cuSOLVER on the GPU, whose
- * round-off differs from GSL's; cpu numbers are unchanged). 4: the CUDA eval attention sums the
- * softmax normaliser per lane and then over the warp (attn_cos moves by <= 2e-11; cpu numbers are
- * unchanged). */
+ * round-off differs from GSL's; cpu numbers are unchanged). 4: the CUDA eval attention scores on
+ * tensor cores in 3xTF32 and sums the softmax normaliser and the probs sums in other orders (CUDA
+ * metrics move at the round-off level; cpu numbers are unchanged). */
 #define SQEXP_RESULTS_VERSION 4
 
 /* PROV_READ is all read work (much of it hidden behind calibration and eval by the prefetch

@@ -11,7 +11,7 @@
  *   EVAL_ATTN  per (token, query head of the KV head) and plan: cos(o_ref, o^), top-k recall,
  *              and the sums of s^-s, s, s^, s^2, s*s^ over its causal keys
  *   EVAL_RANDQ per (sequence, random query) and plan: cos(o_ref, o^)
- * plus k_probs (three passes per row: maxima, normalisers, products of the weights). */
+ * plus k_probs (a block per row, three passes: maxima, normalisers, products of the weights). */
 #include <math.h>
 #include "kcuda_attn.cuh"
 
@@ -1098,56 +1098,79 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
   }
 }
 
-/* probs rows: (sequence, one of its last probs_last positions, query head of the group).
- * Outputs <p, p^>, |p|^2, |p^|^2 (rows past a short sequence's length write zeros). */
+/* Block-wide max / sum (every thread gets the result); scr holds ROW_WARPS values. */
+__device__ __forceinline__ float block_max_f(float v, float *scr) {
+  v = warp_max_f(v);
+  if ((threadIdx.x & 31) == 0) scr[threadIdx.x >> 5] = v;
+  __syncthreads();
+  v = scr[0];
+  for (int w = 1; w < ROW_WARPS; w++) v = fmaxf(v, scr[w]);
+  __syncthreads();
+  return v;
+}
+__device__ __forceinline__ double block_sum_dd(double v, double *scr) {
+  v = warp_sum_dd(v);
+  if ((threadIdx.x & 31) == 0) scr[threadIdx.x >> 5] = v;
+  __syncthreads();
+  v = 0;
+  for (int w = 0; w < ROW_WARPS; w++) v += scr[w];
+  __syncthreads();
+  return v;
+}
+
+/* probs rows: one block per (sequence, one of its last probs_last positions, query head of the
+ * group); its ROW_WARPS warps split the row's keys (a row per warp left most SMs idle: probs has
+ * only n_seq x probs_last x G rows). Three passes, like the CPU's two-pass softmax: maxima,
+ * normalisers, products of the weights. Outputs <p, p^>, |p|^2, |p^|^2 (zeros for rows past a
+ * short sequence's length). */
 __global__ void __launch_bounds__(ROW_WARPS * 32) k_probs(kc_attn_args a) {
-  extern __shared__ float smq[];
-  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, D = a.D;
-  int64_t row = (int64_t)blockIdx.x * ROW_WARPS + warp;
-  if (row >= a.n_rows) return;
+  extern __shared__ float qs[]; /* [D] */
+  __shared__ float fscr[ROW_WARPS];
+  __shared__ double dscr[ROW_WARPS];
+  const int D = a.D, nth = ROW_WARPS * 32;
+  int64_t row = blockIdx.x;
   int plan = blockIdx.y;
   double *out = a.rows_out + ((int64_t)plan * a.n_rows + row) * a.n_fields;
   int64_t s = row / ((int64_t)a.probs_last * a.G);
   int i = (int)((row / a.G) % a.probs_last), g = a.head * a.G + (int)(row % a.G);
   int64_t kb = a.seq_off[s], len = a.seq_off[s + 1] - kb, P = len < a.probs_last ? len : a.probs_last;
-  if (i >= P) {
-    if (lane == 0) out[0] = out[1] = out[2] = 0.0;
+  if (i >= P) { /* block-uniform */
+    if (threadIdx.x == 0) out[0] = out[1] = out[2] = 0.0;
     return;
   }
   int64_t t = kb + len - P + i, ke = t + 1;
-  float *qs = smq + warp * D;
   const float *q = a.q + (t * a.Hq + g) * D;
-  for (int j = lane; j < D; j += 32) qs[j] = q[j];
-  __syncwarp();
+  for (int j = threadIdx.x; j < D; j += nth) qs[j] = q[j];
+  __syncthreads();
   const float *K = a.k + (int64_t)a.head * D, *Kh = a.keff + plan * a.plan_stride;
   int64_t ks = (int64_t)a.Hkv * D;
   const float c = 1.0f / sqrtf((float)D);
   float mx = -INFINITY, mh = -INFINITY;
-  for (int64_t j = kb + lane; j < ke; j += 32) {
+  for (int64_t j = kb + threadIdx.x; j < ke; j += nth) {
     mx = fmaxf(mx, dotf(qs, K + j * ks, D));
     mh = fmaxf(mh, dotf(qs, Kh + j * D, D));
   }
-  mx = warp_max_f(mx);
-  mh = warp_max_f(mh);
+  mx = block_max_f(mx, fscr);
+  mh = block_max_f(mh, fscr);
   double sx = 0, shh = 0;
-  for (int64_t j = kb + lane; j < ke; j += 32) {
+  for (int64_t j = kb + threadIdx.x; j < ke; j += nth) {
     sx += (double)expf((dotf(qs, K + j * ks, D) - mx) * c);
     shh += (double)expf((dotf(qs, Kh + j * D, D) - mh) * c);
   }
-  sx = warp_sum_dd(sx);
-  shh = warp_sum_dd(shh);
+  sx = block_sum_dd(sx, dscr);
+  shh = block_sum_dd(shh, dscr);
   double pd = 0, pn = 0, ph2 = 0;
-  for (int64_t j = kb + lane; j < ke; j += 32) {
+  for (int64_t j = kb + threadIdx.x; j < ke; j += nth) {
     float p = (float)((double)expf((dotf(qs, K + j * ks, D) - mx) * c) / sx);
     double ph = (double)expf((dotf(qs, Kh + j * D, D) - mh) * c) / shh;
     pd += ph * p;
     pn += (double)p * p;
     ph2 += ph * ph;
   }
-  pd = warp_sum_dd(pd);
-  pn = warp_sum_dd(pn);
-  ph2 = warp_sum_dd(ph2);
-  if (lane == 0) {
+  pd = block_sum_dd(pd, dscr);
+  pn = block_sum_dd(pn, dscr);
+  ph2 = block_sum_dd(ph2, dscr);
+  if (threadIdx.x == 0) {
     out[0] = pd;
     out[1] = pn;
     out[2] = ph2;
@@ -1227,7 +1250,7 @@ int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e) {
   case KC_EVAL_ATTN: return launch_eval_attn(a, n_y, grid, e);
   case KC_EVAL_RANDQ: return launch_rows<KC_EVAL_RANDQ>(a, grid, e);
   case KC_EVAL_PROBS:
-    k_probs<<<grid, ROW_WARPS * 32, (size_t)ROW_WARPS * a->D * sizeof(float)>>>(*a);
+    k_probs<<<dim3((unsigned)a->n_rows, (unsigned)n_y), ROW_WARPS * 32, (size_t)a->D * sizeof(float)>>>(*a);
     launchCheck();
     return SQ_OK;
   default: return sq_fail(e, SQ_EFAIL, "%s:%d: unknown attention mode %d", __FILE__, __LINE__, mode);
