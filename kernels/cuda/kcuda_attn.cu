@@ -415,6 +415,72 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
 #define GQA_WARPS 16 /* tokens per block: 141 KB of shared memory at D = 128, one block per SM */
 #define GQA_MINB 1
 
+/* The weighted sum of a tile's values for the 4 heads of a token: the weights p (lane = key) go to
+ * the warp's ps as one float4 per key, then lane accumulates its 4 output dimensions over the
+ * tile's causal keys lo..hi-1 (one contiguous range; masked keys add nothing): per key one
+ * broadcast float4 of weights and one float4 of the value row (pitch ldv), 16 FMAs. */
+__device__ __forceinline__ void gqa_weighted_sum(float (&o)[4][GQA_NDL], const float (&p)[4], float4 *ps,
+                                                 const float *tv, int ldv, int lo, int hi, int D) {
+  const int lane = threadIdx.x & 31;
+  ps[lane] = make_float4(p[0], p[1], p[2], p[3]);
+  __syncwarp();
+  if (4 * lane < D) {
+    const float *vb = tv + 4 * lane;
+#pragma unroll 4
+    for (int jj = lo; jj < hi; jj++) {
+      float4 w = ps[jj], vv = *(const float4 *)(vb + jj * ldv);
+      const float wg[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+      for (int g = 0; g < 4; g++) {
+        o[g][0] = fmaf(wg[g], vv.x, o[g][0]);
+        o[g][1] = fmaf(wg[g], vv.y, o[g][1]);
+        o[g][2] = fmaf(wg[g], vv.z, o[g][2]);
+        o[g][3] = fmaf(wg[g], vv.w, o[g][3]);
+      }
+    }
+  }
+  __syncwarp(); /* ps is rewritten by the next tile */
+}
+
+/* The group kernels' end: per query head gi of token t, the cosine of the plan's output (o: this
+ * lane's GQA_NDL dimensions, l: its part of the normaliser) with the reference output, the top-k
+ * recall from the rank slots, and in gi = 0's row the group's pair sums (sb, s, s^, s^2, s s^). */
+template <int GG, int TWO>
+__device__ __forceinline__ void gqa_write_rows(const kc_attn_args &a, int plan, int64_t t, int64_t avail, int K,
+                                               const float (&o)[GG][GQA_NDL], const float (&l)[GG],
+                                               const rank_slots (&R)[GG], double sums[5]) {
+  const int D = a.D, lane = threadIdx.x & 31;
+  for (int i = 0; i < 5; i++) sums[i] = warp_sum_dd(sums[i]);
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    int g = a.head * GG + gi;
+    float inv = 1.0f / warp_sum_f(l[gi]);
+    const float *oref = a.o_ref + (t * a.Hq + g) * D;
+    double dot = 0, n1 = 0, n2 = 0;
+    if (4 * lane < D) {
+#pragma unroll
+      for (int i = 0; i < GQA_NDL; i++) {
+        double x = oref[4 * lane + i], y = o[gi][i] * inv;
+        dot += x * y;
+        n1 += x * x;
+        n2 += y * y;
+      }
+    }
+    dot = warp_sum_dd(dot);
+    n1 = warp_sum_dd(n1);
+    n2 = warp_sum_dd(n2);
+    double cs = (n1 == 0.0 && n2 == 0.0) ? 1.0 : (n1 == 0.0 || n2 == 0.0) ? 0.0 : dot / sqrt(n1 * n2);
+    int hits = rank_hits(&R[gi], K, TWO);
+    double *out = a.rows_out + ((int64_t)plan * a.n_rows + t * GG + gi) * a.n_fields;
+    if (lane == 0) {
+      out[0] = cs;
+      out[1] = (double)hits / (double)(avail < K ? avail : K);
+      for (int i = 0; i < 5; i++) out[2 + i] = gi == 0 ? sums[i] : 0.0;
+      out[7] = gi == 0 ? (double)(avail * GG) : 0.0;
+    }
+  }
+}
+
 /* s^ of one key row (global memory): the key loop's chain, operand for operand. */
 __device__ __forceinline__ float gqa_score(const float4 *q4, const float4 *kr, int D4) {
   float sh = 0.0f;
@@ -426,6 +492,54 @@ __device__ __forceinline__ float gqa_score(const float4 *q4, const float4 *kr, i
     sh = fmaf(x.w, y.w, sh);
   }
   return sh;
+}
+
+/* gqa_score with the query in global memory too: the same chain, operand for operand. */
+__device__ __forceinline__ float gqa_score_g(const float4 *q4, const float4 *kr, int D4) {
+  float sh = 0.0f;
+  for (int jd = 0; jd < D4; jd++) {
+    float4 x = __ldg(q4 + jd), y = __ldg(kr + jd);
+    sh = fmaf(x.x, y.x, sh);
+    sh = fmaf(x.y, y.y, sh);
+    sh = fmaf(x.z, y.z, sh);
+    sh = fmaf(x.w, y.w, sh);
+  }
+  return sh;
+}
+
+/* The reference slots of token t's GG heads: lane i holds slots i (and i + 32 when TWO) with the
+ * reference key's index and its s^ by the key loop's fmaf chain (so every rank decision compares
+ * values of one chain); the s^ are computed spread over all lanes ((head, slot) pairs through scr,
+ * GG x 32 floats of shared memory), then each slot's owner lane takes its own. QGLOBAL: q4 is in
+ * global memory (gqa_score_g, the same chain). */
+template <int GG, int TWO, int QGLOBAL>
+__device__ __forceinline__ void gqa_rank_init(const kc_attn_args &a, int64_t t, int64_t kb, const float4 *q4,
+                                              const float *Kh, int D4, float *scr, rank_slots (&R)[GG]) {
+  const int K = a.topk, lane = threadIdx.x & 31, D = 4 * D4;
+  for (int h = 0; h < (TWO ? 2 : 1); h++) {
+    int nh = K - 32 * h < 32 ? K - 32 * h : 32;
+    for (int p = lane; p < GG * nh; p += 32) {
+      int gi = p / nh, sl = 32 * h + p - gi * nh;
+      int r = a.topk_ref[(t * a.Hq + a.head * GG + gi) * K + sl];
+      const float4 *kr = (const float4 *)(Kh + (kb + r) * D);
+      scr[p] = r < 0 ? INFINITY : QGLOBAL ? gqa_score_g(q4 + gi * D4, kr, D4) : gqa_score(q4 + gi * D4, kr, D4);
+    }
+    __syncwarp();
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) {
+      int own = lane < nh;
+      int r = own ? a.topk_ref[(t * a.Hq + a.head * GG + gi) * K + 32 * h + lane] : -1;
+      float v = own ? scr[gi * nh + lane] : INFINITY;
+      if (h) R[gi].r1 = r, R[gi].v1 = v, R[gi].c1 = r >= 0 ? 0 : K;
+      else R[gi].r0 = r, R[gi].v0 = v, R[gi].c0 = r >= 0 ? 0 : K;
+    }
+    __syncwarp();
+  }
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    if (!TWO) R[gi].r1 = -1, R[gi].v1 = INFINITY, R[gi].c1 = K;
+    rank_set_thr(&R[gi], K, TWO);
+  }
 }
 
 template <int GG, int W, int MINB, int TWO>
@@ -477,34 +591,7 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
   const int K = a.topk;
   const float4 *q4 = (const float4 *)qs;
   rank_slots R[GG];
-  if (live) {
-    /* s^ of the reference keys, spread over all lanes ((head, slot) pairs through the weights'
-     * buffer), then each slot's owner lane takes its own */
-    float *scr = (float *)ps;
-    for (int h = 0; h < (TWO ? 2 : 1); h++) {
-      int nh = K - 32 * h < 32 ? K - 32 * h : 32;
-      for (int p = lane; p < GG * nh; p += 32) {
-        int gi = p / nh, sl = 32 * h + p - gi * nh;
-        int r = a.topk_ref[(t * a.Hq + a.head * GG + gi) * K + sl];
-        scr[p] = r >= 0 ? gqa_score(q4 + gi * D4, (const float4 *)(Kh + (kb + r) * D), D4) : INFINITY;
-      }
-      __syncwarp();
-#pragma unroll
-      for (int gi = 0; gi < GG; gi++) {
-        int own = lane < nh;
-        int r = own ? a.topk_ref[(t * a.Hq + a.head * GG + gi) * K + 32 * h + lane] : -1;
-        float v = own ? scr[gi * nh + lane] : INFINITY;
-        if (h) R[gi].r1 = r, R[gi].v1 = v, R[gi].c1 = r >= 0 ? 0 : K;
-        else R[gi].r0 = r, R[gi].v0 = v, R[gi].c0 = r >= 0 ? 0 : K;
-      }
-      __syncwarp();
-    }
-#pragma unroll
-    for (int gi = 0; gi < GG; gi++) {
-      if (!TWO) R[gi].r1 = -1, R[gi].v1 = INFINITY, R[gi].c1 = K;
-      rank_set_thr(&R[gi], K, TWO);
-    }
-  }
+  if (live) gqa_rank_init<GG, TWO, 0>(a, t, kb, q4, Kh, D4, (float *)ps, R);
   const float c = 1.0f / sqrtf((float)D);
   float o[GG][GQA_NDL], m[GG], l[GG];
 #pragma unroll
@@ -586,74 +673,11 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
       p[gi] = valid ? expf((sh[gi] - m[gi]) * c) : 0.0f;
       l[gi] += p[gi];
     }
-    ps[lane] = make_float4(p[0], p[1], p[2], p[3]);
-    __syncwarp();
-    /* the warp's causal keys of this tile are one contiguous range; masked keys add nothing */
-    int lo = j0 < kb ? (int)(kb - j0) : 0, hi = j0 + nt > ke ? (int)(ke - j0) : nt;
-    if (4 * lane < D) {
-      const float *vb = tv + 4 * lane;
-#pragma unroll 4
-      for (int jj = lo; jj < hi; jj++) {
-        float4 w = ps[jj], vv = *(const float4 *)(vb + jj * D);
-        o[0][0] = fmaf(w.x, vv.x, o[0][0]);
-        o[0][1] = fmaf(w.x, vv.y, o[0][1]);
-        o[0][2] = fmaf(w.x, vv.z, o[0][2]);
-        o[0][3] = fmaf(w.x, vv.w, o[0][3]);
-        o[1][0] = fmaf(w.y, vv.x, o[1][0]);
-        o[1][1] = fmaf(w.y, vv.y, o[1][1]);
-        o[1][2] = fmaf(w.y, vv.z, o[1][2]);
-        o[1][3] = fmaf(w.y, vv.w, o[1][3]);
-        o[2][0] = fmaf(w.z, vv.x, o[2][0]);
-        o[2][1] = fmaf(w.z, vv.y, o[2][1]);
-        o[2][2] = fmaf(w.z, vv.z, o[2][2]);
-        o[2][3] = fmaf(w.z, vv.w, o[2][3]);
-        o[3][0] = fmaf(w.w, vv.x, o[3][0]);
-        o[3][1] = fmaf(w.w, vv.y, o[3][1]);
-        o[3][2] = fmaf(w.w, vv.z, o[3][2]);
-        o[3][3] = fmaf(w.w, vv.w, o[3][3]);
-      }
-    }
-    __syncwarp(); /* ps is rewritten by the next tile */
+    gqa_weighted_sum(o, p, ps, tv, D, j0 < kb ? (int)(kb - j0) : 0, j0 + nt > ke ? (int)(ke - j0) : nt, D);
   }
   if (!live) return;
-  sb = warp_sum_dd(sb);
-  ss_ = warp_sum_dd(ss_);
-  ssh = warp_sum_dd(ssh);
-  s2 = warp_sum_dd(s2);
-  sxh = warp_sum_dd(sxh);
-  int64_t avail = ke - kb;
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) {
-    int g = a.head * GG + gi;
-    float inv = 1.0f / warp_sum_f(l[gi]);
-    const float *oref = a.o_ref + (t * a.Hq + g) * D;
-    double dot = 0, n1 = 0, n2 = 0;
-    if (4 * lane < D) {
-#pragma unroll
-      for (int i = 0; i < GQA_NDL; i++) {
-        double x = oref[4 * lane + i], y = o[gi][i] * inv;
-        dot += x * y;
-        n1 += x * x;
-        n2 += y * y;
-      }
-    }
-    dot = warp_sum_dd(dot);
-    n1 = warp_sum_dd(n1);
-    n2 = warp_sum_dd(n2);
-    double cs = (n1 == 0.0 && n2 == 0.0) ? 1.0 : (n1 == 0.0 || n2 == 0.0) ? 0.0 : dot / sqrt(n1 * n2);
-    int hits = rank_hits(&R[gi], K, TWO);
-    double *out = a.rows_out + ((int64_t)plan * a.n_rows + t * GG + gi) * a.n_fields;
-    if (lane == 0) {
-      out[0] = cs;
-      out[1] = (double)hits / (double)(avail < K ? avail : K);
-      out[2] = gi == 0 ? sb : 0.0;
-      out[3] = gi == 0 ? ss_ : 0.0;
-      out[4] = gi == 0 ? ssh : 0.0;
-      out[5] = gi == 0 ? s2 : 0.0;
-      out[6] = gi == 0 ? sxh : 0.0;
-      out[7] = gi == 0 ? (double)(avail * GG) : 0.0;
-    }
-  }
+  double sums[5] = {sb, ss_, ssh, s2, sxh};
+  gqa_write_rows<GG, TWO>(a, plan, t, ke - kb, K, o, l, R, sums);
 }
 
 /* EVAL_ATTN with the scores on tensor cores (SQEXP_CUDA_ATTN=tc, and =tcpv, the default, with
@@ -696,19 +720,6 @@ __device__ __forceinline__ void mma_tf32(float *c, const uint32_t *a, const uint
                "{%0,%1,%2,%3};\n"
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-/* gqa_score with the query in global memory too: the same chain, operand for operand. */
-__device__ __forceinline__ float gqa_score_g(const float4 *q4, const float4 *kr, int D4) {
-  float sh = 0.0f;
-  for (int jd = 0; jd < D4; jd++) {
-    float4 x = __ldg(q4 + jd), y = __ldg(kr + jd);
-    sh = fmaf(x.x, y.x, sh);
-    sh = fmaf(x.y, y.y, sh);
-    sh = fmaf(x.z, y.z, sh);
-    sh = fmaf(x.w, y.w, sh);
-  }
-  return sh;
 }
 
 /* rank_offer for tensor-core scores: v = tc s^ of this lane's key, err its margin; q4 the head's
@@ -815,32 +826,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
   const int K = a.topk;
   const float4 *q4 = (const float4 *)qg;
   rank_slots R[GG];
-  if (live) { /* as in k_attn_gqa, with the queries from global memory (the same chain) */
-    float *scr = (float *)ps;
-    for (int h = 0; h < (TWO ? 2 : 1); h++) {
-      int nh = K - 32 * h < 32 ? K - 32 * h : 32;
-      for (int p = lane; p < GG * nh; p += 32) {
-        int gi = p / nh, sl = 32 * h + p - gi * nh;
-        int r = a.topk_ref[(t * a.Hq + a.head * GG + gi) * K + sl];
-        scr[p] = r >= 0 ? gqa_score_g(q4 + gi * D4, (const float4 *)(Kh + (kb + r) * D), D4) : INFINITY;
-      }
-      __syncwarp();
-#pragma unroll
-      for (int gi = 0; gi < GG; gi++) {
-        int own = lane < nh;
-        int r = own ? a.topk_ref[(t * a.Hq + a.head * GG + gi) * K + 32 * h + lane] : -1;
-        float v = own ? scr[gi * nh + lane] : INFINITY;
-        if (h) R[gi].r1 = r, R[gi].v1 = v, R[gi].c1 = r >= 0 ? 0 : K;
-        else R[gi].r0 = r, R[gi].v0 = v, R[gi].c0 = r >= 0 ? 0 : K;
-      }
-      __syncwarp();
-    }
-#pragma unroll
-    for (int gi = 0; gi < GG; gi++) {
-      if (!TWO) R[gi].r1 = -1, R[gi].v1 = INFINITY, R[gi].c1 = K;
-      rank_set_thr(&R[gi], K, TWO);
-    }
-  }
+  if (live) gqa_rank_init<GG, TWO, 1>(a, t, kb, q4, Kh, D4, (float *)ps, R);
   const float c = 1.0f / sqrtf((float)D);
   float o[GG][GQA_NDL], m[GG], l[GG];
 #pragma unroll
@@ -967,33 +953,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
         }
       }
       if (!PVTC) { /* k_attn_gqa's weighted sum of values */
-        ps[lane] = make_float4(p[0], p[1], p[2], p[3]);
-        __syncwarp();
-        int lo = j0 < kb ? (int)(kb - j0) : 0, hi = j0 + nt > ke ? (int)(ke - j0) : nt;
-        if (4 * lane < D) {
-          const float *vb = tv + 4 * lane;
-#pragma unroll 4
-          for (int jj = lo; jj < hi; jj++) {
-            float4 w = ps[jj], vv = *(const float4 *)(vb + jj * ldv);
-            o[0][0] = fmaf(w.x, vv.x, o[0][0]);
-            o[0][1] = fmaf(w.x, vv.y, o[0][1]);
-            o[0][2] = fmaf(w.x, vv.z, o[0][2]);
-            o[0][3] = fmaf(w.x, vv.w, o[0][3]);
-            o[1][0] = fmaf(w.y, vv.x, o[1][0]);
-            o[1][1] = fmaf(w.y, vv.y, o[1][1]);
-            o[1][2] = fmaf(w.y, vv.z, o[1][2]);
-            o[1][3] = fmaf(w.y, vv.w, o[1][3]);
-            o[2][0] = fmaf(w.z, vv.x, o[2][0]);
-            o[2][1] = fmaf(w.z, vv.y, o[2][1]);
-            o[2][2] = fmaf(w.z, vv.z, o[2][2]);
-            o[2][3] = fmaf(w.z, vv.w, o[2][3]);
-            o[3][0] = fmaf(w.w, vv.x, o[3][0]);
-            o[3][1] = fmaf(w.w, vv.y, o[3][1]);
-            o[3][2] = fmaf(w.w, vv.z, o[3][2]);
-            o[3][3] = fmaf(w.w, vv.w, o[3][3]);
-          }
-        }
-        __syncwarp(); /* ps is rewritten by the next tile */
+        gqa_weighted_sum(o, p, ps, tv, ldv, j0 < kb ? (int)(kb - j0) : 0, j0 + nt > ke ? (int)(ke - j0) : nt, D);
       }
     } else if (PVTC) { /* no causal key here: weights 0, outputs unscaled */
 #pragma unroll
@@ -1058,44 +1018,8 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
       }
   }
   if (!live) return;
-  sb = warp_sum_dd(sb);
-  ss_ = warp_sum_dd(ss_);
-  ssh = warp_sum_dd(ssh);
-  s2 = warp_sum_dd(s2);
-  sxh = warp_sum_dd(sxh);
-  int64_t avail = ke - kb;
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) {
-    int g = a.head * GG + gi;
-    float inv = 1.0f / warp_sum_f(l[gi]);
-    const float *oref = a.o_ref + (t * a.Hq + g) * D;
-    double dot = 0, n1 = 0, n2 = 0;
-    if (4 * lane < D) {
-#pragma unroll
-      for (int i = 0; i < GQA_NDL; i++) {
-        double x = oref[4 * lane + i], y = o[gi][i] * inv;
-        dot += x * y;
-        n1 += x * x;
-        n2 += y * y;
-      }
-    }
-    dot = warp_sum_dd(dot);
-    n1 = warp_sum_dd(n1);
-    n2 = warp_sum_dd(n2);
-    double cs = (n1 == 0.0 && n2 == 0.0) ? 1.0 : (n1 == 0.0 || n2 == 0.0) ? 0.0 : dot / sqrt(n1 * n2);
-    int hits = rank_hits(&R[gi], K, TWO);
-    double *out = a.rows_out + ((int64_t)plan * a.n_rows + t * GG + gi) * a.n_fields;
-    if (lane == 0) {
-      out[0] = cs;
-      out[1] = (double)hits / (double)(avail < K ? avail : K);
-      out[2] = gi == 0 ? sb : 0.0;
-      out[3] = gi == 0 ? ss_ : 0.0;
-      out[4] = gi == 0 ? ssh : 0.0;
-      out[5] = gi == 0 ? s2 : 0.0;
-      out[6] = gi == 0 ? sxh : 0.0;
-      out[7] = gi == 0 ? (double)(avail * GG) : 0.0;
-    }
-  }
+  double sums[5] = {sb, ss_, ssh, s2, sxh};
+  gqa_write_rows<GG, TWO>(a, plan, t, ke - kb, K, o, l, R, sums);
 }
 
 /* Block-wide max / sum (every thread gets the result); scr holds ROW_WARPS values. */
