@@ -680,6 +680,143 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
   gqa_write_rows<GG, TWO>(a, plan, t, ke - kb, K, o, l, R, sums);
 }
 
+/* REF_ATTN in the group layout (kc_gqa_shape layers unless SQEXP_CUDA_ATTN=rows): k_attn_gqa's
+ * blocks (W tokens, a warp per token and its GG query heads, cp.async double-buffered key and value
+ * tiles of the dump's K and V; grid.y = KV head) computing the reference rows: o_ref and the
+ * reference top-k list of every (token, query head). The scores are k_rows' fmaf chain (dot_sm's
+ * order) and the lists its topk_offer, so the top-k lists are k_rows' to the bit; o_ref differs
+ * from k_rows' in summation order only (the lazily moving max, per-lane normalisers, float4
+ * weighted sums). Each key and value row read from shared memory serves GG queries instead of
+ * one. */
+#define REF_WARPS 8 /* 86 KB of shared memory at D = 128: two blocks per SM */
+template <int GG, int W>
+__global__ void __launch_bounds__(W * 32, 2) k_ref_gqa(kc_attn_args a) {
+  static_assert(GG == 4, "the weights of a key are one float4");
+  extern __shared__ float4 sm4[];
+  float *sm = (float *)sm4;
+  const int D = a.D, ldk = D + KPAD, D4 = D >> 2, stage = TILE * ldk + TILE * D, K = a.topk;
+  float *qs_all = sm;                                /* [W][GG][D] */
+  float *stages = qs_all + W * GG * D;               /* 2 x (k [TILE][ldk], v [TILE][D]) */
+  float4 *ps = (float4 *)(stages + 2 * stage) + (threadIdx.x >> 5) * TILE; /* [W][TILE] weights */
+  __shared__ int64_t blk_kb[W], blk_ke[W];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, h = blockIdx.y;
+  int64_t n_tok = a.n_rows / GG, t = (int64_t)(gridDim.x - 1 - blockIdx.x) * W + warp;
+  int live = t < n_tok;
+  int64_t kb = 0, ke = 0;
+  float *qs = qs_all + warp * GG * D;
+  if (live) {
+    int64_t s = seq_of(a.seq_off, a.n_seq, t);
+    kb = a.seq_off[s];
+    ke = t + 1;
+    for (int gi = 0; gi < GG; gi++) {
+      const float *q = a.q + (t * a.Hq + h * GG + gi) * D;
+      for (int j = lane; j < D; j += 32) qs[gi * D + j] = q[j];
+    }
+  }
+  if (lane == 0) {
+    blk_kb[warp] = live ? kb : INT64_MAX;
+    blk_ke[warp] = live ? ke : INT64_MIN;
+  }
+  __syncthreads();
+  int64_t KB = INT64_MAX, KE = INT64_MIN;
+  for (int w = 0; w < W; w++) {
+    KB = blk_kb[w] < KB ? blk_kb[w] : KB;
+    KE = blk_ke[w] > KE ? blk_ke[w] : KE;
+  }
+  const int64_t kst = (int64_t)a.Hkv * D;
+  const float *Kd = a.k + (int64_t)h * D, *Vd = a.v + (int64_t)h * D;
+  const int64_t ntile = KE > KB ? (KE - KB + TILE - 1) / TILE : 0;
+  if (ntile > 0) {
+    int nt = KE - KB < TILE ? (int)(KE - KB) : TILE;
+    load_tile_async(stages, ldk, Kd, kst, KB, nt, D);
+    load_tile_async(stages + TILE * ldk, D, Vd, kst, KB, nt, D);
+    cp_async_commit();
+  }
+  const float4 *q4 = (const float4 *)qs;
+  const float c = 1.0f / sqrtf((float)D);
+  float o[GG][GQA_NDL], m[GG], l[GG];
+  topk_list TL[GG];
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    m[gi] = -INFINITY;
+    l[gi] = 0.0f;
+    topk_init(&TL[gi]);
+#pragma unroll
+    for (int i = 0; i < GQA_NDL; i++) o[gi][i] = 0.0f;
+  }
+  for (int64_t it = 0; it < ntile; it++) {
+    int64_t j0 = KB + it * TILE;
+    int nt = KE - j0 < TILE ? (int)(KE - j0) : TILE;
+    cp_async_wait_all();
+    __syncthreads(); /* tile it has landed, and every warp is done with tile it-1's stage */
+    if (it + 1 < ntile) {
+      int64_t j1 = j0 + TILE;
+      int n1 = KE - j1 < TILE ? (int)(KE - j1) : TILE;
+      float *nx = stages + ((it + 1) & 1) * stage;
+      load_tile_async(nx, ldk, Kd, kst, j1, n1, D);
+      load_tile_async(nx + TILE * ldk, D, Vd, kst, j1, n1, D);
+      cp_async_commit();
+    }
+    if (!live || j0 + nt <= kb || j0 >= ke) continue; /* warp-uniform */
+    const float *tk = stages + (it & 1) * stage, *tv = tk + TILE * ldk;
+    int64_t j = j0 + lane;
+    int valid = lane < nt && j >= kb && j < ke;
+    float sc[GG];
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) sc[gi] = 0.0f;
+    if (valid) { /* dot_sm's chain: s = fmaf(q, k, s) in dimension order */
+      const float4 *kr = (const float4 *)(tk + lane * ldk);
+#pragma unroll 4
+      for (int jd = 0; jd < D4; jd++) {
+        float4 y = kr[jd];
+#pragma unroll
+        for (int gi = 0; gi < GG; gi++) {
+          float4 x = q4[gi * D4 + jd];
+          sc[gi] = fmaf(x.x, y.x, sc[gi]);
+          sc[gi] = fmaf(x.y, y.y, sc[gi]);
+          sc[gi] = fmaf(x.z, y.z, sc[gi]);
+          sc[gi] = fmaf(x.w, y.w, sc[gi]);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int gi = 0; gi < GG; gi++) sc[gi] = -INFINITY;
+    }
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) { /* k_rows' list, key for key */
+      float tl = TL[gi].cnt == K ? topk_last(&TL[gi], K) : -INFINITY;
+      topk_offer(&TL[gi], K, valid && (TL[gi].cnt < K || sc[gi] > tl), sc[gi], (int)(j - kb));
+    }
+    float p[GG];
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) { /* k_attn_gqa's online softmax */
+      if (__any_sync(0xffffffffu, sc[gi] > m[gi])) {
+        float mnew = fmaxf(m[gi], warp_max_f(sc[gi]));
+        float alpha = expf((m[gi] - mnew) * c);
+        l[gi] *= alpha;
+#pragma unroll
+        for (int i = 0; i < GQA_NDL; i++) o[gi][i] *= alpha;
+        m[gi] = mnew;
+      }
+      p[gi] = valid ? expf((sc[gi] - m[gi]) * c) : 0.0f;
+      l[gi] += p[gi];
+    }
+    gqa_weighted_sum(o, p, ps, tv, D, j0 < kb ? (int)(kb - j0) : 0, j0 + nt > ke ? (int)(ke - j0) : nt, D);
+  }
+  if (!live) return;
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    int64_t orow = t * a.Hq + h * GG + gi;
+    float inv = 1.0f / warp_sum_f(l[gi]);
+    if (4 * lane < D)
+      *(float4 *)(a.o_out + orow * D + 4 * lane) =
+          make_float4(o[gi][0] * inv, o[gi][1] * inv, o[gi][2] * inv, o[gi][3] * inv);
+    int32_t *tkp = a.topk_out + orow * K;
+    if (lane < K) tkp[lane] = TL[gi].i0;
+    if (lane + 32 < K) tkp[lane + 32] = TL[gi].i1;
+  }
+}
+
 /* EVAL_ATTN with the scores on tensor cores (SQEXP_CUDA_ATTN=tc, and =tcpv, the default, with
  * PVTC; same shape as k_attn_gqa with D % 8 == 0). The block and warp layout, the cp.async double
  * buffer, the online softmax, the weighted sum of values (without PVTC) and the logit sums are
@@ -1169,7 +1306,17 @@ int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e) {
     return sq_fail(e, SQ_EINPUT, "cuda backend: head_dim %d is not a multiple of 4", a->D);
   dim3 grid((unsigned)((a->n_rows + ROW_WARPS - 1) / ROW_WARPS), (unsigned)n_y);
   switch (mode) {
-  case KC_REF_ATTN: return launch_rows<KC_REF_ATTN>(a, grid, e);
+  case KC_REF_ATTN:
+    if (a->gqa != KC_ATTN_ROWS && kc_gqa_shape(a->G, a->D) && a->topk <= 64) {
+      size_t smem = ((size_t)REF_WARPS * 4 * a->D + 2 * ((size_t)TILE * (a->D + KPAD) + (size_t)TILE * a->D) +
+                     (size_t)REF_WARPS * TILE * 4) * sizeof(float);
+      dim3 g2((unsigned)((a->n_rows / 4 + REF_WARPS - 1) / REF_WARPS), (unsigned)n_y);
+      cudaCheck(cudaFuncSetAttribute(k_ref_gqa<4, REF_WARPS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+      k_ref_gqa<4, REF_WARPS><<<g2, REF_WARPS * 32, smem>>>(*a);
+      launchCheck();
+      return SQ_OK;
+    }
+    return launch_rows<KC_REF_ATTN>(a, grid, e);
   case KC_REF_RANDQ: return launch_rows<KC_REF_RANDQ>(a, grid, e);
   case KC_EVAL_ATTN: return launch_eval_attn(a, n_y, grid, e);
   case KC_EVAL_RANDQ: return launch_rows<KC_EVAL_RANDQ>(a, grid, e);
