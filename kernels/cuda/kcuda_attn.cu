@@ -415,6 +415,56 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
 #define GQA_WARPS 16 /* tokens per block: 141 KB of shared memory at D = 128, one block per SM */
 #define GQA_MINB 1
 
+/* The group kernels' key range: the union of the block's W tokens' causal ranges [kb, ke) (dead
+ * warps add nothing); one barrier. */
+template <int W>
+__device__ __forceinline__ void gqa_union_range(int live, int64_t kb, int64_t ke, int64_t *blk_kb, int64_t *blk_ke,
+                                                int64_t *KB, int64_t *KE) {
+  const int warp = threadIdx.x >> 5;
+  if ((threadIdx.x & 31) == 0) {
+    blk_kb[warp] = live ? kb : INT64_MAX;
+    blk_ke[warp] = live ? ke : INT64_MIN;
+  }
+  __syncthreads();
+  *KB = INT64_MAX, *KE = INT64_MIN;
+  for (int w = 0; w < W; w++) {
+    *KB = blk_kb[w] < *KB ? blk_kb[w] : *KB;
+    *KE = blk_ke[w] > *KE ? blk_ke[w] : *KE;
+  }
+}
+
+/* A token's 4 heads before the first key: no max yet, empty normalisers and outputs. */
+__device__ __forceinline__ void gqa_state_init(float (&o)[4][GQA_NDL], float (&m)[4], float (&l)[4]) {
+#pragma unroll
+  for (int gi = 0; gi < 4; gi++) {
+    m[gi] = -INFINITY;
+    l[gi] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < GQA_NDL; i++) o[gi][i] = 0.0f;
+  }
+}
+
+/* One tile of the online softmax for the 4 heads (lane = key, sc its scores): the running max
+ * moves only when a key of the tile beats it (one vote; otherwise the tile's max would leave it
+ * unchanged and the rescale factor be exactly 1); each lane keeps its part of the normaliser
+ * (summed over the warp at the end). p: this lane's weights. */
+__device__ __forceinline__ void gqa_softmax_step(const float (&sc)[4], int valid, float c, float (&m)[4],
+                                                 float (&l)[4], float (&o)[4][GQA_NDL], float (&p)[4]) {
+#pragma unroll
+  for (int gi = 0; gi < 4; gi++) {
+    if (__any_sync(0xffffffffu, sc[gi] > m[gi])) {
+      float mnew = fmaxf(m[gi], warp_max_f(sc[gi]));
+      float alpha = expf((m[gi] - mnew) * c);
+      l[gi] *= alpha;
+#pragma unroll
+      for (int i = 0; i < GQA_NDL; i++) o[gi][i] *= alpha;
+      m[gi] = mnew;
+    }
+    p[gi] = valid ? expf((sc[gi] - m[gi]) * c) : 0.0f;
+    l[gi] += p[gi];
+  }
+}
+
 /* The weighted sum of a tile's values for the 4 heads of a token: the weights p (lane = key) go to
  * the warp's ps as one float4 per key, then lane accumulates its 4 output dimensions over the
  * tile's causal keys lo..hi-1 (one contiguous range; masked keys add nothing): per key one
@@ -567,16 +617,8 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
       for (int j = lane; j < D; j += 32) qs[gi * D + j] = q[j];
     }
   }
-  if (lane == 0) {
-    blk_kb[warp] = live ? kb : INT64_MAX;
-    blk_ke[warp] = live ? ke : INT64_MIN;
-  }
-  __syncthreads();
-  int64_t KB = INT64_MAX, KE = INT64_MIN;
-  for (int w = 0; w < W; w++) {
-    KB = blk_kb[w] < KB ? blk_kb[w] : KB;
-    KE = blk_ke[w] > KE ? blk_ke[w] : KE;
-  }
+  int64_t KB, KE;
+  gqa_union_range<W>(live, kb, ke, blk_kb, blk_ke, &KB, &KE);
   const float *Kh = a.keff + plan * a.plan_stride, *V = a.vhat + plan * a.plan_stride;
   const float *Kref = a.k + (int64_t)a.head * D;
   const int64_t kref_stride = (int64_t)a.Hkv * D;
@@ -594,13 +636,7 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
   if (live) gqa_rank_init<GG, TWO, 0>(a, t, kb, q4, Kh, D4, (float *)ps, R);
   const float c = 1.0f / sqrtf((float)D);
   float o[GG][GQA_NDL], m[GG], l[GG];
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) {
-    m[gi] = -INFINITY;
-    l[gi] = 0.0f;
-#pragma unroll
-    for (int i = 0; i < GQA_NDL; i++) o[gi][i] = 0.0f;
-  }
+  gqa_state_init(o, m, l);
   double sb = 0, ss_ = 0, ssh = 0, s2 = 0, sxh = 0;
   for (int64_t it = 0; it < ntile; it++) {
     int64_t j0 = KB + it * TILE;
@@ -656,23 +692,8 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
     int base = (int)(j0 - kb);
 #pragma unroll
     for (int gi = 0; gi < GG; gi++) rank_offer(&R[gi], K, TWO, valid && sh[gi] >= R[gi].thr, sh[gi], base);
-    /* online softmax: the running max moves only when a key of the tile beats it (one vote);
-     * otherwise the tile's max would leave it unchanged and the rescale factor be exactly 1.
-     * Each lane keeps its part of the normaliser (summed over the warp at the end). */
     float p[GG];
-#pragma unroll
-    for (int gi = 0; gi < GG; gi++) {
-      if (__any_sync(0xffffffffu, sh[gi] > m[gi])) {
-        float mnew = fmaxf(m[gi], warp_max_f(sh[gi]));
-        float alpha = expf((m[gi] - mnew) * c);
-        l[gi] *= alpha;
-#pragma unroll
-        for (int i = 0; i < GQA_NDL; i++) o[gi][i] *= alpha;
-        m[gi] = mnew;
-      }
-      p[gi] = valid ? expf((sh[gi] - m[gi]) * c) : 0.0f;
-      l[gi] += p[gi];
-    }
+    gqa_softmax_step(sh, valid, c, m, l, o, p);
     gqa_weighted_sum(o, p, ps, tv, D, j0 < kb ? (int)(kb - j0) : 0, j0 + nt > ke ? (int)(ke - j0) : nt, D);
   }
   if (!live) return;
@@ -713,16 +734,8 @@ __global__ void __launch_bounds__(W * 32, 2) k_ref_gqa(kc_attn_args a) {
       for (int j = lane; j < D; j += 32) qs[gi * D + j] = q[j];
     }
   }
-  if (lane == 0) {
-    blk_kb[warp] = live ? kb : INT64_MAX;
-    blk_ke[warp] = live ? ke : INT64_MIN;
-  }
-  __syncthreads();
-  int64_t KB = INT64_MAX, KE = INT64_MIN;
-  for (int w = 0; w < W; w++) {
-    KB = blk_kb[w] < KB ? blk_kb[w] : KB;
-    KE = blk_ke[w] > KE ? blk_ke[w] : KE;
-  }
+  int64_t KB, KE;
+  gqa_union_range<W>(live, kb, ke, blk_kb, blk_ke, &KB, &KE);
   const int64_t kst = (int64_t)a.Hkv * D;
   const float *Kd = a.k + (int64_t)h * D, *Vd = a.v + (int64_t)h * D;
   const int64_t ntile = KE > KB ? (KE - KB + TILE - 1) / TILE : 0;
@@ -788,19 +801,7 @@ __global__ void __launch_bounds__(W * 32, 2) k_ref_gqa(kc_attn_args a) {
       topk_offer(&TL[gi], K, valid && (TL[gi].cnt < K || sc[gi] > tl), sc[gi], (int)(j - kb));
     }
     float p[GG];
-#pragma unroll
-    for (int gi = 0; gi < GG; gi++) { /* k_attn_gqa's online softmax */
-      if (__any_sync(0xffffffffu, sc[gi] > m[gi])) {
-        float mnew = fmaxf(m[gi], warp_max_f(sc[gi]));
-        float alpha = expf((m[gi] - mnew) * c);
-        l[gi] *= alpha;
-#pragma unroll
-        for (int i = 0; i < GQA_NDL; i++) o[gi][i] *= alpha;
-        m[gi] = mnew;
-      }
-      p[gi] = valid ? expf((sc[gi] - m[gi]) * c) : 0.0f;
-      l[gi] += p[gi];
-    }
+    gqa_softmax_step(sc, valid, c, m, l, o, p);
     gqa_weighted_sum(o, p, ps, tv, D, j0 < kb ? (int)(kb - j0) : 0, j0 + nt > ke ? (int)(ke - j0) : nt, D);
   }
   if (!live) return;
@@ -943,7 +944,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
              * finite (stale rows of earlier tiles are), so never-written value rows are zeros */
     for (int i = threadIdx.x; i < TILE * ldv; i += blockDim.x)
       stages[2 * TILE * ldk + i] = stages[stage + 2 * TILE * ldk + i] = 0.0f;
-  __syncthreads();
+  __syncthreads(); /* (gqa_union_range's steps, with the zeroing before its barrier) */
   int64_t KB = INT64_MAX, KE = INT64_MIN;
   for (int w = 0; w < W; w++) {
     KB = blk_kb[w] < KB ? blk_kb[w] : KB;
@@ -966,13 +967,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
   if (live) gqa_rank_init<GG, TWO, 1>(a, t, kb, q4, Kh, D4, (float *)ps, R);
   const float c = 1.0f / sqrtf((float)D);
   float o[GG][GQA_NDL], m[GG], l[GG];
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) {
-    m[gi] = -INFINITY;
-    l[gi] = 0.0f;
-#pragma unroll
-    for (int i = 0; i < GQA_NDL; i++) o[gi][i] = 0.0f;
-  }
+  gqa_state_init(o, m, l);
   double sb = 0, ss_ = 0, ssh = 0, s2 = 0, sxh = 0;
   const int mat = warp >> 3, mt = (warp >> 1) & 3, nb = (warp & 1) * 16;
   for (int64_t it = 0; it < ntile; it++) {
