@@ -206,6 +206,15 @@ __device__ __forceinline__ void load_tile_async(float *dst, int ld, const float 
   }
 }
 
+/* An eval stage: keys j0..j0+n-1 of the plan's effective keys (pitch ldk), the dump's keys (pitch
+ * ldk) and the plan's decoded values (pitch ldv), cp.async into dst (keff, k, v back to back). */
+__device__ __forceinline__ void eval_stage_tile(float *dst, int ldk, int ldv, const float *Kh, const float *Kref,
+                                                int64_t kref_stride, const float *V, int64_t j0, int n, int D) {
+  load_tile_async(dst, ldk, Kh, D, j0, n, D);
+  load_tile_async(dst + TILE * ldk, ldk, Kref, kref_stride, j0, n, D);
+  load_tile_async(dst + 2 * TILE * ldk, ldv, V, D, j0, n, D);
+}
+
 /* Row coordinates of a mode: the query, the key range [kb, ke), the KV head, (t, g) for outputs. */
 template <int MODE>
 __device__ __forceinline__ void row_coords(const kc_attn_args &a, int64_t row, int h_blk, const float **q,
@@ -625,9 +634,7 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
   int64_t ntile = KE > KB ? (KE - KB + TILE - 1) / TILE : 0;
   if (ntile > 0) { /* tile 0 is in flight while the reference keys are scored */
     int nt = KE - KB < TILE ? (int)(KE - KB) : TILE;
-    load_tile_async(stages, ldk, Kh, D, KB, nt, D);
-    load_tile_async(stages + TILE * ldk, ldk, Kref, kref_stride, KB, nt, D);
-    load_tile_async(stages + 2 * TILE * ldk, D, V, D, KB, nt, D);
+    eval_stage_tile(stages, ldk, D, Kh, Kref, kref_stride, V, KB, nt, D);
     cp_async_commit();
   }
   const int K = a.topk;
@@ -647,9 +654,7 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
       int64_t j1 = j0 + TILE;
       int n1 = KE - j1 < TILE ? (int)(KE - j1) : TILE;
       float *nx = stages + ((it + 1) & 1) * stage;
-      load_tile_async(nx, ldk, Kh, D, j1, n1, D);
-      load_tile_async(nx + TILE * ldk, ldk, Kref, kref_stride, j1, n1, D);
-      load_tile_async(nx + 2 * TILE * ldk, D, V, D, j1, n1, D);
+      eval_stage_tile(nx, ldk, D, Kh, Kref, kref_stride, V, j1, n1, D);
       cp_async_commit();
     }
     if (!live || j0 + nt <= kb || j0 >= ke) continue; /* warp-uniform */
@@ -956,9 +961,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
   int64_t ntile = KE > KB ? (KE - KB + TILE - 1) / TILE : 0;
   if (ntile > 0) { /* tile 0 is in flight while the reference keys are scored */
     int nt = KE - KB < TILE ? (int)(KE - KB) : TILE;
-    load_tile_async(stages, ldk, Kh, D, KB, nt, D);
-    load_tile_async(stages + TILE * ldk, ldk, Kref, kref_stride, KB, nt, D);
-    load_tile_async(stages + 2 * TILE * ldk, ldv, V, D, KB, nt, D);
+    eval_stage_tile(stages, ldk, ldv, Kh, Kref, kref_stride, V, KB, nt, D);
     cp_async_commit();
   }
   const int K = a.topk;
@@ -979,9 +982,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
       int64_t j1 = j0 + TILE;
       int n1 = KE - j1 < TILE ? (int)(KE - j1) : TILE;
       float *nx = stages + ((it + 1) & 1) * stage;
-      load_tile_async(nx, ldk, Kh, D, j1, n1, D);
-      load_tile_async(nx + TILE * ldk, ldk, Kref, kref_stride, j1, n1, D);
-      load_tile_async(nx + 2 * TILE * ldk, ldv, V, D, j1, n1, D);
+      eval_stage_tile(nx, ldk, ldv, Kh, Kref, kref_stride, V, j1, n1, D);
       cp_async_commit();
     }
     const float *tk = stages + (it & 1) * stage, *tv = tk + 2 * TILE * ldk;
