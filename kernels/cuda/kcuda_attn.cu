@@ -7,6 +7,7 @@
  * the normaliser, the output values spread over the lanes, the logit sums and the top-k state.
  * Modes:
  *   REF_ATTN   reference (dump K, V): o_ref and the reference top-k list of every (token, query head)
+ *              (k_ref_gqa in the group layout for G = 4, else k_rows)
  *   REF_RANDQ  reference outputs of the random queries (no mask, whole sequence)
  *   EVAL_ATTN  per (token, query head of the KV head) and plan: cos(o_ref, o^), top-k recall,
  *              and the sums of s^-s, s, s^, s^2, s*s^ over its causal keys
