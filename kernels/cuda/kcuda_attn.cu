@@ -154,10 +154,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
       n1 += x * x;
       n2 += y * y;
     }
-  dot = warp_sum_dd(dot);
-  n1 = warp_sum_dd(n1);
-  n2 = warp_sum_dd(n2);
-  double cs = (n1 == 0.0 && n2 == 0.0) ? 1.0 : (n1 == 0.0 || n2 == 0.0) ? 0.0 : dot / sqrt(n1 * n2);
+  double cs = warp_cos(dot, n1, n2);
   double *out = a.rows_out + ((int64_t)plan * a.n_rows + row) * a.n_fields;
   if (MODE == KC_EVAL_RANDQ) {
     if (lane == 0) out[0] = cs;

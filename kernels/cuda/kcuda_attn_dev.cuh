@@ -24,6 +24,14 @@ __device__ __forceinline__ double warp_sum_dd(double v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+/* cos(x, y) from this lane's parts of <x, y>, |x|^2, |y|^2 (summed over the warp): 1 when both
+ * vectors are 0, 0 when one is. */
+__device__ __forceinline__ double warp_cos(double dot, double n1, double n2) {
+  dot = warp_sum_dd(dot);
+  n1 = warp_sum_dd(n1);
+  n2 = warp_sum_dd(n2);
+  return (n1 == 0.0 && n2 == 0.0) ? 1.0 : (n1 == 0.0 || n2 == 0.0) ? 0.0 : dot / sqrt(n1 * n2);
+}
 
 /* q (shared memory) . row (global), float accumulation as the CPU's kcpu_dot. */
 __device__ __forceinline__ float dotf(const float *__restrict__ q, const float *__restrict__ row, int D) {
@@ -338,10 +346,7 @@ __device__ __forceinline__ void gqa_write_rows(const kc_attn_args &a, int plan, 
         n2 += y * y;
       }
     }
-    dot = warp_sum_dd(dot);
-    n1 = warp_sum_dd(n1);
-    n2 = warp_sum_dd(n2);
-    double cs = (n1 == 0.0 && n2 == 0.0) ? 1.0 : (n1 == 0.0 || n2 == 0.0) ? 0.0 : dot / sqrt(n1 * n2);
+    double cs = warp_cos(dot, n1, n2);
     int hits = rank_hits(&R[gi], K, TWO);
     double *out = a.rows_out + ((int64_t)plan * a.n_rows + t * GG + gi) * a.n_fields;
     if (lane == 0) {

@@ -37,6 +37,13 @@ __device__ __forceinline__ void tf32_split(float x, uint32_t *hi, uint32_t *lo) 
   *hi = h;
   *lo = __float_as_uint(x - __uint_as_float(h)) & 0xffffe000u;
 }
+/* The four elements of an A fragment's float4, split as tf32_split. */
+__device__ __forceinline__ void tf32_split4(float4 f, uint32_t hi[4], uint32_t lo[4]) {
+  tf32_split(f.x, &hi[0], &lo[0]);
+  tf32_split(f.y, &hi[1], &lo[1]);
+  tf32_split(f.z, &hi[2], &lo[2]);
+  tf32_split(f.w, &hi[3], &lo[3]);
+}
 
 __device__ __forceinline__ void mma_tf32(float *c, const uint32_t *a, const uint32_t *b) {
   asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -178,10 +185,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
       for (int ks = 0; ks < NKS; ks++) {
         float4 af = qa[ks * 32];
         uint32_t ah[4], al[4];
-        tf32_split(af.x, &ah[0], &al[0]);
-        tf32_split(af.y, &ah[1], &al[1]);
-        tf32_split(af.z, &ah[2], &al[2]);
-        tf32_split(af.w, &ah[3], &al[3]);
+        tf32_split4(af, ah, al);
 #pragma unroll
         for (int n = 0; n < 2; n++) {
           const float *kr = kt + n * 8 * ldk + 8 * ks;
@@ -293,10 +297,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
       for (int ks = 0; ks < 4; ks++) {
         float4 af = pa[ks * 32];
         uint32_t ah[4], al[4];
-        tf32_split(af.x, &ah[0], &al[0]);
-        tf32_split(af.y, &ah[1], &al[1]);
-        tf32_split(af.z, &ah[2], &al[2]);
-        tf32_split(af.w, &ah[3], &al[3]);
+        tf32_split4(af, ah, al);
 #pragma unroll
         for (int n = 0; n < 4; n++) {
           if (nq + 8 * n >= D) continue; /* warp-uniform */
