@@ -4,8 +4,8 @@
  * registers and shared memory so that each input byte is read from HBM once and only the packed
  * codes are written back. One block per SM, persistent over a contiguous range of tiles, so a
  * block reloads a rotation only when its range crosses into the next segment, and the input
- * streams in through a ring of STAGES tiles filled by TMA bulk copies, so HBM stays busy while a
- * tile is coded.
+ * streams in through a ring of STAGES tiles filled by 2-D TMA copies (one per tile), so HBM
+ * stays busy while a tile is coded.
  * The projection's results stay in the MMA's registers and are quantised there. */
 #include <string.h>
 #include <cudaTypedefs.h>
@@ -22,8 +22,8 @@ extern "C" {
 #define KF_LUT_CELLS(b) CB_CELLS(b)
 #define KF_LUT_OFF(b) CB_CELLS_OFF(b)
 #define KF_LUT_N CB_CELLS_ALL
-/* What a coordinate's field holds (kf_param.meta bits 0-1); bits 2-6 b, 7-17 the last cell,
- * 18-29 the offset of b's cells in the table. */
+/* What a coordinate's field holds (S.par[i].w as bits: 0-1 the kind, 2-6 b, 7-17 the last cell,
+ * 18-29 the offset of b's cells in the table). */
 enum { KF_DROP = 0, KF_LUT = 1, KF_SEARCH = 2, KF_HALF = 3 };
 
 template <int D, int PASSES>

@@ -1,11 +1,12 @@
 /* kcuda_fast: the fused tensor-core encoder (kern.h's kern_cuda_encode_fast; docs/cuda.md
  * "Fast encode"). One launch encodes a whole batch of segments — each segment is n rows of one
  * (layer, head) with its own plan side — so a layer batch of any size is one kernel:
- *   per tile of 64 rows: norm (fp32) -> u = x/|x| in fp16 (hi, and lo = the rounding error
- *   x 2^11 for passes 3) -> y = rot.u on the tensor cores (wmma 16x16x16, fp32 accumulation;
- *   passes 3 adds rot_hi.u_lo + rot_lo.u_hi) -> y x |x| when the plan does not normalise ->
- *   quantise (t = y * (1/scale); a cell table instead of a search) -> pack into the tile's bit stream in shared
- *   memory -> one coalesced write of the tile's codes.
+ *   per tile of 64 rows: a TMA copy into a ring of stages -> norm (fp32) -> u = x/|x| in fp16
+ *   (hi, and lo = the rounding error x 2^11 for passes 3) -> y = rot.u on the tensor cores
+ *   (mma m16n8k16, fp32 accumulation, left in registers; passes 3 adds rot_hi.u_lo +
+ *   rot_lo.u_hi) -> y x |x| when the plan does not normalise -> quantise in the registers
+ *   (t = y * (1/scale) through src/cb_cells.h's cell tables instead of a search) -> pack into the
+ *   tile's bit stream in shared memory -> one coalesced write of the tile's codes.
  * Only plans without QJL and D in {64, 128}. */
 #ifndef SQEXP_KCUDA_FAST_CUH
 #define SQEXP_KCUDA_FAST_CUH
