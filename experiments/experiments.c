@@ -27,3 +27,13 @@ const experiment *exp_find(const char *name) {
     if (!strcmp(exp_table[i].name, name)) return &exp_table[i];
   return NULL;
 }
+
+int exp_table_emit(exp_ctx *x, rep_table *t, int print, sq_err *e) {
+  int rc = rep_table_write(t, x->tables, x->made, e);
+  if (!rc && print && x->out) {
+    fputc('\n', x->out);
+    rep_table_print(t, x->out);
+  }
+  rep_table_free(t);
+  return rc;
+}

@@ -34,6 +34,9 @@ typedef struct {
 extern const experiment exp_table[];
 extern const int exp_count;
 const experiment *exp_find(const char *name);
+/* A finished table: written to DIR/tables (csv, md, tex), also printed to x->out when `print`
+ * and x->out is set, then freed (whatever the write returned). */
+int exp_table_emit(exp_ctx *x, rep_table *t, int print, sq_err *e);
 
 int exp_grid(exp_ctx *x, sq_err *e);
 int exp_spectrum(exp_ctx *x, sq_err *e);

@@ -57,9 +57,7 @@ static int grid_summary(exp_ctx *x, const rep_point *pts, int np, sq_err *e) {
            "(as it prints) and over all heads (2·16·D over the mean bits: the whole cache's ratio, not a "
            "mean of per-head ratios); paper: each paper's own formula. attn cos: mean ± "
            "sample std over (layer, head); worst head and p5 over the same.");
-  int rc = rep_table_write(t, x->tables, x->made, e);
-  rep_table_free(t);
-  return rc;
+  return exp_table_emit(x, t, 0, e);
 }
 
 /* The table printed at the end of `sqexp run`: the summary's most-read columns. */
@@ -144,9 +142,7 @@ static int grid_main_comparison(exp_ctx *x, const rep_point *pts, int np, sq_err
            "SpectralQuant the seed engine's formula; sq_paper_v1 its packed size. The honest ratio "
            "counts every stored bit. sq_paper_v1 is the arm the SpectralQuant v1 paper actually "
            "measured (normalised keys in the key basis, (b-1)-bit keys, b-bit values, no QJL).");
-  int rc = rep_table_write(t, x->tables, x->made, e);
-  rep_table_free(t);
-  return rc;
+  return exp_table_emit(x, t, 0, e);
 }
 
 static int grid_is_default_tq(const store_row *r) {
@@ -200,9 +196,11 @@ static int grid_three_way(exp_ctx *x, const rep_point *pts, int np, sq_err *e) {
   snprintf(t->note, sizeof t->note,
            "Ratios honest. TQ: the default TurboQuant point (prod, haar, beta, per-head rotation) at the "
            "same total_bits. Rows appear where the config has both use_water_fill = 0 and 1.");
-  int rc = t->n_rows ? rep_table_write(t, x->tables, x->made, e) : SQ_OK;
-  rep_table_free(t);
-  return rc;
+  if (!t->n_rows) {
+    rep_table_free(t);
+    return SQ_OK;
+  }
+  return exp_table_emit(x, t, 0, e);
 }
 
 /* (5) per-layer breakdowns. */
@@ -247,9 +245,7 @@ static int grid_per_layer(exp_ctx *x, sq_err *e) {
     }
     free(pts);
   }
-  int rc = rep_table_write(t, x->tables, x->made, e);
-  rep_table_free(t);
-  return rc;
+  return exp_table_emit(x, t, 0, e);
 }
 
 /* ---- figures ---- */

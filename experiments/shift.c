@@ -116,13 +116,7 @@ static int shift_summary(exp_ctx *x, const rep_point *pts, int np, shift_entry *
            "cross-domain: calibrated on another domain's (mean over the calib domains listed); drop = in-domain − "
            "cross-domain (positive = calibration does not transfer); worst = the worst (layer, head). tq needs no "
            "calibration: the reference line. Every pair: shift_pairs.");
-  int rc = rep_table_write(t, x->tables, x->made, e);
-  if (!rc && x->out) {
-    fputc('\n', x->out);
-    rep_table_print(t, x->out);
-  }
-  rep_table_free(t);
-  return rc;
+  return exp_table_emit(x, t, 1, e);
 }
 
 static void shift_tick(const store_row *r, char *tick, size_t n) {
@@ -243,8 +237,7 @@ int exp_shift(exp_ctx *x, sq_err *e) {
            "evaluated on the evaluation (split-1) sequences of the eval domain; in-domain = calibrated on the "
            "eval domain itself (the same numbers as a grid run restricted to that domain); drop = in-domain − "
            "this row. tq needs no calibration and is evaluated once per eval domain (the reference line).");
-  rc = rep_table_write(t, x->tables, x->made, e);
-  rep_table_free(t);
+  rc = exp_table_emit(x, t, 0, e);
   free(pts);
   free(rows);
   return rc;

@@ -108,8 +108,7 @@ static int spec_deff_table(exp_ctx *x, const int *layers, int nl, sq_err *e) {
            "the paper's d_eff, mean of the integers; κ = λ[d-1]/λ[d] at that d (capped at 1e6); "
            "d_eff(τ): variance-coverage dimension. First row: all layers. Values beside keys: the "
            "KV asymmetry.");
-  int rc = rep_table_write(t, x->tables, x->made, e);
-  rep_table_free(t);
+  int rc = exp_table_emit(x, t, 0, e);
   if (rc) return rc;
   /* the compact KV-asymmetry table */
   t = rep_table_new("kv_asymmetry", "KV asymmetry: effective dimension of values vs keys (mean over KV heads)");
@@ -132,9 +131,7 @@ static int spec_deff_table(exp_ctx *x, const int *layers, int nl, sq_err *e) {
     rep_table_num(t, r, 6, sd[0].kappa_median >= 1e4 ? "%.3g" : "%.2f", sd[0].kappa_median);
     rep_table_num(t, r, 7, sd[1].kappa_median >= 1e4 ? "%.3g" : "%.2f", sd[1].kappa_median);
   }
-  rc = rep_table_write(t, x->tables, x->made, e);
-  rep_table_free(t);
-  return rc;
+  return exp_table_emit(x, t, 0, e);
 }
 
 static int spec_fig_layers(exp_ctx *x, const int *layers, int nl, sq_err *e) {

@@ -107,13 +107,7 @@ static int stab_table(exp_ctx *x, const stab_budget *b, int nb, const char *sq_l
            "all). overlap = ||E_N[:d]^T E_all[:d]||_F^2 / d of the top-d eigenvectors, d = d_eff(τ) of the full "
            "calibration (1 = same subspace); top-d mass Δ = (Σ_{i<d} λ_i at N − at all) / at all; d_eff(τ), "
            "PR at N; sq attn cos: %s calibrated at N.", sq_label);
-  int rc = rep_table_write(t, x->tables, x->made, e);
-  if (!rc && x->out) {
-    fputc('\n', x->out);
-    rep_table_print(t, x->out);
-  }
-  rep_table_free(t);
-  return rc;
+  return exp_table_emit(x, t, 1, e);
 }
 
 /* Overlap (K, V) and sq attention cosine vs N on a log x axis; all is drawn at the calibration size. */
