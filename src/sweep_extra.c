@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "sweep_internal.h"
+#include "ortho.h"
 
 static void sweep_sub_dir(const sweep_state *s, const char *name, char *buf, size_t n) {
   snprintf(buf, n, "%s/%s", s->out_dir, name);
@@ -264,24 +265,12 @@ out:
 
 /* ---- stability ---- */
 
-/* Modified Gram-Schmidt in double of the first d rows of a float basis [D][D] into q [d][D]: the
- * float rows are orthonormal only to ~1e-7, and the overlap of a subspace with itself must be 1
- * to double rounding. */
+/* The first d rows of a float basis [D][D] orthonormalised in double into q [d][D]: the float rows
+ * are orthonormal only to ~1e-7, and the overlap of a subspace with itself must be 1 to double
+ * rounding. */
 static void sweep_orthonormal(const float *basis, int d, int D, double *q) {
-  for (int i = 0; i < d; i++) {
-    double *qi = q + (size_t)i * D;
-    for (int k = 0; k < D; k++) qi[k] = basis[(size_t)i * D + k];
-    for (int j = 0; j < i; j++) {
-      const double *qj = q + (size_t)j * D;
-      double dot = 0;
-      for (int k = 0; k < D; k++) dot += qi[k] * qj[k];
-      for (int k = 0; k < D; k++) qi[k] -= dot * qj[k];
-    }
-    double nn = 0;
-    for (int k = 0; k < D; k++) nn += qi[k] * qi[k];
-    nn = sqrt(nn);
-    for (int k = 0; k < D; k++) qi[k] = nn > 0 ? qi[k] / nn : 0;
-  }
+  for (size_t i = 0; i < (size_t)d * D; i++) q[i] = basis[i];
+  ortho_rows(q, d, D, 1);
 }
 
 /* ||E_a[:d]^T E_b[:d]||_F^2 / d: the mean squared cosine of the principal angles, in [0, 1]. */

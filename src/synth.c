@@ -6,6 +6,7 @@
 #include <string.h>
 #include "dump_internal.h"
 #include "rng.h"
+#include "ortho.h"
 
 #define ROPE_THETA 10000.0
 /* Salts keep the synthetic data's generators apart from the experiments' draws, which use
@@ -146,20 +147,7 @@ static void random_basis(rng_t *r, int D, int n_low, double *B) {
       double z = rng_normal(r);
       B[row * D + j] = (row >= n_low || in_low) ? z : 0.0;
     }
-  for (int row = 0; row < D; row++) {
-    double *b = B + row * D;
-    for (int pass = 0; pass < 2; pass++)
-      for (int p = 0; p < row; p++) {
-        const double *u = B + p * D;
-        double dot = 0;
-        for (int j = 0; j < D; j++) dot += u[j] * b[j];
-        for (int j = 0; j < D; j++) b[j] -= dot * u[j];
-      }
-    double nrm = 0;
-    for (int j = 0; j < D; j++) nrm += b[j] * b[j];
-    nrm = sqrt(nrm);
-    for (int j = 0; j < D; j++) b[j] /= nrm;
-  }
+  ortho_rows(B, D, D, 2);
 }
 
 /* x = sum_r z_r * sd_r * B_r with fresh normals z (the basis rows pre-scaled in Bs). */
