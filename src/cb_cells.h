@@ -51,12 +51,21 @@ static inline CB_HOST_DEVICE void cb_cells_entry(const float *bnd, int bits, flo
   *inside = lo < (1 << bits) - 1 && (double)bnd[lo] * iw + Tiw < c + 1 ? bnd[lo] : INFINITY;
 }
 
-/* The lookup, as the kernel does it: y the projection, qis = 1 / scale; lut = this b's entries as
- * (inside, below) pairs. The float -> unsigned conversion saturates (negatives and NaN -> 0). */
-static inline CB_HOST_DEVICE unsigned cb_cells_cell(float y, float qis_iw, float Tiw, int bits) {
-  float cf = fmaf(y, qis_iw, Tiw);
+/* The cell of position cf = t iw + T iw + 1/2: floor, saturating (negatives and NaN -> 0), then
+ * clamped to the last cell. On the device the conversion is the saturating cvt.rmi.u32.f32
+ * itself; the host spells out the same function. */
+static inline CB_HOST_DEVICE unsigned cb_cells_index(float cf, unsigned last) {
+#ifdef __CUDA_ARCH__
+  unsigned c = __float2uint_rd(cf);
+#else
   unsigned c = cf > 0.0f ? (cf < 4294967040.0f ? (unsigned)floorf(cf) : 4294967295u) : 0u;
-  return c < (unsigned)(CB_CELLS(bits) - 1) ? c : (unsigned)(CB_CELLS(bits) - 1);
+#endif
+  return c < last ? c : last;
+}
+
+/* The lookup's cell, as the kernel computes it: y the projection, qis_iw = (1 / scale) iw. */
+static inline CB_HOST_DEVICE unsigned cb_cells_cell(float y, float qis_iw, float Tiw, int bits) {
+  return cb_cells_index(fmaf(y, qis_iw, Tiw), (unsigned)(CB_CELLS(bits) - 1));
 }
 
 #endif

@@ -312,7 +312,7 @@ __device__ __forceinline__ void kf_identity(const float *X, const kf_smem<D, PAS
 __device__ __forceinline__ uint32_t kf_q_lut(float y, float4 p, const uint2 *lut) {
   float t = y * p.x, cf = fmaf(y, p.y, p.z);
   uint32_t meta = __float_as_uint(p.w);
-  uint32_t c = min(__float2uint_rd(cf), (meta >> 7) & 0x7ffu) + (meta >> 18);
+  uint32_t c = cb_cells_index(cf, (meta >> 7) & 0x7ffu) + (meta >> 18);
   uint2 e = lut[c];
   return e.y + (t > __uint_as_float(e.x));
 }
