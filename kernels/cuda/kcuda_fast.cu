@@ -522,17 +522,21 @@ static int launch(const kc_fast_seg *segs_dev, int nseg, int64_t ntiles, const f
 }
 
 /* The segment's rows as a 2-D fp32 tensor {D, n} with row pitch stride, read in boxes of
- * {D, KF_TM}: the driver's cuTensorMapEncodeTiled, found through the runtime (no -lcuda). */
-static int kf_tensor_map(kc_fast_seg *g, int D, sq_err *e) {
-  static PFN_cuTensorMapEncodeTiled_v12000 encode = NULL;
-  if (!encode) {
-    cudaDriverEntryPointQueryResult q;
-    void *fn = NULL;
-    cudaCheck(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
-    if (q != cudaDriverEntryPointSuccess || !fn)
-      return sq_fail(e, SQ_EFAIL, "%s:%d: the driver has no cuTensorMapEncodeTiled", __FILE__, __LINE__);
-    encode = (PFN_cuTensorMapEncodeTiled_v12000)fn;
-  }
+ * {D, KF_TM}, by the driver's cuTensorMapEncodeTiled, found through the runtime (no -lcuda). */
+typedef PFN_cuTensorMapEncodeTiled_v12000 kf_encode_fn;
+
+/* The driver's cuTensorMapEncodeTiled (looked up per kc_fast_setup: no state kept between calls). */
+static int kf_tensor_encoder(kf_encode_fn *out, sq_err *e) {
+  cudaDriverEntryPointQueryResult q;
+  void *fn = NULL;
+  cudaCheck(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
+  if (q != cudaDriverEntryPointSuccess || !fn)
+    return sq_fail(e, SQ_EFAIL, "%s:%d: the driver has no cuTensorMapEncodeTiled", __FILE__, __LINE__);
+  *out = (kf_encode_fn)fn;
+  return SQ_OK;
+}
+
+static int kf_tensor_map(kf_encode_fn encode, kc_fast_seg *g, int D, sq_err *e) {
   CUtensorMap map;
   cuuint64_t dims[2] = {(cuuint64_t)D, (cuuint64_t)g->n}, pitch[1] = {(cuuint64_t)g->stride * sizeof(float)};
   cuuint32_t box[2] = {(cuuint32_t)D, KF_TM}, estride[2] = {1, 1};
@@ -550,6 +554,7 @@ int kc_fast_setup(kc_fast_seg *segs, int nseg, kc_buf *segs_dev, int64_t *ntiles
   *ntiles_out = 0;
   if (nseg < 1) return SQ_OK;
   int D = segs[0].side.D;
+  kf_encode_fn encode = NULL; /* looked up at the first segment with rows */
   int64_t ntiles = 0;
   for (int s = 0; s < nseg; s++) {
     if (segs[s].side.D != D)
@@ -560,7 +565,10 @@ int kc_fast_setup(kc_fast_seg *segs, int nseg, kc_buf *segs_dev, int64_t *ntiles
                      "that is a multiple of 4 floats", s);
     segs[s].tile0 = ntiles;
     ntiles += (segs[s].n + KF_TM - 1) / KF_TM;
-    if (segs[s].n > 0) tryCheck(kf_tensor_map(&segs[s], D, e));
+    if (segs[s].n > 0) {
+      if (!encode) tryCheck(kf_tensor_encoder(&encode, e));
+      tryCheck(kf_tensor_map(encode, &segs[s], D, e));
+    }
   }
   tryCheck(kc_buf_need(segs_dev, (size_t)nseg * sizeof *segs, e));
   cudaCheck(cudaMemcpy(segs_dev->p, segs, (size_t)nseg * sizeof *segs, cudaMemcpyHostToDevice));
