@@ -19,9 +19,6 @@ extern "C" {
 #define KF_LO_SCALE 2048.0f
 /* Quantisation without a search: the cell tables of src/cb_cells.h (the argument for their
  * exactness is there; tests/test_cb_cells.c checks it on the host with the same functions). */
-#define KF_LUT_CELLS(b) CB_CELLS(b)
-#define KF_LUT_OFF(b) CB_CELLS_OFF(b)
-#define KF_LUT_N CB_CELLS_ALL
 /* What a coordinate's field holds (S.par[i].w as bits: 0-1 the kind, 2-6 b, 7-17 the last cell,
  * 18-29 the offset of b's cells in the table). */
 enum { KF_DROP = 0, KF_LUT = 1, KF_SEARCH = 2, KF_HALF = 3 };
@@ -41,7 +38,7 @@ struct kf_cfg {
   static constexpr size_t R_BYTES = (size_t)D * LDH * 2;
   static constexpr size_t U_BYTES = (size_t)KF_TM * LDH * 2; /* also the indices [TM][LDH] u16 after the MMA */
   static constexpr size_t SMEM = STAGES * STAGE_BYTES + (R_BYTES + U_BYTES) * (PASSES == 3 ? 2 : 1) +
-                                 CODE_WORDS * 4 + KF_LUT_N * 8 + (CB_MAX_BITS + 1) * 256 * 4 + D * 16 +
+                                 CODE_WORDS * 4 + CB_CELLS_ALL * 8 + (CB_MAX_BITS + 1) * 256 * 4 + D * 16 +
                                  D * 8 + KF_TM * 12 + 3 * 16 * 4 + STAGES * 8;
   static_assert(NLOAD * KF_THREADS == KF_TM * V4, "whole tiles per thread");
 };
@@ -88,7 +85,7 @@ __device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *sm) {
   sm += C::U_BYTES * (p3 ? 2 : 1);
   S.cw = (uint32_t *)sm;
   S.lut = (uint2 *)(S.cw + C::CODE_WORDS);
-  S.bnd = (float *)(S.lut + KF_LUT_N);
+  S.bnd = (float *)(S.lut + CB_CELLS_ALL);
   S.par = (float4 *)(S.bnd + (CB_MAX_BITS + 1) * 256);
   S.bitpos = (int *)(S.par + D);
   S.bits = S.bitpos + D;
@@ -153,11 +150,11 @@ __device__ void kf_build_lut(const kf_smem<D, PASSES> &S) {
   __syncthreads();
   for (int b = 1; b <= CB_MAX_BITS; b++) {
     if (!S.lut_ok[b]) continue;
-    for (int c = tid; c < KF_LUT_CELLS(b); c += KF_THREADS) {
+    for (int c = tid; c < CB_CELLS(b); c += KF_THREADS) {
       float inside;
       unsigned below;
       cb_cells_entry(S.bnd + b * 256, b, S.lut_iw[b], S.lut_Tiw[b], c, &inside, &below);
-      S.lut[KF_LUT_OFF(b) + c] = make_uint2(__float_as_uint(inside), below);
+      S.lut[CB_CELLS_OFF(b) + c] = make_uint2(__float_as_uint(inside), below);
     }
   }
 }
@@ -187,7 +184,7 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
     int b = g->side.bits[tid], q = b >= 1 && b <= CB_MAX_BITS;
     int kind = b == 0 ? KF_DROP : b == PLAN_BITS_FP16 ? KF_HALF : q && S.lut_ok[b] ? KF_LUT : KF_SEARCH;
     float qis = q ? 1.0f / g->side.scale[tid] : 0.0f, iw = kind == KF_LUT ? S.lut_iw[b] : 0.0f;
-    uint32_t meta = kind | (uint32_t)b << 2 | (kind == KF_LUT ? (uint32_t)(KF_LUT_CELLS(b) - 1) << 7 | (uint32_t)KF_LUT_OFF(b) << 18 : 0u);
+    uint32_t meta = kind | (uint32_t)b << 2 | (kind == KF_LUT ? (uint32_t)(CB_CELLS(b) - 1) << 7 | (uint32_t)CB_CELLS_OFF(b) << 18 : 0u);
     S.par[tid] = make_float4(qis, qis * iw, kind == KF_LUT ? S.lut_Tiw[b] : 0.0f, __uint_as_float(meta));
     S.bits[tid] = b;
     S.bitpos[tid] = g->side.bitpos[tid];
