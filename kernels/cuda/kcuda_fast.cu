@@ -2,20 +2,28 @@
  * shape: at D = 128 the projection is 64 FLOP per input byte, more than fp32 FFMA can feed at
  * HBM speed, so it runs on the fp16 tensor cores; everything else (norm, quantise, pack) stays in
  * registers and shared memory so that each input byte is read from HBM once and only the packed
- * codes are written back. One block per SM, persistent over a contiguous range of tiles, so a
- * block reloads a rotation only when its range crosses into the next segment, and the input
- * streams in through a ring of STAGES tiles filled by 2-D TMA copies (one per tile), so HBM
- * stays busy while a tile is coded.
- * The projection's results stay in the MMA's registers and are quantised there. */
+ * codes are written back.
+ * One block per SM, persistent over a contiguous range of tiles of 64 rows, warp-specialised:
+ * a producer warp streams the tiles into a ring of STAGES stages (one 2-D TMA copy each, an
+ * mbarrier per stage for "landed" and one for "released"), and NWG consumer warpgroups take the
+ * tiles in turn, each a whole tile on its own (its own operand/bit-stream buffer and named
+ * barrier), so one warpgroup's MMA, quantisation and stores overlap the others' and no phase
+ * waits for the whole block. Per tile a warpgroup: norms and fp16 unit rows into its operand
+ * buffer (the 128-byte swizzle layout wgmma reads), releases the stage, y = U rot^T by wgmma
+ * (fp32 accumulators in registers, kcuda_wgmma.cuh), quantises in the registers through the cell
+ * tables and ORs each pair of adjacent fields into the tile's bit stream (shared memory, aliasing
+ * the operand buffer), then writes the tile's codes with coalesced stores. The block-wide tables
+ * (rotation, cells, per-coordinate parameters) change only at a segment boundary, where the
+ * consumers meet at a barrier. */
 #include <string.h>
 #include <cudaTypedefs.h>
 #include "kcuda_fast.cuh"
+#include "kcuda_wgmma.cuh"
 extern "C" {
 #include "cb_cells.h"
 }
 
-#define KF_TM 64         /* rows per tile */
-#define KF_THREADS 512   /* 16 warps: warp w projects rows 16 (w & 3) .. +15, columns (w >> 2) D/4 .. +D/4-1 */
+#define KF_TM 64 /* rows per tile = the wgmma's M */
 #define KF_LO_SCALE 2048.0f
 /* Quantisation without a search: the cell tables of src/cb_cells.h (the argument for their
  * exactness is there; tests/test_cb_cells.c checks it on the host with the same functions). */
@@ -23,24 +31,31 @@ extern "C" {
  * 18-29 the offset of b's cells in the table). */
 enum { KF_DROP = 0, KF_LUT = 1, KF_SEARCH = 2, KF_HALF = 3 };
 
+/* wgmma's operands must be 1024-byte aligned (kcuda_wgmma.cuh); the carve rounds every buffer. */
+__host__ __device__ constexpr size_t kf_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
 template <int D, int PASSES>
 struct kf_cfg {
-  static constexpr int LDH = D + 8;                           /* fp16 row pitch (halves): ldmatrix without conflicts */
-  static constexpr int V4 = D / 4;                            /* float4 per row */
-  static constexpr int NLOAD = KF_TM * V4 / KF_THREADS;       /* float4 each thread copies per tile */
-  static constexpr int CPL = D / 32;                          /* coordinates per lane in pack */
-  static constexpr int WCOLS = D / 4;                         /* output columns per warp */
-  static constexpr int NT = WCOLS / 8;                        /* n8 tiles per warp */
-  static constexpr int STAGES = PASSES == 3 ? 2 : 4;          /* tiles of input in flight (TMA bulk copies) */
-  static constexpr int MAX_CODE = 2 + 2 * D;                  /* bytes: fp16 norm + D fp16 coords */
-  static constexpr int CODE_WORDS = ((KF_TM * MAX_CODE + 3) / 4 + 1 + 3) / 4 * 4; /* keeps 16-B alignment */
+  static constexpr int P3 = PASSES == 3;
+  static constexpr int NWG = P3 ? 2 : 3;                        /* consumer warpgroups */
+  static constexpr int NCONS = NWG * 128;                       /* consumer threads */
+  static constexpr int THREADS = NCONS + 32;                    /* + the producer warp */
+  static constexpr int STAGES = D == 64 ? 6 : P3 ? 2 : 3;       /* input tiles in flight (TMA) */
+  static constexpr int V4 = D / 4;                              /* float4 per row */
+  static constexpr int NACC = D / 2;                            /* accumulators per thread (m64nD) */
+  static constexpr int MAX_CODE = 2 + 2 * D;                    /* bytes: fp16 norm + D fp16 coords */
+  static constexpr int CW_WORDS = (KF_TM * MAX_CODE + 3) / 4 + 1;
   static constexpr size_t STAGE_BYTES = (size_t)KF_TM * D * 4;
-  static constexpr size_t R_BYTES = (size_t)D * LDH * 2;
-  static constexpr size_t U_BYTES = (size_t)KF_TM * LDH * 2; /* also the indices [TM][LDH] u16 after the MMA */
-  static constexpr size_t SMEM = STAGES * STAGE_BYTES + (R_BYTES + U_BYTES) * (PASSES == 3 ? 2 : 1) +
-                                 CODE_WORDS * 4 + CB_CELLS_ALL * 8 + (CB_MAX_BITS + 1) * 256 * 4 + D * 16 +
-                                 D * 8 + KF_TM * 12 + 3 * 16 * 4 + STAGES * 8;
-  static_assert(NLOAD * KF_THREADS == KF_TM * V4, "whole tiles per thread");
+  static constexpr size_t R_BYTES = (size_t)D * D * 2;          /* one fp16 rotation, swizzled */
+  static constexpr size_t A_BYTES = (size_t)KF_TM * D * 2;      /* one fp16 operand tile, swizzled */
+  static constexpr size_t WG_BYTES = kf_up(A_BYTES * (P3 ? 2 : 1) > (size_t)CW_WORDS * 4 ? A_BYTES * (P3 ? 2 : 1)
+                                                                                         : (size_t)CW_WORDS * 4, 1024);
+  static constexpr size_t TAB_BYTES = CB_CELLS_ALL * 8 + (CB_MAX_BITS + 1) * 256 * 4 + D * 16 + D * 2 +
+                                      NWG * KF_TM * 8 + 3 * 16 * 4 + 16 + STAGES * 16;
+  static constexpr size_t SMEM = 1024 + STAGES * STAGE_BYTES + R_BYTES * (P3 ? 2 : 1) + NWG * WG_BYTES +
+                                 kf_up(TAB_BYTES, 16);
+  static_assert(SMEM <= 232448, "shared memory of one block per SM");
+  static_assert(D % 64 == 0, "whole 128-byte swizzle chunks");
 };
 
 /* The segment of tile t, scanning on from hint (tiles are in segment order). */
@@ -54,59 +69,65 @@ __device__ __forceinline__ int kf_seg_of(const kc_fast_seg *segs, int nseg, int6
 template <int D, int PASSES>
 struct kf_smem {
   float *stage;           /* [STAGES][TM][D] input rows (TMA) */
-  __half *Rh, *Rl;        /* rotation hi (and lo x 2^11) [D][LDH], row n = output coordinate n */
-  __half *Uh, *Ul;        /* unit rows hi (and lo x 2^11) [TM][LDH] ... */
-  uint16_t *idx;          /* ... aliased by the fields [TM][LDH] after the MMA */
-  uint32_t *cw;           /* the tile's bit stream */
+  __half *Rh, *Rl;        /* rotation hi (and lo x 2^11), swizzled K-major: row n = output coordinate n */
+  unsigned char *wg;      /* [NWG][WG_BYTES]: a warpgroup's unit rows hi (and lo), then its bit stream */
   uint2 *lut;             /* cells: {boundary inside (float bits) or +inf, #{boundaries below}} */
   float *bnd;             /* the family's boundaries [b][256], +inf after the last */
   float4 *par;            /* [D] {1/scale, iw/scale, T iw, meta} */
-  int *bitpos, *bits;     /* [D] */
-  float *nscale, *rinv;   /* [TM] y multiplier (|x| when the plan does not normalise); 1/|x| or 1 */
-  uint32_t *norm16;       /* [TM] fp16 bits of |x| */
+  uint32_t *pair;         /* [D/2] pair (2i, 2i+1): stream offset of field 2i | width of field 2i << 16 */
+  float *rowmul;          /* [NWG][TM] y multiplier: |x| (rotated, not normalised), 1/|x| (identity, normalised) or 1 */
+  uint32_t *norm16;       /* [NWG][TM] fp16 bits of |x| */
   float *lut_iw, *lut_Tiw;/* [b] 1 / cell width, T / cell width */
   int *lut_ok;            /* [b] the table is usable */
-  uint64_t *full;         /* [STAGES] mbarriers: the stage's rows have landed */
+  int *flags;             /* the segment's: every coordinate uses the cell table */
+  uint64_t *full, *empty; /* [STAGES] mbarriers: the stage's rows have landed; its warpgroup is done with them */
 };
 
 template <int D, int PASSES>
-__device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *sm) {
+__device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *raw) {
   typedef kf_cfg<D, PASSES> C;
-  const int p3 = PASSES == 3;
   kf_smem<D, PASSES> S;
+  uint32_t a = (uint32_t)__cvta_generic_to_shared(raw);
+  unsigned char *sm = raw + (kf_up(a, 1024) - a);
   S.stage = (float *)sm;
   sm += C::STAGES * C::STAGE_BYTES;
   S.Rh = (__half *)sm;
   S.Rl = (__half *)(sm + C::R_BYTES);
-  sm += C::R_BYTES * (p3 ? 2 : 1);
-  S.Uh = (__half *)sm;
-  S.Ul = (__half *)(sm + C::U_BYTES);
-  S.idx = (uint16_t *)sm;
-  sm += C::U_BYTES * (p3 ? 2 : 1);
-  S.cw = (uint32_t *)sm;
-  S.lut = (uint2 *)(S.cw + C::CODE_WORDS);
+  sm += C::R_BYTES * (C::P3 ? 2 : 1);
+  S.wg = sm;
+  sm += C::NWG * C::WG_BYTES;
+  S.lut = (uint2 *)sm;
   S.bnd = (float *)(S.lut + CB_CELLS_ALL);
   S.par = (float4 *)(S.bnd + (CB_MAX_BITS + 1) * 256);
-  S.bitpos = (int *)(S.par + D);
-  S.bits = S.bitpos + D;
-  S.nscale = (float *)(S.bits + D);
-  S.rinv = S.nscale + KF_TM;
-  S.norm16 = (uint32_t *)(S.rinv + KF_TM);
-  S.lut_iw = (float *)(S.norm16 + KF_TM);
+  S.pair = (uint32_t *)(S.par + D);
+  S.rowmul = (float *)(S.pair + D / 2);
+  S.norm16 = (uint32_t *)(S.rowmul + C::NWG * KF_TM);
+  S.lut_iw = (float *)(S.norm16 + C::NWG * KF_TM);
   S.lut_Tiw = S.lut_iw + 16;
   S.lut_ok = (int *)(S.lut_Tiw + 16);
-  S.full = (uint64_t *)(S.lut_ok + 16);
+  S.flags = S.lut_ok + 16;
+  S.full = (uint64_t *)kf_up((size_t)(S.flags + 4), 8);
+  S.empty = S.full + C::STAGES;
   return S;
 }
 
-/* The input ring: one TMA copy per tile that completes on the stage's mbarrier. Unlike
- * per-thread loads (or cp.async) it does not hold the block's warps while HBM delivers. */
+/* Named barriers: 1 for all consumers (segment changes), 2 + w for warpgroup w alone. */
+template <int NTHREADS>
+__device__ __forceinline__ void kf_bar_sync(int id) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "n"(NTHREADS) : "memory");
+}
+
+/* The input ring: one TMA copy per tile that completes on the stage's "full" mbarrier; each of
+ * the consuming warpgroup's threads arrives on its "empty" one when it no longer reads it. */
 __device__ __forceinline__ uint32_t kf_smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void kf_bar_init(uint64_t *bar) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(kf_smem_addr(bar)));
+__device__ __forceinline__ void kf_bar_init(uint64_t *bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(kf_smem_addr(bar)), "r"(count));
 }
 __device__ __forceinline__ void kf_bar_expect(uint64_t *bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(kf_smem_addr(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void kf_bar_arrive(uint64_t *bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(kf_smem_addr(bar)) : "memory");
 }
 __device__ __forceinline__ void kf_bar_wait(uint64_t *bar, uint32_t parity) {
   uint32_t a = kf_smem_addr(bar), done = 0;
@@ -114,22 +135,37 @@ __device__ __forceinline__ void kf_bar_wait(uint64_t *bar, uint32_t parity) {
     asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
                  : "=r"(done) : "r"(a), "r"(parity) : "memory");
 }
-/* Thread 0 starts the copy of tile t's 64 rows into dst: one TMA op on the segment's 2-D tensor
- * map (rows past the segment's end arrive as zeros and count towards the bytes). */
+/* Start the copy of tile t's 64 rows into dst: one TMA op on the segment's 2-D tensor map (rows
+ * past the segment's end arrive as zeros and count towards the bytes). */
 template <int D>
-__device__ __forceinline__ void kf_issue_tile(const kc_fast_seg *segs, int nseg, int64_t t, int hint, float *dst,
-                                              uint64_t *bar) {
-  const kc_fast_seg *g = &segs[kf_seg_of(segs, nseg, t, hint)];
+__device__ __forceinline__ void kf_issue_tile(const kc_fast_seg *g, int64_t t, float *dst, uint64_t *bar) {
   int row0 = (int)((t - g->tile0) * KF_TM);
   kf_bar_expect(bar, (uint32_t)(KF_TM * D * 4));
   asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
                ::"r"(kf_smem_addr(dst)), "l"(&g->tmap), "r"(0), "r"(row0), "r"(kf_smem_addr(bar)) : "memory");
 }
 
+/* The producer (one thread): tile i of the block's range into stage i % STAGES once the tile
+ * that used the stage before has been released. */
+template <int D, int PASSES>
+__device__ void kf_produce(const kc_fast_seg *segs, int nseg, int64_t t_begin, int64_t t_end,
+                           const kf_smem<D, PASSES> &S) {
+  typedef kf_cfg<D, PASSES> C;
+  int s = 0;
+  for (int64_t t = t_begin; t < t_end; t++) {
+    int64_t i = t - t_begin;
+    int st = (int)(i % C::STAGES);
+    if (i >= C::STAGES) kf_bar_wait(&S.empty[st], (uint32_t)((i / C::STAGES - 1) & 1));
+    s = kf_seg_of(segs, nseg, t, s);
+    kf_issue_tile<D>(&segs[s], t, S.stage + (size_t)st * KF_TM * D, &S.full[st]);
+  }
+}
+
 /* The codebook's cell tables (cb_cells.h) from the boundaries in S.bnd: warp b-1 finds T for b
- * bits (its lanes check the boundaries of each attempt), then all threads fill the cells. */
+ * bits (its lanes check the boundaries of each attempt), then all consumers fill the cells. */
 template <int D, int PASSES>
 __device__ void kf_build_lut(const kf_smem<D, PASSES> &S) {
+  typedef kf_cfg<D, PASSES> C;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (warp < CB_MAX_BITS) {
     int b = warp + 1, nb = (1 << b) - 1, ok = 0;
@@ -147,10 +183,10 @@ __device__ void kf_build_lut(const kf_smem<D, PASSES> &S) {
       S.lut_ok[b] = ok;
     }
   }
-  __syncthreads();
+  kf_bar_sync<C::NCONS>(1);
   for (int b = 1; b <= CB_MAX_BITS; b++) {
     if (!S.lut_ok[b]) continue;
-    for (int c = tid; c < CB_CELLS(b); c += KF_THREADS) {
+    for (int c = tid; c < CB_CELLS(b); c += C::NCONS) {
       float inside;
       unsigned below;
       cb_cells_entry(S.bnd + b * 256, b, S.lut_iw[b], S.lut_Tiw[b], c, &inside, &below);
@@ -159,148 +195,124 @@ __device__ void kf_build_lut(const kf_smem<D, PASSES> &S) {
   }
 }
 
-/* A new segment: its rotation, codebook tables and per-coordinate parameters. Returns (in all
- * threads) bit 0: every coordinate uses the cell table; bit 1: every field has <= 8 bits. */
+/* A new segment (all consumers): its rotation (swizzled for wgmma), codebook tables and
+ * per-coordinate parameters. Returns (in every consumer) whether every coordinate uses the
+ * cell table. */
 template <int D, int PASSES>
 __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
   const int tid = threadIdx.x;
-  __syncthreads(); /* the previous segment's tables are no longer read */
+  kf_bar_sync<C::NCONS>(1); /* the previous segment's tables are no longer read */
   if (g->rh)
-    for (int q = tid; q < D * D / 8; q += KF_THREADS) {
-      int i = q / (D / 8), j8 = (q % (D / 8)) * 8;
-      *(uint4 *)(S.Rh + i * C::LDH + j8) = *(const uint4 *)(g->rh + i * D + j8);
-      if (PASSES == 3) *(uint4 *)(S.Rl + i * C::LDH + j8) = *(const uint4 *)(g->rl + i * D + j8);
+    for (int q = tid; q < D * D / 8; q += C::NCONS) {
+      int n = q / (D / 8), k8 = (q % (D / 8)) * 8;
+      uint32_t off = kw_swz(D, n, k8);
+      *(uint4 *)((unsigned char *)S.Rh + off) = *(const uint4 *)(g->rh + n * D + k8);
+      if (C::P3) *(uint4 *)((unsigned char *)S.Rl + off) = *(const uint4 *)(g->rl + n * D + k8);
     }
   const float *bsrc = cb_boundary + g->side.family * (CB_MAX_BITS + 1) * 256;
-  for (int q = tid; q < (CB_MAX_BITS + 1) * 256; q += KF_THREADS) {
+  for (int q = tid; q < (CB_MAX_BITS + 1) * 256; q += C::NCONS) {
     int b = q >> 8, k = q & 255;
     S.bnd[q] = b >= 1 && k == (1 << b) - 1 ? INFINITY : bsrc[q]; /* sentinel after the last */
   }
-  __syncthreads();
+  if (tid == 0) *S.flags = 1;
+  kw_fence_proxy(); /* the rotation is read by wgmma */
+  kf_bar_sync<C::NCONS>(1);
   kf_build_lut(S);
-  int simple = 1, narrow = 1;
+  kf_bar_sync<C::NCONS>(1);
   if (tid < D) {
     int b = g->side.bits[tid], q = b >= 1 && b <= CB_MAX_BITS;
     int kind = b == 0 ? KF_DROP : b == PLAN_BITS_FP16 ? KF_HALF : q && S.lut_ok[b] ? KF_LUT : KF_SEARCH;
     float qis = q ? 1.0f / g->side.scale[tid] : 0.0f, iw = kind == KF_LUT ? S.lut_iw[b] : 0.0f;
     uint32_t meta = kind | (uint32_t)b << 2 | (kind == KF_LUT ? (uint32_t)(CB_CELLS(b) - 1) << 7 | (uint32_t)CB_CELLS_OFF(b) << 18 : 0u);
     S.par[tid] = make_float4(qis, qis * iw, kind == KF_LUT ? S.lut_Tiw[b] : 0.0f, __uint_as_float(meta));
-    S.bits[tid] = b;
-    S.bitpos[tid] = g->side.bitpos[tid];
-    simple = kind == KF_LUT;
-    narrow = b <= 8;
+    if (!(tid & 1)) S.pair[tid >> 1] = (uint32_t)g->side.bitpos[tid] | (uint32_t)b << 16;
+    if (kind != KF_LUT) atomicAnd(S.flags, 0);
   }
-  simple = __syncthreads_and(simple);
-  narrow = __syncthreads_and(narrow);
-  return simple | narrow << 1;
+  kf_bar_sync<C::NCONS>(1);
+  return *S.flags;
 }
 
-/* A: norms (fp32: the norm is stored in fp16) and unit rows in fp16 (hi, lo), from the staged
- * rows. A row's float4s sit in V4 adjacent lanes. */
+/* A: norms (fp32: the norm is stored in fp16) and the unit rows in fp16 (hi, and lo for passes
+ * 3) into the warpgroup's operand buffer. Eight adjacent lanes hold a row (float4 f + 8 m). */
 template <int D, int PASSES>
-__device__ __forceinline__ void kf_prep_rows(const float *X, int normalize, int has_rot, const kf_smem<D, PASSES> &S) {
+__device__ __forceinline__ void kf_prep_rows(const float *X, int normalize, int has_rot, unsigned char *A,
+                                             float *rowmul, uint32_t *norm16) {
   typedef kf_cfg<D, PASSES> C;
+  const int wt = threadIdx.x & 127, f = wt & 7;
 #pragma unroll
-  for (int k = 0; k < C::NLOAD; k++) {
-    int q = threadIdx.x + k * KF_THREADS, row = q / C::V4, c4 = q % C::V4;
-    float4 v = *(const float4 *)(X + row * D + 4 * c4);
-    float ss = v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  for (int rr = 0; rr < KF_TM / 16; rr++) {
+    const int row = rr * 16 + (wt >> 3);
+    float4 v[C::V4 / 8];
+    float ss = 0.0f;
 #pragma unroll
-    for (int o = C::V4 / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    for (int m = 0; m < C::V4 / 8; m++) {
+      v[m] = *(const float4 *)(X + row * D + 4 * (f + 8 * m));
+      ss += v[m].x * v[m].x + v[m].y * v[m].y + v[m].z * v[m].z + v[m].w * v[m].w;
+    }
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
     float nrm = sqrtf(ss), inv = nrm > 0.0f ? 1.0f / nrm : 0.0f;
-    if (c4 == 0) {
-      S.nscale[row] = has_rot && !normalize ? nrm : 1.0f;
-      S.rinv[row] = normalize ? inv : 1.0f;
-      S.norm16[row] = __half_as_ushort(__float2half_rn(nrm));
+    if (f == 0) {
+      rowmul[row] = has_rot ? (normalize ? 1.0f : nrm) : (normalize ? inv : 1.0f);
+      norm16[row] = __half_as_ushort(__float2half_rn(nrm));
     }
     if (!has_rot) continue; /* the identity reads the staged rows itself */
-    float2 u01 = make_float2(v.x * inv, v.y * inv), u23 = make_float2(v.z * inv, v.w * inv);
-    __half2 h01 = __float22half2_rn(u01), h23 = __float22half2_rn(u23);
-    *(uint2 *)(S.Uh + row * C::LDH + c4 * 4) = make_uint2(*(uint32_t *)&h01, *(uint32_t *)&h23);
-    if (PASSES == 3) {
-      float2 f01 = __half22float2(h01), f23 = __half22float2(h23);
-      __half2 l01 = __float22half2_rn(make_float2((u01.x - f01.x) * KF_LO_SCALE, (u01.y - f01.y) * KF_LO_SCALE));
-      __half2 l23 = __float22half2_rn(make_float2((u23.x - f23.x) * KF_LO_SCALE, (u23.y - f23.y) * KF_LO_SCALE));
-      *(uint2 *)(S.Ul + row * C::LDH + c4 * 4) = make_uint2(*(uint32_t *)&l01, *(uint32_t *)&l23);
-    }
-  }
-}
-
-__device__ __forceinline__ void kf_ldsm4(uint32_t r[4], const __half *p) {
-  uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-}
-__device__ __forceinline__ void kf_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* B: this warp's 16 x D/4 block of Y = U . rot^T on the tensor cores (mma m16n8k16, fp32
- * accumulation), left in registers: acc[j] holds rows g, g+8 (g = lane / 4) and columns
- * c, c+1 (c = col0 + 8 j + 2 (lane % 4)) as {(g,c), (g,c+1), (g+8,c), (g+8,c+1)}. */
-template <int D, int PASSES>
-__device__ __forceinline__ void kf_project(const kf_smem<D, PASSES> &S, int rt, int col0, float acc[][4]) {
-  typedef kf_cfg<D, PASSES> C;
-  const int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
-  float cor[C::NT][4];
 #pragma unroll
-  for (int j = 0; j < C::NT; j++)
-#pragma unroll
-    for (int q = 0; q < 4; q++) acc[j][q] = cor[j][q] = 0.0f;
-  const int arow = (rt * 16 + (m & 1) * 8 + r) * C::LDH + (m >> 1) * 8;
-  const int brow = (col0 + (m >> 1) * 8 + r) * C::LDH + (m & 1) * 8;
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ks++) {
-    uint32_t a[4], al[4];
-    kf_ldsm4(a, S.Uh + arow + ks * 16);
-    if (PASSES == 3) kf_ldsm4(al, S.Ul + arow + ks * 16);
-#pragma unroll
-    for (int jp = 0; jp < C::NT / 2; jp++) {
-      uint32_t b[4];
-      kf_ldsm4(b, S.Rh + brow + jp * 16 * C::LDH + ks * 16);
-      kf_mma(acc[2 * jp], a, b[0], b[1]);
-      kf_mma(acc[2 * jp + 1], a, b[2], b[3]);
+    for (int m = 0; m < C::V4 / 8; m++) {
+      float2 u01 = make_float2(v[m].x * inv, v[m].y * inv), u23 = make_float2(v[m].z * inv, v[m].w * inv);
+      __half2 h01 = __float22half2_rn(u01), h23 = __float22half2_rn(u23);
+      uint32_t off = kw_swz(KF_TM, row, 4 * (f + 8 * m));
+      *(uint2 *)(A + off) = make_uint2(*(uint32_t *)&h01, *(uint32_t *)&h23);
       if (PASSES == 3) {
-        kf_mma(cor[2 * jp], al, b[0], b[1]);
-        kf_mma(cor[2 * jp + 1], al, b[2], b[3]);
-        kf_ldsm4(b, S.Rl + brow + jp * 16 * C::LDH + ks * 16);
-        kf_mma(cor[2 * jp], a, b[0], b[1]);
-        kf_mma(cor[2 * jp + 1], a, b[2], b[3]);
+        float2 f01 = __half22float2(h01), f23 = __half22float2(h23);
+        __half2 l01 = __float22half2_rn(make_float2((u01.x - f01.x) * KF_LO_SCALE, (u01.y - f01.y) * KF_LO_SCALE));
+        __half2 l23 = __float22half2_rn(make_float2((u23.x - f23.x) * KF_LO_SCALE, (u23.y - f23.y) * KF_LO_SCALE));
+        *(uint2 *)(A + C::A_BYTES + off) = make_uint2(*(uint32_t *)&l01, *(uint32_t *)&l23);
       }
     }
   }
-  if (PASSES == 3)
-#pragma unroll
-    for (int j = 0; j < C::NT; j++)
-#pragma unroll
-      for (int q = 0; q < 4; q++) acc[j][q] += cor[j][q] * (1.0f / KF_LO_SCALE);
 }
 
-/* Where this thread's accumulator elements sit (the m16n8 layout): acc[j] = rows ra, rb = ra + 8,
- * columns col(j), col(j) + 1. */
-struct kf_frag {
-  int ra, rb, c0;
-  __device__ kf_frag(int rt, int col0) {
-    int lane = threadIdx.x & 31;
-    ra = rt * 16 + (lane >> 2), rb = ra + 8, c0 = col0 + 2 * (lane & 3);
-  }
-  __device__ int col(int j) const { return c0 + 8 * j; }
-};
-
-/* B without a rotation: y is the staged row itself (x / |x| when the plan normalises). */
+/* B: y = U rot^T for the warpgroup's 64 rows, all D columns, on the tensor cores (wgmma, fp32
+ * accumulation; passes 3 adds (U_lo rot_hi + U_hi rot_lo) / 2^11 from a second accumulator). */
+template <int D>
+__device__ __forceinline__ void kf_mma(float *d, uint64_t da, uint64_t db, int acc) {
+  if constexpr (D == 128) kw_mma_n128(d, da, db, acc);
+  else kw_mma_n64(d, da, db, acc);
+}
 template <int D, int PASSES>
-__device__ __forceinline__ void kf_identity(const float *X, const kf_smem<D, PASSES> &S, int rt, int col0, float acc[][4]) {
+__device__ __forceinline__ void kf_project(const unsigned char *A, const kf_smem<D, PASSES> &S, float *acc) {
   typedef kf_cfg<D, PASSES> C;
-  const kf_frag f(rt, col0);
-  const float ia = S.rinv[f.ra], ib = S.rinv[f.rb];
+  const uint32_t ah = kf_smem_addr(A), rh = kf_smem_addr(S.Rh);
+  kw_fence();
 #pragma unroll
-  for (int j = 0; j < C::NT; j++) {
-    int c = f.col(j);
-    float2 xa = *(const float2 *)(X + f.ra * D + c), xb = *(const float2 *)(X + f.rb * D + c);
-    acc[j][0] = xa.x * ia, acc[j][1] = xa.y * ia, acc[j][2] = xb.x * ib, acc[j][3] = xb.y * ib;
+  for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(acc, kw_desc(ah, KF_TM, ks), kw_desc(rh, D, ks), ks > 0);
+  if constexpr (PASSES == 3) {
+    float cor[C::NACC];
+    const uint32_t al = ah + (uint32_t)C::A_BYTES, rl = kf_smem_addr(S.Rl);
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(cor, kw_desc(al, KF_TM, ks), kw_desc(rh, D, ks), ks > 0);
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(cor, kw_desc(ah, KF_TM, ks), kw_desc(rl, D, ks), 1);
+    kw_commit();
+    kw_wait0();
+#pragma unroll
+    for (int i = 0; i < C::NACC; i++) acc[i] += cor[i] * (1.0f / KF_LO_SCALE);
+  } else {
+    kw_commit();
+    kw_wait0();
+  }
+}
+
+/* B without a rotation: y is the staged row itself (scaled by rowmul when quantised). */
+template <int D>
+__device__ __forceinline__ void kf_identity(const float *X, int ra, int q, float *acc) {
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) {
+    int c = 8 * j + 2 * q;
+    float2 xa = *(const float2 *)(X + ra * D + c), xb = *(const float2 *)(X + (ra + 8) * D + c);
+    acc[4 * j] = xa.x, acc[4 * j + 1] = xa.y, acc[4 * j + 2] = xb.x, acc[4 * j + 3] = xb.y;
   }
 }
 
@@ -323,151 +335,150 @@ __device__ __forceinline__ uint32_t kf_q_any(float y, float4 p, const uint2 *lut
   return (uint32_t)cb_quantize(bnd + b * 256, b, y * p.x);
 }
 
-/* C1: quantise this thread's coordinates (held as the MMA left them) into S.idx. */
-template <int D, int PASSES>
-__device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, int rt, int col0, const float acc[][4], int simple) {
-  typedef kf_cfg<D, PASSES> C;
-  const kf_frag f(rt, col0);
-  const float na = S.nscale[f.ra], nb = S.nscale[f.rb];
-#pragma unroll
-  for (int j = 0; j < C::NT; j++) {
-    int c = f.col(j);
-    float4 p0 = S.par[c], p1 = S.par[c + 1];
-    uint32_t a0, a1, b0, b1;
-    if (simple) {
-      a0 = kf_q_lut(acc[j][0] * na, p0, S.lut), a1 = kf_q_lut(acc[j][1] * na, p1, S.lut);
-      b0 = kf_q_lut(acc[j][2] * nb, p0, S.lut), b1 = kf_q_lut(acc[j][3] * nb, p1, S.lut);
-    } else {
-      a0 = kf_q_any(acc[j][0] * na, p0, S.lut, S.bnd), a1 = kf_q_any(acc[j][1] * na, p1, S.lut, S.bnd);
-      b0 = kf_q_any(acc[j][2] * nb, p0, S.lut, S.bnd), b1 = kf_q_any(acc[j][3] * nb, p1, S.lut, S.bnd);
-    }
-    *(uint32_t *)(S.idx + f.ra * C::LDH + c) = a0 | a1 << 16;
-    *(uint32_t *)(S.idx + f.rb * C::LDH + c) = b0 | b1 << 16;
-  }
-}
-
-/* OR a run of <= 32 (or <= 64) bits (bit 0 first) into the stream at bit `pos`. */
-__device__ __forceinline__ void kf_or32(uint32_t *cw, int64_t pos, uint32_t run) {
-  int w0 = (int)(pos >> 5), sh = (int)(pos & 31);
+/* OR a run of <= 32 bits (bit 0 first) into the stream at bit `pos`. */
+__device__ __forceinline__ void kf_or32(uint32_t *cw, int pos, uint32_t run) {
+  int w0 = pos >> 5, sh = pos & 31;
   uint32_t lo = run << sh, hi = __funnelshift_l(run, 0u, sh); /* run >> (32 - sh); 0 for sh = 0 */
   if (lo) atomicOr(&cw[w0], lo);
   if (hi) atomicOr(&cw[w0 + 1], hi);
 }
-__device__ __forceinline__ void kf_or64(uint32_t *cw, int64_t pos, uint64_t run) {
-  int w0 = (int)(pos >> 5), sh = (int)(pos & 31);
-  uint64_t low = run << sh;
-  uint32_t top = sh ? (uint32_t)(run >> (64 - sh)) : 0u;
-  if ((uint32_t)low) atomicOr(&cw[w0], (uint32_t)low);
-  if ((uint32_t)(low >> 32)) atomicOr(&cw[w0 + 1], (uint32_t)(low >> 32));
-  if (top) atomicOr(&cw[w0 + 2], top);
-}
 
-/* C2: pack; warp: rows warp, warp + 16, ...; lane: coordinates lane*CPL .. +CPL-1, whose fields
- * are adjacent in the stream, so they go in as one run (32 bits when every field has <= 8). */
-template <int D, int PASSES>
-__device__ __forceinline__ void kf_pack(const kf_smem<D, PASSES> &S, int nrows, int code_bytes, int norm_off, int narrow) {
-  typedef kf_cfg<D, PASSES> C;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int i0 = lane * C::CPL, p0 = S.bitpos[i0];
-  int qsh[C::CPL];
-  uint32_t mul[C::CPL];
-#pragma unroll
-  for (int c = 0; c < C::CPL; c++) {
-    qsh[c] = S.bitpos[i0 + c] - p0;
-    mul[c] = S.bits[i0 + c] ? 1u << (qsh[c] & 31) : 0u;
-  }
-  for (int row = warp; row < nrows; row += KF_THREADS / 32) {
-    const uint16_t *ix = S.idx + row * C::LDH + i0;
-    uint32_t v[C::CPL];
-    if constexpr (C::CPL == 4) {
-      uint2 w = *(const uint2 *)ix;
-      v[0] = w.x & 0xffffu, v[1] = w.x >> 16, v[2] = w.y & 0xffffu, v[3] = w.y >> 16;
-    } else {
-      uint32_t w = *(const uint32_t *)ix;
-      v[0] = w & 0xffffu, v[1] = w >> 16;
-    }
-    int64_t pos = (int64_t)row * code_bytes * 8 + p0;
-    if (narrow) {
-      uint32_t run = 0;
-#pragma unroll
-      for (int c = 0; c < C::CPL; c++) run += v[c] * mul[c];
-      kf_or32(S.cw, pos, run);
-    } else {
-      uint64_t run = 0;
-#pragma unroll
-      for (int c = 0; c < C::CPL; c++)
-        if (S.bits[i0 + c]) run |= (uint64_t)v[c] << qsh[c];
-      kf_or64(S.cw, pos, run);
-    }
-    if (lane == 0 && norm_off >= 0) kf_or32(S.cw, (int64_t)row * code_bytes * 8 + norm_off, S.norm16[row]);
-  }
-}
-
-/* D: the tile's rows are contiguous in codes: one coalesced write. */
-__device__ __forceinline__ void kf_write_codes(const uint32_t *cw, uint8_t *dst, int64_t nbytes) {
-  const int tid = threadIdx.x;
-  if (((uintptr_t)dst & 3) == 0) {
-    for (int64_t q = tid; q < nbytes / 4; q += KF_THREADS) __stcs((unsigned int *)dst + q, cw[q]);
-    for (int64_t q = (nbytes & ~(int64_t)3) + tid; q < nbytes; q += KF_THREADS) dst[q] = ((const uint8_t *)cw)[q];
-  } else {
-    for (int64_t q = tid; q < nbytes; q += KF_THREADS) dst[q] = ((const uint8_t *)cw)[q];
-  }
-}
-
-/* One persistent block per SM over a contiguous range of tiles; up to STAGES-1 tiles of input
- * are in flight (TMA) while a tile is coded. PROBE (bench only) leaves phases out: 1 the
- * projection, 2 the quantisation, 4 the write, 8 the packing. */
+/* C: quantise this thread's coordinates (as the MMA left them: rows ra, ra + 8, columns
+ * 8 j + 2 q + {0, 1}) and OR each row's pair of adjacent fields into the bit stream as one run
+ * (<= 32 bits: a field has <= 16). PROBE bits 2 / 8 (bench) leave the quantisation / the packing out. */
 template <int D, int PASSES, int PROBE>
-__global__ void __launch_bounds__(KF_THREADS, 1)
-k_encode_fast(const kc_fast_seg *segs, int nseg, int64_t ntiles, const float *cb_boundary) {
+__device__ __forceinline__ void kf_quantise_pack(const kf_smem<D, PASSES> &S, const float *acc, int ra, int q,
+                                                 int nrows, float ma, float mb, int code_bits, int simple,
+                                                 uint32_t *cw) {
+  const int pa = ra * code_bits, pb = pa + 8 * code_bits, va = ra < nrows, vb = ra + 8 < nrows;
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) {
+    const int c = 8 * j + 2 * q;
+    const float4 p0 = S.par[c], p1 = S.par[c + 1];
+    const uint32_t pr = S.pair[c >> 1];
+    const float ya0 = acc[4 * j] * ma, ya1 = acc[4 * j + 1] * ma, yb0 = acc[4 * j + 2] * mb, yb1 = acc[4 * j + 3] * mb;
+    uint32_t a0, a1, b0, b1;
+    if (PROBE & 2) {
+      a0 = __float_as_uint(ya0) >> 31 | 1u, a1 = __float_as_uint(ya1) >> 31 | 1u;
+      b0 = __float_as_uint(yb0) >> 31 | 1u, b1 = __float_as_uint(yb1) >> 31 | 1u;
+    } else if (simple) {
+      a0 = kf_q_lut(ya0, p0, S.lut), a1 = kf_q_lut(ya1, p1, S.lut);
+      b0 = kf_q_lut(yb0, p0, S.lut), b1 = kf_q_lut(yb1, p1, S.lut);
+    } else {
+      a0 = kf_q_any(ya0, p0, S.lut, S.bnd), a1 = kf_q_any(ya1, p1, S.lut, S.bnd);
+      b0 = kf_q_any(yb0, p0, S.lut, S.bnd), b1 = kf_q_any(yb1, p1, S.lut, S.bnd);
+    }
+    if (PROBE & 8) { /* keep the indices live */
+      if ((a0 ^ a1 ^ b0 ^ b1) == 0xdeadbeefu) cw[0] = 1u;
+      continue;
+    }
+    const int pos = (int)(pr & 0xffffu), sh = (int)(pr >> 16);
+    if (va) kf_or32(cw, pa + pos, a0 | a1 << sh);
+    if (vb) kf_or32(cw, pb + pos, b0 | b1 << sh);
+  }
+}
+
+/* D: the tile's rows are contiguous in codes: coalesced stores of the warpgroup's bit stream. */
+__device__ __forceinline__ void kf_write_codes(const uint32_t *cw, uint8_t *dst, int nbytes) {
+  const int wt = threadIdx.x & 127;
+  if (((uintptr_t)dst & 3) == 0) {
+    for (int q = wt; q < nbytes / 4; q += 128) __stcs((unsigned int *)dst + q, cw[q]);
+    for (int q = (nbytes & ~3) + wt; q < nbytes; q += 128) dst[q] = ((const uint8_t *)cw)[q];
+  } else {
+    for (int q = wt; q < nbytes; q += 128) dst[q] = ((const uint8_t *)cw)[q];
+  }
+}
+
+/* One tile (relative index i in the block's range) by warpgroup wg, start to end. */
+template <int D, int PASSES, int PROBE>
+__device__ void kf_tile(const kc_fast_seg *g, int64_t t, int64_t i, int simple, const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
-  extern __shared__ __align__(128) unsigned char sm[];
+  const int wg = threadIdx.x >> 7, w4 = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int st = (int)(i % C::STAGES), has_rot = g->rh != NULL, code_bytes = g->side.code_bytes;
+  const int64_t row0 = (t - g->tile0) * KF_TM;
+  const int nrows = (int)min((int64_t)KF_TM, g->n - row0);
+  const float *X = S.stage + (size_t)st * KF_TM * D;
+  unsigned char *A = S.wg + (size_t)wg * C::WG_BYTES;
+  uint32_t *cw = (uint32_t *)A; /* the bit stream takes the operand buffer's place after the MMA */
+  float *rowmul = S.rowmul + wg * KF_TM;
+  uint32_t *norm16 = S.norm16 + wg * KF_TM;
+  kf_bar_sync<128>(2 + wg); /* the previous tile's stream has been written out */
+  kf_bar_wait(&S.full[st], (uint32_t)((i / C::STAGES) & 1));
+  kf_prep_rows<D, PASSES>(X, g->side.normalize, has_rot, A, rowmul, norm16);
+  if (has_rot) kf_bar_arrive(&S.empty[st]);
+  kw_fence_proxy();
+  kf_bar_sync<128>(2 + wg);
+  const int ra = 16 * w4 + (lane >> 2), q = lane & 3;
+  float acc[C::NACC];
+  if (!has_rot) {
+    kf_identity<D>(X, ra, q, acc);
+    kf_bar_arrive(&S.empty[st]);
+  } else if (!(PROBE & 1)) {
+    kf_project<D, PASSES>(A, S, acc);
+  } else {
+#pragma unroll
+    for (int k = 0; k < C::NACC; k++) acc[k] = 0.0f;
+  }
+  kf_bar_sync<128>(2 + wg); /* every wgmma has read U: the stream may overwrite it */
+  const int nbytes = nrows * code_bytes;
+  for (int w = threadIdx.x & 127; w < (nbytes + 3) / 4 + 1; w += 128) cw[w] = 0;
+  kf_bar_sync<128>(2 + wg);
+  kf_quantise_pack<D, PASSES, PROBE>(S, acc, ra, q, nrows, rowmul[ra], rowmul[ra + 8], code_bytes * 8, simple, cw);
+  const int norm_off = g->side.normalize ? g->side.norm_off : -1;
+  if (norm_off >= 0 && !(PROBE & 8) && lane < 16) { /* rows 16 w4 + lane */
+    int r = 16 * w4 + lane;
+    if (r < nrows) kf_or32(cw, r * code_bytes * 8 + norm_off, norm16[r]);
+  }
+  kf_bar_sync<128>(2 + wg);
+  if (!(PROBE & 4)) kf_write_codes(cw, g->codes + row0 * code_bytes, nbytes);
+}
+
+/* The consumers: per piece of the block's range inside one segment, load the segment's tables
+ * (all consumers), then warpgroup w takes the piece's tiles i = w, w + NWG, ... of the range. */
+template <int D, int PASSES, int PROBE>
+__device__ void kf_consume(const kc_fast_seg *segs, int nseg, int64_t ntiles, const float *cb_boundary,
+                           int64_t t_begin, int64_t t_end, const kf_smem<D, PASSES> &S) {
+  typedef kf_cfg<D, PASSES> C;
+  const int wg = threadIdx.x >> 7;
+  int s = 0;
+  for (int64_t t = t_begin; t < t_end;) {
+    s = kf_seg_of(segs, nseg, t, s);
+    const kc_fast_seg *g = &segs[s];
+    const int64_t piece_end = min(t_end, s + 1 < nseg ? segs[s + 1].tile0 : ntiles);
+    const int simple = kf_load_segment(g, cb_boundary, S);
+    int64_t first = t + (((wg - (t - t_begin)) % C::NWG) + C::NWG) % C::NWG;
+    for (int64_t u = first; u < piece_end; u += C::NWG) kf_tile<D, PASSES, PROBE>(g, u, u - t_begin, simple, S);
+    t = piece_end;
+  }
+}
+
+/* One persistent block per SM over a contiguous range of tiles. PROBE (bench only) leaves phases
+ * out: 1 the projection, 2 the quantisation, 4 the write, 8 the packing. The body needs sm_90a
+ * (wgmma); other targets compile an empty kernel that the host never launches (kc_fast_run). */
+template <int D, int PASSES, int PROBE>
+__global__ void __launch_bounds__(kf_cfg<D, PASSES>::THREADS, 1)
+k_encode_fast(const kc_fast_seg *segs, int nseg, int64_t ntiles, const float *cb_boundary) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  typedef kf_cfg<D, PASSES> C;
+  extern __shared__ __align__(1024) unsigned char sm[];
   const kf_smem<D, PASSES> S = kf_carve<D, PASSES>(sm);
   int64_t per = (ntiles + gridDim.x - 1) / gridDim.x;
   int64_t t_begin = blockIdx.x * per, t_end = min(ntiles, t_begin + per);
   if (t_begin >= t_end) return;
-  const int warp = threadIdx.x >> 5, rt = warp & 3, col0 = (warp >> 2) * C::WCOLS;
   if (threadIdx.x == 0) {
-    for (int k = 0; k < C::STAGES; k++) kf_bar_init(&S.full[k]);
+    for (int k = 0; k < C::STAGES; k++) {
+      kf_bar_init(&S.full[k], 1);
+      kf_bar_init(&S.empty[k], 128);
+    }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  if (threadIdx.x == 0)
-    for (int k = 0; k < C::STAGES - 1 && t_begin + k < t_end; k++)
-      kf_issue_tile<D>(segs, nseg, t_begin + k, 0, S.stage + k * KF_TM * D, &S.full[k]);
-  int cur = -1, flags = 0;
-  for (int64_t t = t_begin; t < t_end; t++) {
-    const int64_t i = t - t_begin;
-    const int st = (int)(i % C::STAGES), nx = (int)((i + C::STAGES - 1) % C::STAGES);
-    if (threadIdx.x == 0 && t + C::STAGES - 1 < t_end) /* into the stage tile t-1 used: every thread is past it */
-      kf_issue_tile<D>(segs, nseg, t + C::STAGES - 1, cur, S.stage + nx * KF_TM * D, &S.full[nx]);
-    kf_bar_wait(&S.full[st], (uint32_t)((i / C::STAGES) & 1));
-    __syncthreads(); /* the previous tile's codes have been written out of cw */
-    int s = kf_seg_of(segs, nseg, t, cur);
-    const kc_fast_seg *g = &segs[s];
-    const int has_rot = g->rh != NULL, code_bytes = g->side.code_bytes;
-    const int norm_off = g->side.normalize ? g->side.norm_off : -1;
-    const int64_t row0 = (t - g->tile0) * KF_TM;
-    const int nrows = (int)min((int64_t)KF_TM, g->n - row0);
-    if (s != cur) flags = kf_load_segment(g, cb_boundary, S);
-    cur = s;
-    const float *X = S.stage + st * KF_TM * D;
-    kf_prep_rows(X, g->side.normalize, has_rot, S);
-    for (int q = threadIdx.x; q < (KF_TM * code_bytes + 3) / 4 + 1; q += KF_THREADS) S.cw[q] = 0;
-    __syncthreads();
-    float acc[C::NT][4];
-    if (!has_rot) kf_identity(X, S, rt, col0, acc);
-    else if (!(PROBE & 1)) kf_project(S, rt, col0, acc);
-    else
-#pragma unroll
-      for (int j = 0; j < C::NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-    __syncthreads(); /* every warp has read U: the indices may overwrite it */
-    if (!(PROBE & 2)) kf_quantise(S, rt, col0, acc, flags & 1);
-    __syncthreads();
-    if (!(PROBE & 8)) kf_pack(S, nrows, code_bytes, norm_off, flags & 2);
-    __syncthreads();
-    if (!(PROBE & 4)) kf_write_codes(S.cw, g->codes + row0 * code_bytes, (int64_t)nrows * code_bytes);
+  if (threadIdx.x >= C::NCONS) {
+    if (threadIdx.x == C::NCONS) kf_produce<D, PASSES>(segs, nseg, t_begin, t_end, S);
+    return;
   }
+  kf_consume<D, PASSES, PROBE>(segs, nseg, ntiles, cb_boundary, t_begin, t_end, S);
+#endif
 }
 
 __global__ void k_split_rot(const float *rot, __half *rh, __half *rl, int n) {
@@ -502,18 +513,36 @@ int kc_fast_prepare(const plan_side *p, int passes, kc_buf *mats, kc_fast_seg *s
   return SQ_OK;
 }
 
+/* The kernel's body is wgmma code for sm_90a: refuse other builds and GPUs with a reason. */
+static int kf_check_arch(sq_err *e) {
+#ifndef SQEXP_CUDA_SM90A
+  return sq_fail(e, SQ_EINPUT, "fast encode: this build has no sm_90a code (configure with CMAKE_CUDA_ARCHITECTURES "
+                 "containing 90a)");
+#else
+  int dev = 0, major = 0, minor = 0;
+  cudaCheck(cudaGetDevice(&dev));
+  cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  cudaCheck(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  if (major != 9 || minor != 0)
+    return sq_fail(e, SQ_EINPUT, "fast encode: needs a compute capability 9.0 GPU (wgmma), this one is %d.%d", major,
+                   minor);
+  return SQ_OK;
+#endif
+}
+
 template <int D, int PASSES, int PROBE = 0>
 static int launch(const kc_fast_seg *segs_dev, int nseg, int64_t ntiles, const float *cbb, sq_err *e) {
-  size_t smem = kf_cfg<D, PASSES>::SMEM;
-  cudaCheck(cudaFuncSetAttribute(k_encode_fast<D, PASSES, PROBE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  typedef kf_cfg<D, PASSES> C;
+  tryCheck(kf_check_arch(e));
+  cudaCheck(cudaFuncSetAttribute(k_encode_fast<D, PASSES, PROBE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM));
   int dev = 0, sms = 0, per_sm = 0;
   cudaCheck(cudaGetDevice(&dev));
   cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_encode_fast<D, PASSES, PROBE>, KF_THREADS, smem));
-  if (per_sm < 1) return sq_fail(e, SQ_EFAIL, "fast encode: %zu bytes of shared memory do not fit an SM", smem);
-  int64_t grid = (int64_t)sms * per_sm;
+  cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_encode_fast<D, PASSES, PROBE>, C::THREADS, C::SMEM));
+  if (per_sm < 1) return sq_fail(e, SQ_EFAIL, "fast encode: %zu bytes of shared memory do not fit an SM", C::SMEM);
+  int64_t grid = sms; /* one block per SM: the ring and the tables take the SM's shared memory */
   if (grid > ntiles) grid = ntiles;
-  k_encode_fast<D, PASSES, PROBE><<<(unsigned)grid, KF_THREADS, smem>>>(segs_dev, nseg, ntiles, cbb);
+  k_encode_fast<D, PASSES, PROBE><<<(unsigned)grid, C::THREADS, C::SMEM>>>(segs_dev, nseg, ntiles, cbb);
   launchCheck();
   return SQ_OK;
 }

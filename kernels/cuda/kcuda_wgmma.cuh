@@ -1,0 +1,61 @@
+/* kcuda_wgmma: the Hopper warpgroup MMA (wgmma.mma_async, sm_90a) as the fast encoder uses it:
+ * D[64 x N] (+)= A[64 x 16] . B[16 x N], fp16 operands read from shared memory through matrix
+ * descriptors, fp32 accumulators in registers. Both operands are K-major (row r of A and row n of
+ * B hold their 16 k-values contiguously) in the 128-byte swizzle layout that TMA's SWIZZLE_128B
+ * writes: 8-row atoms of 128-byte rows, the 16-byte unit u of row r stored at unit u ^ (r & 7)
+ * (kw_swz). The accumulator layout is the m16n8 one per 8 columns: d[4j + 0..3] hold rows
+ * r = 16 (warp % 4) + lane / 4 and r + 8, columns 8 j + 2 (lane % 4) + {0, 1}, as
+ * {(r, c), (r, c + 1), (r + 8, c), (r + 8, c + 1)}.
+ * The kw_mma_n* bodies are generated (64 operands do not fit a readable macro); the PTX is in
+ * the ISA's "Asynchronous Warpgroup Level Matrix Multiply-Accumulate" section. */
+#ifndef SQEXP_KCUDA_WGMMA_CUH
+#define SQEXP_KCUDA_WGMMA_CUH
+#include <stdint.h>
+
+/* Byte offset of element (r, k) (fp16) of a K-major operand of `rows` rows in the 128-byte
+ * swizzle layout: k in chunks of 64 (128 bytes), each chunk `rows` x 128 bytes. */
+__host__ __device__ __forceinline__ uint32_t kw_swz(int rows, int r, int k) {
+  return (uint32_t)((((k >> 6) * rows + r) << 7) + ((((k & 63) >> 3) ^ (r & 7)) << 4) + ((k & 7) << 1));
+}
+
+/* The descriptor of the 64- or N-row operand at shared address `addr` for k-step ks (16 fp16):
+ * start address >> 4 (bits 0-13), leading offset 16 B (unused with swizzling, bits 16-29), stride
+ * offset 1024 B between 8-row atoms (bits 32-45), 128-byte swizzle (bits 62-63 = 1). The k-step
+ * moves 32 bytes inside the 128-byte row; the hardware applies the XOR on the address bits, so
+ * each operand must start 1024-byte aligned. */
+__device__ __forceinline__ uint64_t kw_desc(uint32_t addr, int rows, int ks) {
+  uint32_t a = addr + (uint32_t)((ks >> 2) * rows * 128 + (ks & 3) * 32);
+  return (uint64_t)((a & 0x3FFFF) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
+}
+
+__device__ __forceinline__ void kw_fence(void) { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void kw_commit(void) { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void kw_wait0(void) { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+/* Generic-proxy writes to shared memory (st.shared) become visible to wgmma's reads. */
+__device__ __forceinline__ void kw_fence_proxy(void) { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+__device__ __forceinline__ void kw_mma_n128(float *d, uint64_t da, uint64_t db, int accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "l"(da), "l"(db), "r"(accumulate));
+}
+
+__device__ __forceinline__ void kw_mma_n64(float *d, uint64_t da, uint64_t db, int accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+               : "l"(da), "l"(db), "r"(accumulate));
+}
+
+#endif
