@@ -52,11 +52,14 @@ static inline CB_HOST_DEVICE void cb_cells_entry(const float *bnd, int bits, flo
 }
 
 /* The cell of position cf = t iw + T iw + 1/2: floor, saturating (negatives and NaN -> 0), then
- * clamped to the last cell. On the device the conversion is the saturating cvt.rmi.u32.f32
- * itself; the host spells out the same function. */
+ * clamped to the last cell. The device takes the floor by adding 2^23 rounding down; the host
+ * spells out the same function. */
 static inline CB_HOST_DEVICE unsigned cb_cells_index(float cf, unsigned last) {
 #ifdef __CUDA_ARCH__
-  unsigned c = __float2uint_rd(cf);
+  /* x + 2^23 rounded down holds floor(x) in its mantissa for 0 <= x < 2^23, and is >= 2^24 past
+   * it (clamped below); fmaxf maps NaN and negatives to 0. FP32 pipe at full rate, where the
+   * conversion instruction (F2I) runs at an eighth. */
+  unsigned c = __float_as_uint(__fadd_rd(fmaxf(cf, 0.0f), 8388608.0f)) - 0x4B000000u;
 #else
   unsigned c = cf > 0.0f ? (cf < 4294967040.0f ? (unsigned)floorf(cf) : 4294967295u) : 0u;
 #endif

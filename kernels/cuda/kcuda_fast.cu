@@ -3,11 +3,11 @@
  * HBM speed, so it runs on the fp16 tensor cores; everything else (norm, quantise, pack) stays in
  * registers and shared memory so that each input byte is read from HBM once and only the packed
  * codes are written back.
- * One block per SM, persistent over a contiguous range of tiles of 64 rows, warp-specialised:
- * a producer warp streams the tiles into a ring of STAGES stages (one 2-D TMA copy each, an
- * mbarrier per stage for "landed" and one for "released"), and NWG consumer warpgroups take the
- * tiles in turn, each a whole tile on its own (its own operand/bit-stream buffer and named
- * barrier), so one warpgroup's MMA, quantisation and stores overlap the others' and no phase
+ * One block per SM, persistent over a contiguous range of tiles of 64 rows: the tiles stream
+ * into a ring of STAGES stages (one 2-D TMA copy each, completing on the stage's mbarrier), and
+ * NWG warpgroups take the tiles in turn, each a whole tile on its own (its own operand/bit-stream
+ * buffer and named barrier) and each refilling the stage it has just read, so one warpgroup's
+ * MMA, quantisation and stores overlap the others' loads and arithmetic and no phase
  * waits for the whole block. Per tile a warpgroup: norms and fp16 unit rows into its operand
  * buffer (the 128-byte swizzle layout wgmma reads), releases the stage, y = U rot^T by wgmma
  * (fp32 accumulators in registers, kcuda_wgmma.cuh), quantises in the registers through the cell
@@ -39,7 +39,8 @@ struct kf_cfg {
   static constexpr int P3 = PASSES == 3;
   static constexpr int NWG = P3 ? 2 : 3;                        /* consumer warpgroups */
   static constexpr int NCONS = NWG * 128;                       /* consumer threads */
-  static constexpr int THREADS = NCONS + 32;                    /* + the producer warp */
+  static constexpr int THREADS = NCONS;                         /* every warp is a consumer */
+  static constexpr int REGS = 65536 / THREADS / 8 * 8 > 255 ? 255 : 65536 / THREADS / 8 * 8; /* all of the SM's */
   static constexpr int STAGES = D == 64 ? 6 : P3 ? 2 : 3;       /* input tiles in flight (TMA) */
   static constexpr int V4 = D / 4;                              /* float4 per row */
   static constexpr int NACC = D / 2;                            /* accumulators per thread (m64nD) */
@@ -57,6 +58,17 @@ struct kf_cfg {
   static_assert(SMEM <= 232448, "shared memory of one block per SM");
   static_assert(D % 64 == 0, "whole 128-byte swizzle chunks");
 };
+
+/* The segment of tile t by bisection (the last segment whose first tile is <= t; tiles are in
+ * segment order, and empty segments share their successor's tile0). */
+__device__ __forceinline__ int kf_seg_find(const kc_fast_seg *segs, int nseg, int64_t t) {
+  int lo = 0, hi = nseg - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) >> 1;
+    if (segs[mid].tile0 <= t) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
 
 /* The segment of tile t, scanning on from hint (tiles are in segment order). */
 __device__ __forceinline__ int kf_seg_of(const kc_fast_seg *segs, int nseg, int64_t t, int hint) {
@@ -80,7 +92,7 @@ struct kf_smem {
   float *lut_iw, *lut_Tiw;/* [b] 1 / cell width, T / cell width */
   int *lut_ok;            /* [b] the table is usable */
   int *flags;             /* the segment's: every coordinate uses the cell table */
-  uint64_t *full, *empty; /* [STAGES] mbarriers: the stage's rows have landed; its warpgroup is done with them */
+  uint64_t *full;         /* [STAGES] mbarriers: the stage's rows have landed */
 };
 
 template <int D, int PASSES>
@@ -107,7 +119,6 @@ __device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *raw) {
   S.lut_ok = (int *)(S.lut_Tiw + 16);
   S.flags = S.lut_ok + 16;
   S.full = (uint64_t *)kf_up((size_t)(S.flags + 4), 8);
-  S.empty = S.full + C::STAGES;
   return S;
 }
 
@@ -117,17 +128,15 @@ __device__ __forceinline__ void kf_bar_sync(int id) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "n"(NTHREADS) : "memory");
 }
 
-/* The input ring: one TMA copy per tile that completes on the stage's "full" mbarrier; each of
- * the consuming warpgroup's threads arrives on its "empty" one when it no longer reads it. */
+/* The input ring: one TMA copy per tile that completes on the stage's mbarrier. The warpgroup
+ * that consumed a stage refills it (with the tile STAGES further on) as soon as all its threads
+ * are past reading it, so no warp waits to produce. */
 __device__ __forceinline__ uint32_t kf_smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void kf_bar_init(uint64_t *bar, int count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(kf_smem_addr(bar)), "r"(count));
 }
 __device__ __forceinline__ void kf_bar_expect(uint64_t *bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(kf_smem_addr(bar)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void kf_bar_arrive(uint64_t *bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(kf_smem_addr(bar)) : "memory");
 }
 __device__ __forceinline__ void kf_bar_wait(uint64_t *bar, uint32_t parity) {
   uint32_t a = kf_smem_addr(bar), done = 0;
@@ -145,20 +154,17 @@ __device__ __forceinline__ void kf_issue_tile(const kc_fast_seg *g, int64_t t, f
                ::"r"(kf_smem_addr(dst)), "l"(&g->tmap), "r"(0), "r"(row0), "r"(kf_smem_addr(bar)) : "memory");
 }
 
-/* The producer (one thread): tile i of the block's range into stage i % STAGES once the tile
- * that used the stage before has been released. */
+/* Stage i % STAGES is free again (its warpgroup is past reading tile t): start tile t + STAGES
+ * (whose segment is hint, t's, or a later one: the scan is short). */
 template <int D, int PASSES>
-__device__ void kf_produce(const kc_fast_seg *segs, int nseg, int64_t t_begin, int64_t t_end,
-                           const kf_smem<D, PASSES> &S) {
+__device__ __forceinline__ void kf_refill(const kc_fast_seg *segs, int nseg, int hint, int64_t t, int64_t i, int64_t t_end,
+                                          const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
-  int s = 0;
-  for (int64_t t = t_begin; t < t_end; t++) {
-    int64_t i = t - t_begin;
-    int st = (int)(i % C::STAGES);
-    if (i >= C::STAGES) kf_bar_wait(&S.empty[st], (uint32_t)((i / C::STAGES - 1) & 1));
-    s = kf_seg_of(segs, nseg, t, s);
-    kf_issue_tile<D>(&segs[s], t, S.stage + (size_t)st * KF_TM * D, &S.full[st]);
-  }
+  const int64_t tn = t + C::STAGES;
+  if (tn >= t_end) return;
+  const int st = (int)(i % C::STAGES);
+  kw_fence_proxy(); /* the generic reads of the stage before the async-proxy write */
+  kf_issue_tile<D>(&segs[kf_seg_of(segs, nseg, tn, hint)], tn, S.stage + (size_t)st * KF_TM * D, &S.full[st]);
 }
 
 /* The codebook's cell tables (cb_cells.h) from the boundaries in S.bnd: warp b-1 finds T for b
@@ -236,20 +242,23 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
 /* A: norms (fp32: the norm is stored in fp16) and the unit rows in fp16 (hi, and lo for passes
  * 3) into the warpgroup's operand buffer. Eight adjacent lanes hold a row (float4 f + 8 m). */
 template <int D, int PASSES>
-__device__ __forceinline__ void kf_prep_rows(const float *X, int normalize, int has_rot, unsigned char *A,
-                                             float *rowmul, uint32_t *norm16) {
+__device__ __forceinline__ void kf_prep_rows(const float *__restrict__ X, int normalize, int has_rot,
+                                             unsigned char *__restrict__ A, float *rowmul, uint32_t *norm16) {
   typedef kf_cfg<D, PASSES> C;
+  constexpr int NR = KF_TM / 16, NM = C::V4 / 8;
   const int wt = threadIdx.x & 127, f = wt & 7;
+  float4 v[NR][NM]; /* every load first, so that they are in flight together */
 #pragma unroll
-  for (int rr = 0; rr < KF_TM / 16; rr++) {
+  for (int rr = 0; rr < NR; rr++)
+#pragma unroll
+    for (int m = 0; m < NM; m++) v[rr][m] = *(const float4 *)(X + (rr * 16 + (wt >> 3)) * D + 4 * (f + 8 * m));
+#pragma unroll
+  for (int rr = 0; rr < NR; rr++) {
     const int row = rr * 16 + (wt >> 3);
-    float4 v[C::V4 / 8];
     float ss = 0.0f;
 #pragma unroll
-    for (int m = 0; m < C::V4 / 8; m++) {
-      v[m] = *(const float4 *)(X + row * D + 4 * (f + 8 * m));
-      ss += v[m].x * v[m].x + v[m].y * v[m].y + v[m].z * v[m].z + v[m].w * v[m].w;
-    }
+    for (int m = 0; m < NM; m++)
+      ss += v[rr][m].x * v[rr][m].x + v[rr][m].y * v[rr][m].y + v[rr][m].z * v[rr][m].z + v[rr][m].w * v[rr][m].w;
 #pragma unroll
     for (int o = 4; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
     float nrm = sqrtf(ss), inv = nrm > 0.0f ? 1.0f / nrm : 0.0f;
@@ -259,8 +268,8 @@ __device__ __forceinline__ void kf_prep_rows(const float *X, int normalize, int 
     }
     if (!has_rot) continue; /* the identity reads the staged rows itself */
 #pragma unroll
-    for (int m = 0; m < C::V4 / 8; m++) {
-      float2 u01 = make_float2(v[m].x * inv, v[m].y * inv), u23 = make_float2(v[m].z * inv, v[m].w * inv);
+    for (int m = 0; m < NM; m++) {
+      float2 u01 = make_float2(v[rr][m].x * inv, v[rr][m].y * inv), u23 = make_float2(v[rr][m].z * inv, v[rr][m].w * inv);
       __half2 h01 = __float22half2_rn(u01), h23 = __float22half2_rn(u23);
       uint32_t off = kw_swz(KF_TM, row, 4 * (f + 8 * m));
       *(uint2 *)(A + off) = make_uint2(*(uint32_t *)&h01, *(uint32_t *)&h23);
@@ -343,38 +352,52 @@ __device__ __forceinline__ void kf_or32(uint32_t *cw, int pos, uint32_t run) {
   if (hi) atomicOr(&cw[w0 + 1], hi);
 }
 
-/* C: quantise this thread's coordinates (as the MMA left them: rows ra, ra + 8, columns
- * 8 j + 2 q + {0, 1}) and OR each row's pair of adjacent fields into the bit stream as one run
- * (<= 32 bits: a field has <= 16). PROBE bits 2 / 8 (bench) leave the quantisation / the packing out. */
+/* C1: quantise this thread's coordinates (as the MMA left them: rows ra, ra + 8, columns
+ * 8 j + 2 q + {0, 1}) and join each row's two adjacent fields into one run (<= 32 bits: a field
+ * has <= 16): run[2 j] for row ra, run[2 j + 1] for ra + 8. No stores here, so the compiler can
+ * keep several columns' table lookups in flight. PROBE bit 2 (bench) leaves the quantisation out. */
 template <int D, int PASSES, int PROBE>
-__device__ __forceinline__ void kf_quantise_pack(const kf_smem<D, PASSES> &S, const float *acc, int ra, int q,
-                                                 int nrows, float ma, float mb, int code_bits, int simple,
-                                                 uint32_t *cw) {
-  const int pa = ra * code_bits, pb = pa + 8 * code_bits, va = ra < nrows, vb = ra + 8 < nrows;
+__device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const float *acc, int q, float ma, float mb,
+                                            int simple, uint32_t *run) {
+  const uint2 *__restrict__ lut = S.lut;
+  const float4 *__restrict__ par = S.par;
 #pragma unroll
   for (int j = 0; j < D / 8; j++) {
     const int c = 8 * j + 2 * q;
-    const float4 p0 = S.par[c], p1 = S.par[c + 1];
-    const uint32_t pr = S.pair[c >> 1];
+    const float4 p0 = par[c], p1 = par[c + 1];
+    const int sh = (int)(S.pair[c >> 1] >> 16);
     const float ya0 = acc[4 * j] * ma, ya1 = acc[4 * j + 1] * ma, yb0 = acc[4 * j + 2] * mb, yb1 = acc[4 * j + 3] * mb;
     uint32_t a0, a1, b0, b1;
     if (PROBE & 2) {
       a0 = __float_as_uint(ya0) >> 31 | 1u, a1 = __float_as_uint(ya1) >> 31 | 1u;
       b0 = __float_as_uint(yb0) >> 31 | 1u, b1 = __float_as_uint(yb1) >> 31 | 1u;
     } else if (simple) {
-      a0 = kf_q_lut(ya0, p0, S.lut), a1 = kf_q_lut(ya1, p1, S.lut);
-      b0 = kf_q_lut(yb0, p0, S.lut), b1 = kf_q_lut(yb1, p1, S.lut);
+      a0 = kf_q_lut(ya0, p0, lut), a1 = kf_q_lut(ya1, p1, lut);
+      b0 = kf_q_lut(yb0, p0, lut), b1 = kf_q_lut(yb1, p1, lut);
     } else {
-      a0 = kf_q_any(ya0, p0, S.lut, S.bnd), a1 = kf_q_any(ya1, p1, S.lut, S.bnd);
-      b0 = kf_q_any(yb0, p0, S.lut, S.bnd), b1 = kf_q_any(yb1, p1, S.lut, S.bnd);
+      a0 = kf_q_any(ya0, p0, lut, S.bnd), a1 = kf_q_any(ya1, p1, lut, S.bnd);
+      b0 = kf_q_any(yb0, p0, lut, S.bnd), b1 = kf_q_any(yb1, p1, lut, S.bnd);
     }
-    if (PROBE & 8) { /* keep the indices live */
-      if ((a0 ^ a1 ^ b0 ^ b1) == 0xdeadbeefu) cw[0] = 1u;
+    run[2 * j] = a0 | a1 << sh;
+    run[2 * j + 1] = b0 | b1 << sh;
+  }
+}
+
+/* C2: OR the runs into the bit stream (rows past nrows are left out). PROBE bit 8 (bench)
+ * leaves the packing out. */
+template <int D, int PASSES, int PROBE>
+__device__ __forceinline__ void kf_pack(const kf_smem<D, PASSES> &S, const uint32_t *run, int ra, int q, int nrows,
+                                        int code_bits, uint32_t *cw) {
+  const int pa = ra * code_bits, pb = pa + 8 * code_bits, va = ra < nrows, vb = ra + 8 < nrows;
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) {
+    const int pos = (int)(S.pair[4 * j + q] & 0xffffu);
+    if (PROBE & 8) { /* keep the runs live */
+      if ((run[2 * j] ^ run[2 * j + 1]) == 0xdeadbeefu) cw[0] = 1u;
       continue;
     }
-    const int pos = (int)(pr & 0xffffu), sh = (int)(pr >> 16);
-    if (va) kf_or32(cw, pa + pos, a0 | a1 << sh);
-    if (vb) kf_or32(cw, pb + pos, b0 | b1 << sh);
+    if (va) kf_or32(cw, pa + pos, run[2 * j]);
+    if (vb) kf_or32(cw, pb + pos, run[2 * j + 1]);
   }
 }
 
@@ -391,7 +414,8 @@ __device__ __forceinline__ void kf_write_codes(const uint32_t *cw, uint8_t *dst,
 
 /* One tile (relative index i in the block's range) by warpgroup wg, start to end. */
 template <int D, int PASSES, int PROBE>
-__device__ void kf_tile(const kc_fast_seg *g, int64_t t, int64_t i, int simple, const kf_smem<D, PASSES> &S) {
+__device__ void kf_tile(const kc_fast_seg *segs, int nseg, const kc_fast_seg *g, int64_t t, int64_t i, int64_t t_end,
+                        int simple, const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
   const int wg = threadIdx.x >> 7, w4 = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int st = (int)(i % C::STAGES), has_rot = g->rh != NULL, code_bytes = g->side.code_bytes;
@@ -405,14 +429,13 @@ __device__ void kf_tile(const kc_fast_seg *g, int64_t t, int64_t i, int simple, 
   kf_bar_sync<128>(2 + wg); /* the previous tile's stream has been written out */
   kf_bar_wait(&S.full[st], (uint32_t)((i / C::STAGES) & 1));
   kf_prep_rows<D, PASSES>(X, g->side.normalize, has_rot, A, rowmul, norm16);
-  if (has_rot) kf_bar_arrive(&S.empty[st]);
   kw_fence_proxy();
   kf_bar_sync<128>(2 + wg);
+  if (has_rot && (threadIdx.x & 127) == 0) kf_refill<D>(segs, nseg, (int)(g - segs), t, i, t_end, S);
   const int ra = 16 * w4 + (lane >> 2), q = lane & 3;
   float acc[C::NACC];
   if (!has_rot) {
     kf_identity<D>(X, ra, q, acc);
-    kf_bar_arrive(&S.empty[st]);
   } else if (!(PROBE & 1)) {
     kf_project<D, PASSES>(A, S, acc);
   } else {
@@ -420,10 +443,13 @@ __device__ void kf_tile(const kc_fast_seg *g, int64_t t, int64_t i, int simple, 
     for (int k = 0; k < C::NACC; k++) acc[k] = 0.0f;
   }
   kf_bar_sync<128>(2 + wg); /* every wgmma has read U: the stream may overwrite it */
+  if (!has_rot && (threadIdx.x & 127) == 0) kf_refill<D>(segs, nseg, (int)(g - segs), t, i, t_end, S);
   const int nbytes = nrows * code_bytes;
   for (int w = threadIdx.x & 127; w < (nbytes + 3) / 4 + 1; w += 128) cw[w] = 0;
   kf_bar_sync<128>(2 + wg);
-  kf_quantise_pack<D, PASSES, PROBE>(S, acc, ra, q, nrows, rowmul[ra], rowmul[ra + 8], code_bytes * 8, simple, cw);
+  uint32_t run[D / 4];
+  kf_quantise<D, PASSES, PROBE>(S, acc, q, rowmul[ra], rowmul[ra + 8], simple, run);
+  kf_pack<D, PASSES, PROBE>(S, run, ra, q, nrows, code_bytes * 8, cw);
   const int norm_off = g->side.normalize ? g->side.norm_off : -1;
   if (norm_off >= 0 && !(PROBE & 8) && lane < 16) { /* rows 16 w4 + lane */
     int r = 16 * w4 + lane;
@@ -440,14 +466,14 @@ __device__ void kf_consume(const kc_fast_seg *segs, int nseg, int64_t ntiles, co
                            int64_t t_begin, int64_t t_end, const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
   const int wg = threadIdx.x >> 7;
-  int s = 0;
+  int s = kf_seg_find(segs, nseg, t_begin);
   for (int64_t t = t_begin; t < t_end;) {
     s = kf_seg_of(segs, nseg, t, s);
     const kc_fast_seg *g = &segs[s];
     const int64_t piece_end = min(t_end, s + 1 < nseg ? segs[s + 1].tile0 : ntiles);
     const int simple = kf_load_segment(g, cb_boundary, S);
     int64_t first = t + (((wg - (t - t_begin)) % C::NWG) + C::NWG) % C::NWG;
-    for (int64_t u = first; u < piece_end; u += C::NWG) kf_tile<D, PASSES, PROBE>(g, u, u - t_begin, simple, S);
+    for (int64_t u = first; u < piece_end; u += C::NWG) kf_tile<D, PASSES, PROBE>(segs, nseg, g, u, u - t_begin, t_end, simple, S);
     t = piece_end;
   }
 }
@@ -456,7 +482,7 @@ __device__ void kf_consume(const kc_fast_seg *segs, int nseg, int64_t ntiles, co
  * out: 1 the projection, 2 the quantisation, 4 the write, 8 the packing. The body needs sm_90a
  * (wgmma); other targets compile an empty kernel that the host never launches (kc_fast_run). */
 template <int D, int PASSES, int PROBE>
-__global__ void __launch_bounds__(kf_cfg<D, PASSES>::THREADS, 1)
+__global__ void __maxnreg__((kf_cfg<D, PASSES>::REGS))
 k_encode_fast(const kc_fast_seg *segs, int nseg, int64_t ntiles, const float *cb_boundary) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   typedef kf_cfg<D, PASSES> C;
@@ -466,17 +492,14 @@ k_encode_fast(const kc_fast_seg *segs, int nseg, int64_t ntiles, const float *cb
   int64_t t_begin = blockIdx.x * per, t_end = min(ntiles, t_begin + per);
   if (t_begin >= t_end) return;
   if (threadIdx.x == 0) {
-    for (int k = 0; k < C::STAGES; k++) {
-      kf_bar_init(&S.full[k], 1);
-      kf_bar_init(&S.empty[k], 128);
-    }
+    for (int k = 0; k < C::STAGES; k++) kf_bar_init(&S.full[k], 1);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    const int s0 = kf_seg_find(segs, nseg, t_begin);
+    for (int64_t t = t_begin; t < t_end && t < t_begin + C::STAGES; t++)
+      kf_issue_tile<D>(&segs[kf_seg_of(segs, nseg, t, s0)], t, S.stage + (size_t)(t - t_begin) * KF_TM * D,
+                       &S.full[t - t_begin]);
   }
   __syncthreads();
-  if (threadIdx.x >= C::NCONS) {
-    if (threadIdx.x == C::NCONS) kf_produce<D, PASSES>(segs, nseg, t_begin, t_end, S);
-    return;
-  }
   kf_consume<D, PASSES, PROBE>(segs, nseg, ntiles, cb_boundary, t_begin, t_end, S);
 #endif
 }
