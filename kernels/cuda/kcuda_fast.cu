@@ -30,6 +30,10 @@ extern "C" {
 /* What a coordinate's field holds (S.par[i].w as bits: 0-1 the kind, 2-6 b, 7-17 the last cell,
  * 18-29 the offset of b's cells in the table). */
 enum { KF_DROP = 0, KF_LUT = 1, KF_SEARCH = 2, KF_HALF = 3 };
+/* How a segment's coordinates are quantised (kf_load_segment): the cell table with the same
+ * parameters for every coordinate (tq), the cell table per coordinate (sq), or any kind. As
+ * bits (table, same), so that each coordinate can AND its own into the segment's. */
+enum { KF_Q_ANY = 0, KF_Q_LUT = 1, KF_Q_UNIFORM = 3 };
 
 /* wgmma's operands must be 1024-byte aligned (kcuda_wgmma.cuh); the carve rounds every buffer. */
 __host__ __device__ constexpr size_t kf_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
@@ -91,7 +95,7 @@ struct kf_smem {
   uint32_t *norm16;       /* [NWG][TM] fp16 bits of |x| */
   float *lut_iw, *lut_Tiw;/* [b] 1 / cell width, T / cell width */
   int *lut_ok;            /* [b] the table is usable */
-  int *flags;             /* the segment's: every coordinate uses the cell table */
+  int *flags;             /* the segment's quantisation mode (KF_Q_*) */
   uint64_t *full;         /* [STAGES] mbarriers: the stage's rows have landed */
 };
 
@@ -202,8 +206,7 @@ __device__ void kf_build_lut(const kf_smem<D, PASSES> &S) {
 }
 
 /* A new segment (all consumers): its rotation (swizzled for wgmma), codebook tables and
- * per-coordinate parameters. Returns (in every consumer) whether every coordinate uses the
- * cell table. */
+ * per-coordinate parameters. Returns (in every consumer) the segment's quantisation mode. */
 template <int D, int PASSES>
 __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
@@ -221,7 +224,7 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
     int b = q >> 8, k = q & 255;
     S.bnd[q] = b >= 1 && k == (1 << b) - 1 ? INFINITY : bsrc[q]; /* sentinel after the last */
   }
-  if (tid == 0) *S.flags = 1;
+  if (tid == 0) *S.flags = KF_Q_UNIFORM;
   kw_fence_proxy(); /* the rotation is read by wgmma */
   kf_bar_sync<C::NCONS>(1);
   kf_build_lut(S);
@@ -233,7 +236,14 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
     uint32_t meta = kind | (uint32_t)b << 2 | (kind == KF_LUT ? (uint32_t)(CB_CELLS(b) - 1) << 7 | (uint32_t)CB_CELLS_OFF(b) << 18 : 0u);
     S.par[tid] = make_float4(qis, qis * iw, kind == KF_LUT ? S.lut_Tiw[b] : 0.0f, __uint_as_float(meta));
     if (!(tid & 1)) S.pair[tid >> 1] = (uint32_t)g->side.bitpos[tid] | (uint32_t)b << 16;
-    if (kind != KF_LUT) atomicAnd(S.flags, 0);
+  }
+  kf_bar_sync<C::NCONS>(1);
+  if (tid < D) { /* KF_Q_UNIFORM also needs field i at bitpos[0] + i b */
+    float4 p = S.par[tid], p0 = S.par[0];
+    int same = p.x == p0.x && p.y == p0.y && p.z == p0.z && __float_as_uint(p.w) == __float_as_uint(p0.w) &&
+               g->side.bitpos[tid] == g->side.bitpos[0] + tid * g->side.bits[0];
+    if ((__float_as_uint(p.w) & 3u) != KF_LUT) atomicAnd(S.flags, 0);
+    else if (!same) atomicAnd(S.flags, KF_Q_LUT);
   }
   kf_bar_sync<C::NCONS>(1);
   return *S.flags;
@@ -355,23 +365,26 @@ __device__ __forceinline__ void kf_or32(uint32_t *cw, int pos, uint32_t run) {
 /* C1: quantise this thread's coordinates (as the MMA left them: rows ra, ra + 8, columns
  * 8 j + 2 q + {0, 1}) and join each row's two adjacent fields into one run (<= 32 bits: a field
  * has <= 16): run[2 j] for row ra, run[2 j + 1] for ra + 8. No stores here, so the compiler can
- * keep several columns' table lookups in flight. PROBE bit 2 (bench) leaves the quantisation out. */
-template <int D, int PASSES, int PROBE>
+ * keep several columns' table lookups in flight; MODE is a template argument so that the loop
+ * has no branch. PROBE bit 2 (bench) leaves the quantisation out. */
+template <int D, int PASSES, int PROBE, int MODE>
 __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const float *acc, int q, float ma, float mb,
-                                            int simple, uint32_t *run) {
+                                            uint32_t *run) {
   const uint2 *__restrict__ lut = S.lut;
   const float4 *__restrict__ par = S.par;
+  const float4 pu = par[0];
+  const int shu = (int)(S.pair[0] >> 16);
 #pragma unroll
   for (int j = 0; j < D / 8; j++) {
     const int c = 8 * j + 2 * q;
-    const float4 p0 = par[c], p1 = par[c + 1];
-    const int sh = (int)(S.pair[c >> 1] >> 16);
+    const float4 p0 = MODE == KF_Q_UNIFORM ? pu : par[c], p1 = MODE == KF_Q_UNIFORM ? pu : par[c + 1];
+    const int sh = MODE == KF_Q_UNIFORM ? shu : (int)(S.pair[c >> 1] >> 16);
     const float ya0 = acc[4 * j] * ma, ya1 = acc[4 * j + 1] * ma, yb0 = acc[4 * j + 2] * mb, yb1 = acc[4 * j + 3] * mb;
     uint32_t a0, a1, b0, b1;
     if (PROBE & 2) {
       a0 = __float_as_uint(ya0) >> 31 | 1u, a1 = __float_as_uint(ya1) >> 31 | 1u;
       b0 = __float_as_uint(yb0) >> 31 | 1u, b1 = __float_as_uint(yb1) >> 31 | 1u;
-    } else if (simple) {
+    } else if (MODE != KF_Q_ANY) {
       a0 = kf_q_lut(ya0, p0, lut), a1 = kf_q_lut(ya1, p1, lut);
       b0 = kf_q_lut(yb0, p0, lut), b1 = kf_q_lut(yb1, p1, lut);
     } else {
@@ -383,22 +396,41 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
   }
 }
 
-/* C2: OR the runs into the bit stream (rows past nrows are left out). PROBE bit 8 (bench)
- * leaves the packing out. */
-template <int D, int PASSES, int PROBE>
+/* C2: OR the runs into the bit stream (rows past nrows are left out). The four lanes of a quad
+ * hold adjacent fields of the same row, so taken in the same order their atomics would hit the
+ * same word (a 4-way conflict each): lanes with q & 1 take row ra + 8 first, lanes with q & 2 the
+ * second half of the chunks first, so one instruction's lanes hit four different words. In a
+ * uniform segment the field of column c starts at pos(0) + c b. PROBE bit 8 (bench) leaves the
+ * packing out. */
+template <int D, int PASSES, int PROBE, int MODE>
 __device__ __forceinline__ void kf_pack(const kf_smem<D, PASSES> &S, const uint32_t *run, int ra, int q, int nrows,
                                         int code_bits, uint32_t *cw) {
-  const int pa = ra * code_bits, pb = pa + 8 * code_bits, va = ra < nrows, vb = ra + 8 < nrows;
+  constexpr int NCH = D / 8, HALF = NCH / 2; /* chunks of 8 columns in a row, in half a row */
+  const int hs = q >> 1, rs = q & 1, r1 = ra + 8 * rs, r2 = ra + 8 - 8 * rs;
+  const int p1 = r1 * code_bits, p2 = r2 * code_bits, v1 = r1 < nrows, v2 = r2 < nrows;
+  const int b = (int)(S.pair[0] >> 16), pos0 = (int)(S.pair[0] & 0xffffu) + 2 * q * b;
 #pragma unroll
-  for (int j = 0; j < D / 8; j++) {
-    const int pos = (int)(S.pair[4 * j + q] & 0xffffu);
+  for (int k = 0; k < NCH; k++) {
+    const int ks = (k + HALF) % NCH, j = hs ? ks : k; /* the chunk this lane takes now */
+    const int pos = MODE == KF_Q_UNIFORM ? pos0 + 8 * j * b : (int)(S.pair[4 * j + q] & 0xffffu);
+    const uint32_t h0 = hs ? run[2 * ks] : run[2 * k], h1 = hs ? run[2 * ks + 1] : run[2 * k + 1];
+    const uint32_t o1 = rs ? h1 : h0, o2 = rs ? h0 : h1;
     if (PROBE & 8) { /* keep the runs live */
-      if ((run[2 * j] ^ run[2 * j + 1]) == 0xdeadbeefu) cw[0] = 1u;
+      if ((o1 ^ o2) == 0xdeadbeefu) cw[0] = 1u;
       continue;
     }
-    if (va) kf_or32(cw, pa + pos, run[2 * j]);
-    if (vb) kf_or32(cw, pb + pos, run[2 * j + 1]);
+    if (v1) kf_or32(cw, p1 + pos, o1);
+    if (v2) kf_or32(cw, p2 + pos, o2);
   }
+}
+
+/* C: quantise and pack in the segment's mode. */
+template <int D, int PASSES, int PROBE, int MODE>
+__device__ __forceinline__ void kf_code(const kf_smem<D, PASSES> &S, const float *acc, int ra, int q, float ma, float mb,
+                                        int nrows, int code_bits, uint32_t *cw) {
+  uint32_t run[D / 4];
+  kf_quantise<D, PASSES, PROBE, MODE>(S, acc, q, ma, mb, run);
+  kf_pack<D, PASSES, PROBE, MODE>(S, run, ra, q, nrows, code_bits, cw);
 }
 
 /* D: the tile's rows are contiguous in codes: coalesced stores of the warpgroup's bit stream. */
@@ -415,7 +447,7 @@ __device__ __forceinline__ void kf_write_codes(const uint32_t *cw, uint8_t *dst,
 /* One tile (relative index i in the block's range) by warpgroup wg, start to end. */
 template <int D, int PASSES, int PROBE>
 __device__ void kf_tile(const kc_fast_seg *segs, int nseg, const kc_fast_seg *g, int64_t t, int64_t i, int64_t t_end,
-                        int simple, const kf_smem<D, PASSES> &S) {
+                        int mode, const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
   const int wg = threadIdx.x >> 7, w4 = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int st = (int)(i % C::STAGES), has_rot = g->rh != NULL, code_bytes = g->side.code_bytes;
@@ -447,9 +479,10 @@ __device__ void kf_tile(const kc_fast_seg *segs, int nseg, const kc_fast_seg *g,
   const int nbytes = nrows * code_bytes;
   for (int w = threadIdx.x & 127; w < (nbytes + 3) / 4 + 1; w += 128) cw[w] = 0;
   kf_bar_sync<128>(2 + wg);
-  uint32_t run[D / 4];
-  kf_quantise<D, PASSES, PROBE>(S, acc, q, rowmul[ra], rowmul[ra + 8], simple, run);
-  kf_pack<D, PASSES, PROBE>(S, run, ra, q, nrows, code_bytes * 8, cw);
+  const float ma = rowmul[ra], mb = rowmul[ra + 8];
+  if (mode == KF_Q_UNIFORM) kf_code<D, PASSES, PROBE, KF_Q_UNIFORM>(S, acc, ra, q, ma, mb, nrows, code_bytes * 8, cw);
+  else if (mode == KF_Q_LUT) kf_code<D, PASSES, PROBE, KF_Q_LUT>(S, acc, ra, q, ma, mb, nrows, code_bytes * 8, cw);
+  else kf_code<D, PASSES, PROBE, KF_Q_ANY>(S, acc, ra, q, ma, mb, nrows, code_bytes * 8, cw);
   const int norm_off = g->side.normalize ? g->side.norm_off : -1;
   if (norm_off >= 0 && !(PROBE & 8) && lane < 16) { /* rows 16 w4 + lane */
     int r = 16 * w4 + lane;
@@ -471,9 +504,9 @@ __device__ void kf_consume(const kc_fast_seg *segs, int nseg, int64_t ntiles, co
     s = kf_seg_of(segs, nseg, t, s);
     const kc_fast_seg *g = &segs[s];
     const int64_t piece_end = min(t_end, s + 1 < nseg ? segs[s + 1].tile0 : ntiles);
-    const int simple = kf_load_segment(g, cb_boundary, S);
+    const int mode = kf_load_segment(g, cb_boundary, S);
     int64_t first = t + (((wg - (t - t_begin)) % C::NWG) + C::NWG) % C::NWG;
-    for (int64_t u = first; u < piece_end; u += C::NWG) kf_tile<D, PASSES, PROBE>(segs, nseg, g, u, u - t_begin, t_end, simple, S);
+    for (int64_t u = first; u < piece_end; u += C::NWG) kf_tile<D, PASSES, PROBE>(segs, nseg, g, u, u - t_begin, t_end, mode, S);
     t = piece_end;
   }
 }
