@@ -354,12 +354,14 @@ __device__ __forceinline__ uint32_t kf_q_any(float y, float4 p, const uint2 *lut
   return (uint32_t)cb_quantize(bnd + b * 256, b, y * p.x);
 }
 
-/* OR a run of <= 32 bits (bit 0 first) into the stream at bit `pos`. */
+/* OR a run of <= 32 bits (bit 0 first) into the stream at bit `pos`. Unconditional (ORing 0
+ * is harmless; rows past the tile's end land in words that are not written out) because ptxas
+ * wraps a conditional atomic in a divergent branch (BSSY/BRA/BSYNC), which costs more. */
 __device__ __forceinline__ void kf_or32(uint32_t *cw, int pos, uint32_t run) {
-  int w0 = pos >> 5, sh = pos & 31;
-  uint32_t lo = run << sh, hi = __funnelshift_l(run, 0u, sh); /* run >> (32 - sh); 0 for sh = 0 */
-  if (lo) atomicOr(&cw[w0], lo);
-  if (hi) atomicOr(&cw[w0 + 1], hi);
+  uint32_t a = kf_smem_addr(cw) + 4u * (uint32_t)(pos >> 5);
+  int sh = pos & 31;
+  asm volatile("red.shared.or.b32 [%0], %1;\n" ::"r"(a), "r"(run << sh) : "memory");
+  asm volatile("red.shared.or.b32 [%0], %1;\n" ::"r"(a + 4u), "r"(__funnelshift_l(run, 0u, sh)) : "memory");
 }
 
 /* C1: quantise this thread's coordinates (as the MMA left them: rows ra, ra + 8, columns
@@ -391,23 +393,23 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
       a0 = kf_q_any(ya0, p0, lut, S.bnd), a1 = kf_q_any(ya1, p1, lut, S.bnd);
       b0 = kf_q_any(yb0, p0, lut, S.bnd), b1 = kf_q_any(yb1, p1, lut, S.bnd);
     }
-    run[2 * j] = a0 | a1 << sh;
-    run[2 * j + 1] = b0 | b1 << sh;
+    run[2 * j] = a0 + (a1 << sh); /* a0 < 2^sh: the same as | */
+    run[2 * j + 1] = b0 + (b1 << sh);
   }
 }
 
-/* C2: OR the runs into the bit stream (rows past nrows are left out). The four lanes of a quad
- * hold adjacent fields of the same row, so taken in the same order their atomics would hit the
- * same word (a 4-way conflict each): lanes with q & 1 take row ra + 8 first, lanes with q & 2 the
- * second half of the chunks first, so one instruction's lanes hit four different words. In a
- * uniform segment the field of column c starts at pos(0) + c b. PROBE bit 8 (bench) leaves the
- * packing out. */
+/* C2: OR the runs into the bit stream (rows past the tile's end too: those words are not
+ * written out). The four lanes of a quad hold adjacent fields of the same row, so taken in the
+ * same order their atomics would hit the same word (a 4-way conflict each): lanes with q & 1 take
+ * row ra + 8 first, lanes with q & 2 the second half of the chunks first, so one instruction's
+ * lanes hit four different words. In a uniform segment the field of column c starts at
+ * pos(0) + c b. PROBE bit 8 (bench) leaves the packing out. */
 template <int D, int PASSES, int PROBE, int MODE>
-__device__ __forceinline__ void kf_pack(const kf_smem<D, PASSES> &S, const uint32_t *run, int ra, int q, int nrows,
-                                        int code_bits, uint32_t *cw) {
+__device__ __forceinline__ void kf_pack(const kf_smem<D, PASSES> &S, const uint32_t *run, int ra, int q, int code_bits,
+                                        uint32_t *cw) {
   constexpr int NCH = D / 8, HALF = NCH / 2; /* chunks of 8 columns in a row, in half a row */
   const int hs = q >> 1, rs = q & 1, r1 = ra + 8 * rs, r2 = ra + 8 - 8 * rs;
-  const int p1 = r1 * code_bits, p2 = r2 * code_bits, v1 = r1 < nrows, v2 = r2 < nrows;
+  const int p1 = r1 * code_bits, p2 = r2 * code_bits;
   const int b = (int)(S.pair[0] >> 16), pos0 = (int)(S.pair[0] & 0xffffu) + 2 * q * b;
 #pragma unroll
   for (int k = 0; k < NCH; k++) {
@@ -419,18 +421,18 @@ __device__ __forceinline__ void kf_pack(const kf_smem<D, PASSES> &S, const uint3
       if ((o1 ^ o2) == 0xdeadbeefu) cw[0] = 1u;
       continue;
     }
-    if (v1) kf_or32(cw, p1 + pos, o1);
-    if (v2) kf_or32(cw, p2 + pos, o2);
+    kf_or32(cw, p1 + pos, o1);
+    kf_or32(cw, p2 + pos, o2);
   }
 }
 
 /* C: quantise and pack in the segment's mode. */
 template <int D, int PASSES, int PROBE, int MODE>
 __device__ __forceinline__ void kf_code(const kf_smem<D, PASSES> &S, const float *acc, int ra, int q, float ma, float mb,
-                                        int nrows, int code_bits, uint32_t *cw) {
+                                        int code_bits, uint32_t *cw) {
   uint32_t run[D / 4];
   kf_quantise<D, PASSES, PROBE, MODE>(S, acc, q, ma, mb, run);
-  kf_pack<D, PASSES, PROBE, MODE>(S, run, ra, q, nrows, code_bits, cw);
+  kf_pack<D, PASSES, PROBE, MODE>(S, run, ra, q, code_bits, cw);
 }
 
 /* D: the tile's rows are contiguous in codes: coalesced stores of the warpgroup's bit stream. */
@@ -480,9 +482,9 @@ __device__ void kf_tile(const kc_fast_seg *segs, int nseg, const kc_fast_seg *g,
   for (int w = threadIdx.x & 127; w < (nbytes + 3) / 4 + 1; w += 128) cw[w] = 0;
   kf_bar_sync<128>(2 + wg);
   const float ma = rowmul[ra], mb = rowmul[ra + 8];
-  if (mode == KF_Q_UNIFORM) kf_code<D, PASSES, PROBE, KF_Q_UNIFORM>(S, acc, ra, q, ma, mb, nrows, code_bytes * 8, cw);
-  else if (mode == KF_Q_LUT) kf_code<D, PASSES, PROBE, KF_Q_LUT>(S, acc, ra, q, ma, mb, nrows, code_bytes * 8, cw);
-  else kf_code<D, PASSES, PROBE, KF_Q_ANY>(S, acc, ra, q, ma, mb, nrows, code_bytes * 8, cw);
+  if (mode == KF_Q_UNIFORM) kf_code<D, PASSES, PROBE, KF_Q_UNIFORM>(S, acc, ra, q, ma, mb, code_bytes * 8, cw);
+  else if (mode == KF_Q_LUT) kf_code<D, PASSES, PROBE, KF_Q_LUT>(S, acc, ra, q, ma, mb, code_bytes * 8, cw);
+  else kf_code<D, PASSES, PROBE, KF_Q_ANY>(S, acc, ra, q, ma, mb, code_bytes * 8, cw);
   const int norm_off = g->side.normalize ? g->side.norm_off : -1;
   if (norm_off >= 0 && !(PROBE & 8) && lane < 16) { /* rows 16 w4 + lane */
     int r = 16 * w4 + lane;
