@@ -41,7 +41,7 @@ __host__ __device__ constexpr size_t kf_up(size_t n, size_t a) { return (n + a -
 template <int D, int PASSES>
 struct kf_cfg {
   static constexpr int P3 = PASSES == 3;
-  static constexpr int NWG = P3 ? 2 : 3;                        /* consumer warpgroups */
+  static constexpr int NWG = P3 ? 2 : 3;                        /* warpgroups */
   static constexpr int NCONS = NWG * 128;                       /* consumer threads */
   static constexpr int THREADS = NCONS;                         /* every warp is a consumer */
   static constexpr int REGS = 65536 / THREADS / 8 * 8 > 255 ? 255 : 65536 / THREADS / 8 * 8; /* all of the SM's */
@@ -55,12 +55,17 @@ struct kf_cfg {
   static constexpr size_t A_BYTES = (size_t)KF_TM * D * 2;      /* one fp16 operand tile, swizzled */
   static constexpr size_t WG_BYTES = kf_up(A_BYTES * (P3 ? 2 : 1) > (size_t)CW_WORDS * 4 ? A_BYTES * (P3 ? 2 : 1)
                                                                                          : (size_t)CW_WORDS * 4, 1024);
-  static constexpr size_t TAB_BYTES = CB_CELLS_ALL * 8 + (CB_MAX_BITS + 1) * 256 * 4 + D * 16 + D * 2 +
+  static constexpr size_t TAB_BYTES = CB_CELLS_ALL * 8 + D * 16 + D * 2 +
                                       NWG * KF_TM * 8 + 3 * 16 * 4 + 16 + STAGES * 16;
   static constexpr size_t SMEM = 1024 + STAGES * STAGE_BYTES + R_BYTES * (P3 ? 2 : 1) + NWG * WG_BYTES +
                                  kf_up(TAB_BYTES, 16);
   static_assert(SMEM <= 232448, "shared memory of one block per SM");
   static_assert(D % 64 == 0, "whole 128-byte swizzle chunks");
+  /* Tile j waits on its stage's mbarrier with parity (j / STAGES) & 1, which is only meaningful
+   * once the stage's previous tile, j - STAGES, has landed (else the "preceding phase" reads as
+   * complete). With NWG | STAGES that tile is the same warpgroup's, already consumed. (NWG 4
+   * with 3 stages broke exactly so: the fourth warpgroup read its first stage early.) */
+  static_assert(STAGES % NWG == 0, "a warpgroup's stages must be its own");
 };
 
 /* The segment of tile t by bisection (the last segment whose first tile is <= t; tiles are in
@@ -88,7 +93,6 @@ struct kf_smem {
   __half *Rh, *Rl;        /* rotation hi (and lo x 2^11), swizzled K-major: row n = output coordinate n */
   unsigned char *wg;      /* [NWG][WG_BYTES]: a warpgroup's unit rows hi (and lo), then its bit stream */
   uint2 *lut;             /* cells: {boundary inside (float bits) or +inf, #{boundaries below}} */
-  float *bnd;             /* the family's boundaries [b][256], +inf after the last */
   float4 *par;            /* [D] {1/scale, iw/scale, T iw, meta} */
   uint32_t *pair;         /* [D/2] pair (2i, 2i+1): stream offset of field 2i | width of field 2i << 16 */
   float *rowmul;          /* [NWG][TM] y multiplier: |x| (rotated, not normalised), 1/|x| (identity, normalised) or 1 */
@@ -113,8 +117,7 @@ __device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *raw) {
   S.wg = sm;
   sm += C::NWG * C::WG_BYTES;
   S.lut = (uint2 *)sm;
-  S.bnd = (float *)(S.lut + CB_CELLS_ALL);
-  S.par = (float4 *)(S.bnd + (CB_MAX_BITS + 1) * 256);
+  S.par = (float4 *)(S.lut + CB_CELLS_ALL);
   S.pair = (uint32_t *)(S.par + D);
   S.rowmul = (float *)(S.pair + D / 2);
   S.norm16 = (uint32_t *)(S.rowmul + C::NWG * KF_TM);
@@ -171,15 +174,16 @@ __device__ __forceinline__ void kf_refill(const kc_fast_seg *segs, int nseg, int
   kf_issue_tile<D>(&segs[kf_seg_of(segs, nseg, tn, hint)], tn, S.stage + (size_t)st * KF_TM * D, &S.full[st]);
 }
 
-/* The codebook's cell tables (cb_cells.h) from the boundaries in S.bnd: warp b-1 finds T for b
- * bits (its lanes check the boundaries of each attempt), then all consumers fill the cells. */
+/* The codebook's cell tables (cb_cells.h) from the family's boundaries bnd ([b][256], global):
+ * warp b-1 finds T for b bits (its lanes check the boundaries of each attempt), then all
+ * consumers fill the cells. */
 template <int D, int PASSES>
-__device__ void kf_build_lut(const kf_smem<D, PASSES> &S) {
+__device__ void kf_build_lut(const float *bnd, const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (warp < CB_MAX_BITS) {
     int b = warp + 1, nb = (1 << b) - 1, ok = 0;
-    const float *bd = S.bnd + b * 256;
+    const float *bd = bnd + b * 256;
     float iw = 0.0f, Tiw = 0.0f;
     for (int att = 0; att < CB_CELLS_TRIES && !ok; att++) {
       cb_cells_try(bd, b, att, &iw, &Tiw);
@@ -199,7 +203,7 @@ __device__ void kf_build_lut(const kf_smem<D, PASSES> &S) {
     for (int c = tid; c < CB_CELLS(b); c += C::NCONS) {
       float inside;
       unsigned below;
-      cb_cells_entry(S.bnd + b * 256, b, S.lut_iw[b], S.lut_Tiw[b], c, &inside, &below);
+      cb_cells_entry(bnd + b * 256, b, S.lut_iw[b], S.lut_Tiw[b], c, &inside, &below);
       S.lut[CB_CELLS_OFF(b) + c] = make_uint2(__float_as_uint(inside), below);
     }
   }
@@ -219,15 +223,10 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
       *(uint4 *)((unsigned char *)S.Rh + off) = *(const uint4 *)(g->rh + n * D + k8);
       if (C::P3) *(uint4 *)((unsigned char *)S.Rl + off) = *(const uint4 *)(g->rl + n * D + k8);
     }
-  const float *bsrc = cb_boundary + g->side.family * (CB_MAX_BITS + 1) * 256;
-  for (int q = tid; q < (CB_MAX_BITS + 1) * 256; q += C::NCONS) {
-    int b = q >> 8, k = q & 255;
-    S.bnd[q] = b >= 1 && k == (1 << b) - 1 ? INFINITY : bsrc[q]; /* sentinel after the last */
-  }
   if (tid == 0) *S.flags = KF_Q_UNIFORM;
   kw_fence_proxy(); /* the rotation is read by wgmma */
   kf_bar_sync<C::NCONS>(1);
-  kf_build_lut(S);
+  kf_build_lut(cb_boundary + g->side.family * (CB_MAX_BITS + 1) * 256, S);
   kf_bar_sync<C::NCONS>(1);
   if (tid < D) {
     int b = g->side.bits[tid], q = b >= 1 && b <= CB_MAX_BITS;
@@ -337,12 +336,17 @@ __device__ __forceinline__ void kf_identity(const float *X, int ra, int q, float
 
 /* The field of y through the cell table (cb_cells.h): t = y / scale, cell = floor(y (iw / scale)
  * + T iw + 1/2) clamped (the conversion saturates negatives and NaN to 0). */
+__device__ __forceinline__ uint32_t kf_q_cell(float y, float qis, float qis_iw, float Tiw, uint32_t last,
+                                              const uint2 *lutb) {
+  float t = y * qis;
+  uint2 e = lutb[cb_cells_index(fmaf(y, qis_iw, Tiw), last)];
+  uint32_t gt; /* all ones when t > the boundary inside the cell: one FSET instead of compare + select */
+  asm("set.gt.u32.f32 %0, %1, %2;" : "=r"(gt) : "f"(t), "f"(__uint_as_float(e.x)));
+  return e.y - gt;
+}
 __device__ __forceinline__ uint32_t kf_q_lut(float y, float4 p, const uint2 *lut) {
-  float t = y * p.x, cf = fmaf(y, p.y, p.z);
   uint32_t meta = __float_as_uint(p.w);
-  uint32_t c = cb_cells_index(cf, (meta >> 7) & 0x7ffu) + (meta >> 18);
-  uint2 e = lut[c];
-  return e.y + (t > __uint_as_float(e.x));
+  return kf_q_cell(y, p.x, p.y, p.z, (meta >> 7) & 0x7ffu, lut + (meta >> 18));
 }
 /* Any field kind: dropped, fp16, cell table, or the search. */
 __device__ __forceinline__ uint32_t kf_q_any(float y, float4 p, const uint2 *lut, const float *bnd) {
@@ -368,30 +372,40 @@ __device__ __forceinline__ void kf_or32(uint32_t *cw, int pos, uint32_t run) {
  * 8 j + 2 q + {0, 1}) and join each row's two adjacent fields into one run (<= 32 bits: a field
  * has <= 16): run[2 j] for row ra, run[2 j + 1] for ra + 8. No stores here, so the compiler can
  * keep several columns' table lookups in flight; MODE is a template argument so that the loop
- * has no branch. PROBE bit 2 (bench) leaves the quantisation out. */
-template <int D, int PASSES, int PROBE, int MODE>
-__device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const float *acc, int q, float ma, float mb,
-                                            uint32_t *run) {
+ * has no branch; without SCALE the row multipliers are 1 (rotated, normalised rows) and are not
+ * applied. PROBE bit 2 (bench) leaves the quantisation out. */
+template <int D, int PASSES, int PROBE, int MODE, bool SCALE>
+__device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const float *bnd, const float *acc, int q,
+                                            float ma, float mb, uint32_t *run) {
   const uint2 *__restrict__ lut = S.lut;
   const float4 *__restrict__ par = S.par;
-  const float4 pu = par[0];
+  const float4 pu = par[0]; /* KF_Q_UNIFORM: every coordinate's parameters */
+  const uint32_t metau = __float_as_uint(pu.w), lastu = (metau >> 7) & 0x7ffu;
+  const uint2 *lutu = lut + (metau >> 18);
   const int shu = (int)(S.pair[0] >> 16);
 #pragma unroll
   for (int j = 0; j < D / 8; j++) {
     const int c = 8 * j + 2 * q;
-    const float4 p0 = MODE == KF_Q_UNIFORM ? pu : par[c], p1 = MODE == KF_Q_UNIFORM ? pu : par[c + 1];
-    const int sh = MODE == KF_Q_UNIFORM ? shu : (int)(S.pair[c >> 1] >> 16);
-    const float ya0 = acc[4 * j] * ma, ya1 = acc[4 * j + 1] * ma, yb0 = acc[4 * j + 2] * mb, yb1 = acc[4 * j + 3] * mb;
+    const float ya0 = SCALE ? acc[4 * j] * ma : acc[4 * j], ya1 = SCALE ? acc[4 * j + 1] * ma : acc[4 * j + 1];
+    const float yb0 = SCALE ? acc[4 * j + 2] * mb : acc[4 * j + 2], yb1 = SCALE ? acc[4 * j + 3] * mb : acc[4 * j + 3];
     uint32_t a0, a1, b0, b1;
+    int sh = shu;
     if (PROBE & 2) {
       a0 = __float_as_uint(ya0) >> 31 | 1u, a1 = __float_as_uint(ya1) >> 31 | 1u;
       b0 = __float_as_uint(yb0) >> 31 | 1u, b1 = __float_as_uint(yb1) >> 31 | 1u;
-    } else if (MODE != KF_Q_ANY) {
-      a0 = kf_q_lut(ya0, p0, lut), a1 = kf_q_lut(ya1, p1, lut);
-      b0 = kf_q_lut(yb0, p0, lut), b1 = kf_q_lut(yb1, p1, lut);
+    } else if (MODE == KF_Q_UNIFORM) {
+      a0 = kf_q_cell(ya0, pu.x, pu.y, pu.z, lastu, lutu), a1 = kf_q_cell(ya1, pu.x, pu.y, pu.z, lastu, lutu);
+      b0 = kf_q_cell(yb0, pu.x, pu.y, pu.z, lastu, lutu), b1 = kf_q_cell(yb1, pu.x, pu.y, pu.z, lastu, lutu);
     } else {
-      a0 = kf_q_any(ya0, p0, lut, S.bnd), a1 = kf_q_any(ya1, p1, lut, S.bnd);
-      b0 = kf_q_any(yb0, p0, lut, S.bnd), b1 = kf_q_any(yb1, p1, lut, S.bnd);
+      const float4 p0 = par[c], p1 = par[c + 1];
+      sh = (int)(S.pair[c >> 1] >> 16);
+      if (MODE == KF_Q_LUT) {
+        a0 = kf_q_lut(ya0, p0, lut), a1 = kf_q_lut(ya1, p1, lut);
+        b0 = kf_q_lut(yb0, p0, lut), b1 = kf_q_lut(yb1, p1, lut);
+      } else {
+        a0 = kf_q_any(ya0, p0, lut, bnd), a1 = kf_q_any(ya1, p1, lut, bnd);
+        b0 = kf_q_any(yb0, p0, lut, bnd), b1 = kf_q_any(yb1, p1, lut, bnd);
+      }
     }
     run[2 * j] = a0 + (a1 << sh); /* a0 < 2^sh: the same as | */
     run[2 * j + 1] = b0 + (b1 << sh);
@@ -427,11 +441,11 @@ __device__ __forceinline__ void kf_pack(const kf_smem<D, PASSES> &S, const uint3
 }
 
 /* C: quantise and pack in the segment's mode. */
-template <int D, int PASSES, int PROBE, int MODE>
-__device__ __forceinline__ void kf_code(const kf_smem<D, PASSES> &S, const float *acc, int ra, int q, float ma, float mb,
-                                        int code_bits, uint32_t *cw) {
+template <int D, int PASSES, int PROBE, int MODE, bool SCALE>
+__device__ __forceinline__ void kf_code(const kf_smem<D, PASSES> &S, const float *bnd, const float *acc, int ra, int q,
+                                        float ma, float mb, int code_bits, uint32_t *cw) {
   uint32_t run[D / 4];
-  kf_quantise<D, PASSES, PROBE, MODE>(S, acc, q, ma, mb, run);
+  kf_quantise<D, PASSES, PROBE, MODE, SCALE>(S, bnd, acc, q, ma, mb, run);
   kf_pack<D, PASSES, PROBE, MODE>(S, run, ra, q, code_bits, cw);
 }
 
@@ -449,7 +463,7 @@ __device__ __forceinline__ void kf_write_codes(const uint32_t *cw, uint8_t *dst,
 /* One tile (relative index i in the block's range) by warpgroup wg, start to end. */
 template <int D, int PASSES, int PROBE>
 __device__ void kf_tile(const kc_fast_seg *segs, int nseg, const kc_fast_seg *g, int64_t t, int64_t i, int64_t t_end,
-                        int mode, const kf_smem<D, PASSES> &S) {
+                        int mode, const float *bnd, const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
   const int wg = threadIdx.x >> 7, w4 = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int st = (int)(i % C::STAGES), has_rot = g->rh != NULL, code_bytes = g->side.code_bytes;
@@ -482,9 +496,11 @@ __device__ void kf_tile(const kc_fast_seg *segs, int nseg, const kc_fast_seg *g,
   for (int w = threadIdx.x & 127; w < (nbytes + 3) / 4 + 1; w += 128) cw[w] = 0;
   kf_bar_sync<128>(2 + wg);
   const float ma = rowmul[ra], mb = rowmul[ra + 8];
-  if (mode == KF_Q_UNIFORM) kf_code<D, PASSES, PROBE, KF_Q_UNIFORM>(S, acc, ra, q, ma, mb, code_bytes * 8, cw);
-  else if (mode == KF_Q_LUT) kf_code<D, PASSES, PROBE, KF_Q_LUT>(S, acc, ra, q, ma, mb, code_bytes * 8, cw);
-  else kf_code<D, PASSES, PROBE, KF_Q_ANY>(S, acc, ra, q, ma, mb, code_bytes * 8, cw);
+  const int cb = code_bytes * 8, unit = has_rot && g->side.normalize; /* rowmul is 1 */
+  if (mode == KF_Q_UNIFORM && unit) kf_code<D, PASSES, PROBE, KF_Q_UNIFORM, false>(S, bnd, acc, ra, q, ma, mb, cb, cw);
+  else if (mode == KF_Q_UNIFORM) kf_code<D, PASSES, PROBE, KF_Q_UNIFORM, true>(S, bnd, acc, ra, q, ma, mb, cb, cw);
+  else if (mode == KF_Q_LUT) kf_code<D, PASSES, PROBE, KF_Q_LUT, true>(S, bnd, acc, ra, q, ma, mb, cb, cw);
+  else kf_code<D, PASSES, PROBE, KF_Q_ANY, true>(S, bnd, acc, ra, q, ma, mb, cb, cw);
   const int norm_off = g->side.normalize ? g->side.norm_off : -1;
   if (norm_off >= 0 && !(PROBE & 8) && lane < 16) { /* rows 16 w4 + lane */
     int r = 16 * w4 + lane;
@@ -507,8 +523,9 @@ __device__ void kf_consume(const kc_fast_seg *segs, int nseg, int64_t ntiles, co
     const kc_fast_seg *g = &segs[s];
     const int64_t piece_end = min(t_end, s + 1 < nseg ? segs[s + 1].tile0 : ntiles);
     const int mode = kf_load_segment(g, cb_boundary, S);
+    const float *bnd = cb_boundary + g->side.family * (CB_MAX_BITS + 1) * 256; /* the search's (KF_Q_ANY) */
     int64_t first = t + (((wg - (t - t_begin)) % C::NWG) + C::NWG) % C::NWG;
-    for (int64_t u = first; u < piece_end; u += C::NWG) kf_tile<D, PASSES, PROBE>(segs, nseg, g, u, u - t_begin, t_end, mode, S);
+    for (int64_t u = first; u < piece_end; u += C::NWG) kf_tile<D, PASSES, PROBE>(segs, nseg, g, u, u - t_begin, t_end, mode, bnd, S);
     t = piece_end;
   }
 }
