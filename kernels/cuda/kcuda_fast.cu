@@ -440,24 +440,36 @@ __device__ __forceinline__ void kf_pack(const kf_smem<D, PASSES> &S, const uint3
   }
 }
 
-/* C: quantise and pack in the segment's mode. */
-template <int D, int PASSES, int PROBE, int MODE, bool SCALE>
-__device__ __forceinline__ void kf_code(const kf_smem<D, PASSES> &S, const float *bnd, const float *acc, int ra, int q,
-                                        float ma, float mb, int code_bits, uint32_t *cw) {
-  uint32_t run[D / 4];
-  kf_quantise<D, PASSES, PROBE, MODE, SCALE>(S, bnd, acc, q, ma, mb, run);
-  kf_pack<D, PASSES, PROBE, MODE>(S, run, ra, q, code_bits, cw);
+/* C: quantisation and packing in the segment's mode (a template argument each; without SCALE
+ * when the row multipliers are 1). */
+template <int D, int PASSES, int PROBE>
+__device__ __forceinline__ void kf_quantise_in(int mode, int scale, const kf_smem<D, PASSES> &S, const float *bnd,
+                                               const float *acc, int q, float ma, float mb, uint32_t *run) {
+  if (mode == KF_Q_UNIFORM && !scale) kf_quantise<D, PASSES, PROBE, KF_Q_UNIFORM, false>(S, bnd, acc, q, ma, mb, run);
+  else if (mode == KF_Q_UNIFORM) kf_quantise<D, PASSES, PROBE, KF_Q_UNIFORM, true>(S, bnd, acc, q, ma, mb, run);
+  else if (mode == KF_Q_LUT) kf_quantise<D, PASSES, PROBE, KF_Q_LUT, true>(S, bnd, acc, q, ma, mb, run);
+  else kf_quantise<D, PASSES, PROBE, KF_Q_ANY, true>(S, bnd, acc, q, ma, mb, run);
+}
+template <int D, int PASSES, int PROBE>
+__device__ __forceinline__ void kf_pack_in(int mode, const kf_smem<D, PASSES> &S, const uint32_t *run, int ra, int q,
+                                           int code_bits, uint32_t *cw) {
+  if (mode == KF_Q_UNIFORM) kf_pack<D, PASSES, PROBE, KF_Q_UNIFORM>(S, run, ra, q, code_bits, cw);
+  else kf_pack<D, PASSES, PROBE, KF_Q_LUT>(S, run, ra, q, code_bits, cw);
 }
 
-/* D: the tile's rows are contiguous in codes: coalesced stores of the warpgroup's bit stream. */
-__device__ __forceinline__ void kf_write_codes(const uint32_t *cw, uint8_t *dst, int nbytes) {
-  const int wt = threadIdx.x & 127;
-  if (((uintptr_t)dst & 3) == 0) {
-    for (int q = wt; q < nbytes / 4; q += 128) __stcs((unsigned int *)dst + q, cw[q]);
-    for (int q = (nbytes & ~3) + wt; q < nbytes; q += 128) dst[q] = ((const uint8_t *)cw)[q];
-  } else {
-    for (int q = wt; q < nbytes; q += 128) dst[q] = ((const uint8_t *)cw)[q];
+/* D: a warp's 16 rows are contiguous in codes, and in the stream they take whole words
+ * (16 rows x 8 code_bytes bits): the warp writes its own nbytes with coalesced 16-byte stores
+ * where dst allows. */
+__device__ __forceinline__ void kf_write_rows(const uint32_t *cw, uint8_t *dst, int nbytes, int lane) {
+  int done = 0;
+  if (((uintptr_t)dst & 15) == 0) {
+    for (int q = lane; q < nbytes / 16; q += 32) __stcs((uint4 *)dst + q, ((const uint4 *)cw)[q]);
+    done = nbytes & ~15;
+  } else if (((uintptr_t)dst & 3) == 0) {
+    for (int q = lane; q < nbytes / 4; q += 32) __stcs((unsigned int *)dst + q, cw[q]);
+    done = nbytes & ~3;
   }
+  for (int q = done + lane; q < nbytes; q += 32) dst[q] = ((const uint8_t *)cw)[q];
 }
 
 /* One tile (relative index i in the block's range) by warpgroup wg, start to end. */
@@ -490,24 +502,24 @@ __device__ void kf_tile(const kc_fast_seg *segs, int nseg, const kc_fast_seg *g,
 #pragma unroll
     for (int k = 0; k < C::NACC; k++) acc[k] = 0.0f;
   }
-  kf_bar_sync<128>(2 + wg); /* every wgmma has read U: the stream may overwrite it */
+  uint32_t run[D / 4];
+  kf_quantise_in<D, PASSES, PROBE>(mode, !(has_rot && g->side.normalize), S, bnd, acc, q, rowmul[ra], rowmul[ra + 8],
+                                   run);
+  kf_bar_sync<128>(2 + wg); /* every wgmma has read U (and X is read): the stream may overwrite U */
   if (!has_rot && (threadIdx.x & 127) == 0) kf_refill<D>(segs, nseg, (int)(g - segs), t, i, t_end, S);
-  const int nbytes = nrows * code_bytes;
-  for (int w = threadIdx.x & 127; w < (nbytes + 3) / 4 + 1; w += 128) cw[w] = 0;
-  kf_bar_sync<128>(2 + wg);
-  const float ma = rowmul[ra], mb = rowmul[ra + 8];
-  const int cb = code_bytes * 8, unit = has_rot && g->side.normalize; /* rowmul is 1 */
-  if (mode == KF_Q_UNIFORM && unit) kf_code<D, PASSES, PROBE, KF_Q_UNIFORM, false>(S, bnd, acc, ra, q, ma, mb, cb, cw);
-  else if (mode == KF_Q_UNIFORM) kf_code<D, PASSES, PROBE, KF_Q_UNIFORM, true>(S, bnd, acc, ra, q, ma, mb, cb, cw);
-  else if (mode == KF_Q_LUT) kf_code<D, PASSES, PROBE, KF_Q_LUT, true>(S, bnd, acc, ra, q, ma, mb, cb, cw);
-  else kf_code<D, PASSES, PROBE, KF_Q_ANY, true>(S, bnd, acc, ra, q, ma, mb, cb, cw);
+  /* From here each warp works on its own rows 16 w4 .. 16 w4 + 15, whose stream words are its
+   * own too: a row has 8 code_bytes bits, 16 rows a whole number of words. (An OR past a row's
+   * end into the next warp's first word carries only zeros.) */
+  const int cb = code_bytes * 8, wpw = 4 * code_bytes; /* stream bits per row, words per warp */
+  uint32_t *cww = cw + w4 * wpw;
+  for (int w = lane; w < wpw; w += 32) cww[w] = 0;
+  __syncwarp();
+  kf_pack_in<D, PASSES, PROBE>(mode, S, run, ra, q, cb, cw);
   const int norm_off = g->side.normalize ? g->side.norm_off : -1;
-  if (norm_off >= 0 && !(PROBE & 8) && lane < 16) { /* rows 16 w4 + lane */
-    int r = 16 * w4 + lane;
-    if (r < nrows) kf_or32(cw, r * code_bytes * 8 + norm_off, norm16[r]);
-  }
-  kf_bar_sync<128>(2 + wg);
-  if (!(PROBE & 4)) kf_write_codes(cw, g->codes + row0 * code_bytes, nbytes);
+  if (norm_off >= 0 && !(PROBE & 8) && lane < 16) kf_or32(cw, (16 * w4 + lane) * cb + norm_off, norm16[16 * w4 + lane]);
+  __syncwarp();
+  const int wrows = min(16, nrows - 16 * w4);
+  if (!(PROBE & 4) && wrows > 0) kf_write_rows(cww, g->codes + (row0 + 16 * w4) * code_bytes, wrows * code_bytes, lane);
 }
 
 /* The consumers: per piece of the block's range inside one segment, load the segment's tables
