@@ -41,23 +41,22 @@ __host__ __device__ constexpr size_t kf_up(size_t n, size_t a) { return (n + a -
 template <int D, int PASSES>
 struct kf_cfg {
   static constexpr int P3 = PASSES == 3;
-  static constexpr int NWG = P3 ? 2 : 3;                        /* warpgroups */
+  static constexpr int NWG = P3 ? 1 : 3;                        /* warpgroups (passes 3: two more operands in the memory) */
   static constexpr int NCONS = NWG * 128;                       /* consumer threads */
   static constexpr int THREADS = NCONS;                         /* every warp is a consumer */
   static constexpr int REGS = 65536 / THREADS / 8 * 8 > 255 ? 255 : 65536 / THREADS / 8 * 8; /* all of the SM's */
   static constexpr int STAGES = D == 64 ? 6 : P3 ? 2 : 3;       /* input tiles in flight (TMA) */
   static constexpr int V4 = D / 4;                              /* float4 per row */
   static constexpr int NACC = D / 2;                            /* accumulators per thread (m64nD) */
-  static constexpr int MAX_CODE = 2 + 2 * D;                    /* bytes: fp16 norm + D fp16 coords */
-  static constexpr int CW_WORDS = (KF_TM * MAX_CODE + 3) / 4 + 1;
+  static constexpr int MAX_CODE = 2 + D;                        /* bytes: fp16 norm + D fields of <= 8 bits */
+  static constexpr size_t CW_BYTES = kf_up((size_t)KF_TM * MAX_CODE + 8, 16); /* a tile's bit stream, + 1 word */
   static constexpr size_t STAGE_BYTES = (size_t)KF_TM * D * 4;
   static constexpr size_t R_BYTES = (size_t)D * D * 2;          /* one fp16 rotation, swizzled */
   static constexpr size_t A_BYTES = (size_t)KF_TM * D * 2;      /* one fp16 operand tile, swizzled */
-  static constexpr size_t WG_BYTES = kf_up(A_BYTES * (P3 ? 2 : 1) > (size_t)CW_WORDS * 4 ? A_BYTES * (P3 ? 2 : 1)
-                                                                                         : (size_t)CW_WORDS * 4, 1024);
+  static constexpr size_t WG_BYTES = A_BYTES * (P3 ? 2 : 1);  /* a warpgroup's operand: hi (and lo) */
   static constexpr size_t TAB_BYTES = CB_CELLS_ALL * 8 + D * 16 + D * 2 +
                                       NWG * KF_TM * 8 + 3 * 16 * 4 + 16 + STAGES * 16;
-  static constexpr size_t SMEM = 1024 + STAGES * STAGE_BYTES + R_BYTES * (P3 ? 2 : 1) + NWG * WG_BYTES +
+  static constexpr size_t SMEM = 1024 + STAGES * STAGE_BYTES + R_BYTES * (P3 ? 2 : 1) + NWG * (WG_BYTES + CW_BYTES) +
                                  kf_up(TAB_BYTES, 16);
   static_assert(SMEM <= 232448, "shared memory of one block per SM");
   static_assert(D % 64 == 0, "whole 128-byte swizzle chunks");
@@ -91,7 +90,8 @@ template <int D, int PASSES>
 struct kf_smem {
   float *stage;           /* [STAGES][TM][D] input rows (TMA) */
   __half *Rh, *Rl;        /* rotation hi (and lo x 2^11), swizzled K-major: row n = output coordinate n */
-  unsigned char *wg;      /* [NWG][WG_BYTES]: a warpgroup's unit rows hi (and lo), then its bit stream */
+  unsigned char *wg;      /* [NWG][WG_BYTES]: a warpgroup's unit rows hi (and lo) */
+  uint32_t *cw;           /* [NWG][CW_BYTES / 4]: a warpgroup's bit stream (the previous tile's, during the MMA) */
   uint2 *lut;             /* cells: {boundary inside (float bits) or +inf, #{boundaries below}} */
   float4 *par;            /* [D] {1/scale, iw/scale, T iw, meta} */
   uint32_t *pair;         /* [D/2] pair (2i, 2i+1): stream offset of field 2i | width of field 2i << 16 */
@@ -116,6 +116,8 @@ __device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *raw) {
   sm += C::R_BYTES * (C::P3 ? 2 : 1);
   S.wg = sm;
   sm += C::NWG * C::WG_BYTES;
+  S.cw = (uint32_t *)sm;
+  sm += C::NWG * C::CW_BYTES;
   S.lut = (uint2 *)sm;
   S.par = (float4 *)(S.lut + CB_CELLS_ALL);
   S.pair = (uint32_t *)(S.par + D);
@@ -175,14 +177,14 @@ __device__ __forceinline__ void kf_refill(const kc_fast_seg *segs, int nseg, int
 }
 
 /* The codebook's cell tables (cb_cells.h) from the family's boundaries bnd ([b][256], global):
- * warp b-1 finds T for b bits (its lanes check the boundaries of each attempt), then all
+ * warp (b-1) mod nwarps finds T for b bits (its lanes check the boundaries of each attempt), then all
  * consumers fill the cells. */
 template <int D, int PASSES>
 __device__ void kf_build_lut(const float *bnd, const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  if (warp < CB_MAX_BITS) {
-    int b = warp + 1, nb = (1 << b) - 1, ok = 0;
+  for (int b = warp + 1; b <= CB_MAX_BITS; b += C::NCONS / 32) { /* one warp (4 with passes 3) may do several */
+    int nb = (1 << b) - 1, ok = 0;
     const float *bd = bnd + b * 256;
     float iw = 0.0f, Tiw = 0.0f;
     for (int att = 0; att < CB_CELLS_TRIES && !ok; att++) {
@@ -300,26 +302,32 @@ __device__ __forceinline__ void kf_mma(float *d, uint64_t da, uint64_t db, int a
   else kw_mma_n64(d, da, db, acc);
 }
 template <int D, int PASSES>
-__device__ __forceinline__ void kf_project(const unsigned char *A, const kf_smem<D, PASSES> &S, float *acc) {
+__device__ __forceinline__ void kf_project_issue(const unsigned char *A, const kf_smem<D, PASSES> &S, float *acc,
+                                                 float *cor) {
   typedef kf_cfg<D, PASSES> C;
   const uint32_t ah = kf_smem_addr(A), rh = kf_smem_addr(S.Rh);
   kw_fence();
 #pragma unroll
   for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(acc, kw_desc(ah, KF_TM, ks), kw_desc(rh, D, ks), ks > 0);
   if constexpr (PASSES == 3) {
-    float cor[C::NACC];
     const uint32_t al = ah + (uint32_t)C::A_BYTES, rl = kf_smem_addr(S.Rl);
 #pragma unroll
     for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(cor, kw_desc(al, KF_TM, ks), kw_desc(rh, D, ks), ks > 0);
 #pragma unroll
     for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(cor, kw_desc(ah, KF_TM, ks), kw_desc(rl, D, ks), 1);
-    kw_commit();
-    kw_wait0();
+  }
+  kw_commit();
+}
+/* The MMAs are done: y in acc (plus the lo terms' correction for passes 3). */
+template <int D, int PASSES>
+__device__ __forceinline__ void kf_project_wait(float *acc, float *cor) {
+  typedef kf_cfg<D, PASSES> C;
+  kw_wait<0>();
+  kw_fence_regs<C::NACC>(acc);
+  if constexpr (PASSES == 3) {
+    kw_fence_regs<C::NACC>(cor);
 #pragma unroll
     for (int i = 0; i < C::NACC; i++) acc[i] += cor[i] * (1.0f / KF_LO_SCALE);
-  } else {
-    kw_commit();
-    kw_wait0();
   }
 }
 
@@ -440,90 +448,133 @@ __device__ __forceinline__ void kf_pack(const kf_smem<D, PASSES> &S, const uint3
   }
 }
 
-/* C: quantisation and packing in the segment's mode (a template argument each; without SCALE
- * when the row multipliers are 1). */
-template <int D, int PASSES, int PROBE>
-__device__ __forceinline__ void kf_quantise_in(int mode, int scale, const kf_smem<D, PASSES> &S, const float *bnd,
-                                               const float *acc, int q, float ma, float mb, uint32_t *run) {
-  if (mode == KF_Q_UNIFORM && !scale) kf_quantise<D, PASSES, PROBE, KF_Q_UNIFORM, false>(S, bnd, acc, q, ma, mb, run);
-  else if (mode == KF_Q_UNIFORM) kf_quantise<D, PASSES, PROBE, KF_Q_UNIFORM, true>(S, bnd, acc, q, ma, mb, run);
-  else if (mode == KF_Q_LUT) kf_quantise<D, PASSES, PROBE, KF_Q_LUT, true>(S, bnd, acc, q, ma, mb, run);
-  else kf_quantise<D, PASSES, PROBE, KF_Q_ANY, true>(S, bnd, acc, q, ma, mb, run);
-}
-template <int D, int PASSES, int PROBE>
-__device__ __forceinline__ void kf_pack_in(int mode, const kf_smem<D, PASSES> &S, const uint32_t *run, int ra, int q,
-                                           int code_bits, uint32_t *cw) {
-  if (mode == KF_Q_UNIFORM) kf_pack<D, PASSES, PROBE, KF_Q_UNIFORM>(S, run, ra, q, code_bits, cw);
-  else kf_pack<D, PASSES, PROBE, KF_Q_LUT>(S, run, ra, q, code_bits, cw);
-}
+/* C: what a piece of tiles is compiled for: the segment's quantisation mode, whether it has a
+ * rotation, and whether the row multipliers apply (not for rotated, normalised rows: they are
+ * 1). Every branch between issuing the MMA and waiting for it must be one the compiler can
+ * resolve, or ptxas serialises the wgmma (C7518), so these are template arguments. */
+template <int MODE_, bool ROT_, bool SCALE_>
+struct kf_kind {
+  static constexpr int MODE = MODE_;
+  static constexpr bool ROT = ROT_, SCALE = SCALE_;
+};
 
-/* D: a warp's 16 rows are contiguous in codes, and in the stream they take whole words
- * (16 rows x 8 code_bytes bits): the warp writes its own nbytes with coalesced 16-byte stores
- * where dst allows. */
+/* D: a warp's 16 rows are contiguous in codes (16-byte aligned, kc_fast_setup), and in the
+ * stream they take whole words: the warp writes its own nbytes with 16-byte stores. Fixed trip
+ * counts and predicated stores, no branches: this runs while the MMA is in flight. */
+template <int D>
 __device__ __forceinline__ void kf_write_rows(const uint32_t *cw, uint8_t *dst, int nbytes, int lane) {
-  int done = 0;
-  if (((uintptr_t)dst & 15) == 0) {
-    for (int q = lane; q < nbytes / 16; q += 32) __stcs((uint4 *)dst + q, ((const uint4 *)cw)[q]);
-    done = nbytes & ~15;
-  } else if (((uintptr_t)dst & 3) == 0) {
-    for (int q = lane; q < nbytes / 4; q += 32) __stcs((unsigned int *)dst + q, cw[q]);
-    done = nbytes & ~3;
+  constexpr int MAXV = (16 * (2 + D) + 15) / 16; /* uint4 of 16 rows */
+  const int nv = nbytes >> 4;
+#pragma unroll
+  for (int k = 0; k < (MAXV + 31) / 32; k++) {
+    const int v = lane + 32 * k;
+    if (v < nv) __stcs((uint4 *)dst + v, ((const uint4 *)cw)[v]);
   }
-  for (int q = done + lane; q < nbytes; q += 32) dst[q] = ((const uint8_t *)cw)[q];
+  const int tb = (nv << 4) + lane; /* the tail of a short last tile */
+  if (tb < nbytes) dst[tb] = ((const uint8_t *)cw)[tb];
 }
 
-/* One tile (relative index i in the block's range) by warpgroup wg, start to end. */
-template <int D, int PASSES, int PROBE>
-__device__ void kf_tile(const kc_fast_seg *segs, int nseg, const kc_fast_seg *g, int64_t t, int64_t i, int64_t t_end,
-                        int mode, const float *bnd, const kf_smem<D, PASSES> &S) {
+/* A warpgroup's tile whose fields (the runs, in registers) are still to be packed and written:
+ * that happens while the tensor cores project the next tile. Per warp: its rows 16 w4 .. + 15. */
+struct kf_pend {
+  uint8_t *dst;  /* the warp's rows in codes */
+  int nbytes;    /* of them (0: nothing pending) */
+  uint32_t norm; /* lane < 16: fp16 |x| of row 16 w4 + lane */
+};
+
+/* C2 + D of the pending tile, by each warp alone: its 16 rows take whole words of the stream
+ * (a row has 8 code_bytes bits), so it zeroes, ORs and writes its own words. (An OR past a
+ * row's end into the next warp's first word carries only zeros.) Straight-line code: it runs
+ * between the MMA's issue and its wait. Without a pending tile (nbytes 0) it packs stale runs
+ * and writes nothing. */
+template <int D, int PASSES, int PROBE, class K>
+__device__ __forceinline__ void kf_flush(const kf_pend &pd, int code_bytes, int norm_off, const uint32_t *run,
+                                         const kf_smem<D, PASSES> &S) {
+  typedef kf_cfg<D, PASSES> C;
+  constexpr int MAXW = 4 * C::MAX_CODE; /* words of 16 rows */
+  const int wg = threadIdx.x >> 7, w4 = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int cb = code_bytes * 8, wpw = 4 * code_bytes; /* stream bits per row, words per warp */
+  uint32_t *cw = S.cw + (size_t)wg * (C::CW_BYTES / 4), *cww = cw + w4 * wpw;
+  __syncwarp(); /* the warp's previous write has read cww */
+#pragma unroll
+  for (int k = 0; k < (MAXW + 31) / 32; k++)
+    if (lane + 32 * k < wpw) cww[lane + 32 * k] = 0;
+  __syncwarp();
+  kf_pack<D, PASSES, PROBE, K::MODE == KF_Q_UNIFORM ? KF_Q_UNIFORM : KF_Q_LUT>(S, run, 16 * w4 + (lane >> 2), lane & 3,
+                                                                                cb, cw);
+  if (!(PROBE & 8)) { /* lanes 0..15: the norms of rows 16 w4 + lane; the others OR zeros */
+    const int no = norm_off >= 0 ? norm_off : 0;
+    kf_or32(cw, (16 * w4 + (lane & 15)) * cb + no, lane < 16 && norm_off >= 0 ? pd.norm : 0u);
+  }
+  __syncwarp();
+  if (!(PROBE & 4)) kf_write_rows<D>(cww, pd.dst, pd.nbytes, lane);
+}
+
+/* One tile (relative index i in the block's range) by warpgroup wg: norms and operand, the MMA
+ * issued, the previous tile's packing and writing (pd, run) while it runs, then this tile's
+ * quantisation into run and pd. */
+template <int D, int PASSES, int PROBE, class K>
+__device__ __forceinline__ void kf_tile(const kc_fast_seg *segs, int nseg, const kc_fast_seg *g, int64_t t, int64_t i,
+                                        int64_t t_end, const float *bnd, const kf_smem<D, PASSES> &S, kf_pend &pd,
+                                        uint32_t *run) {
   typedef kf_cfg<D, PASSES> C;
   const int wg = threadIdx.x >> 7, w4 = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-  const int st = (int)(i % C::STAGES), has_rot = g->rh != NULL, code_bytes = g->side.code_bytes;
+  const int st = (int)(i % C::STAGES), code_bytes = g->side.code_bytes;
+  const int norm_off = g->side.normalize ? g->side.norm_off : -1;
   const int64_t row0 = (t - g->tile0) * KF_TM;
   const int nrows = (int)min((int64_t)KF_TM, g->n - row0);
   const float *X = S.stage + (size_t)st * KF_TM * D;
   unsigned char *A = S.wg + (size_t)wg * C::WG_BYTES;
-  uint32_t *cw = (uint32_t *)A; /* the bit stream takes the operand buffer's place after the MMA */
   float *rowmul = S.rowmul + wg * KF_TM;
   uint32_t *norm16 = S.norm16 + wg * KF_TM;
-  kf_bar_sync<128>(2 + wg); /* the previous tile's stream has been written out */
+  kf_bar_sync<128>(2 + wg); /* every warp's MMA of the previous tile is complete: U may be rewritten */
   kf_bar_wait(&S.full[st], (uint32_t)((i / C::STAGES) & 1));
-  kf_prep_rows<D, PASSES>(X, g->side.normalize, has_rot, A, rowmul, norm16);
+  kf_prep_rows<D, PASSES>(X, g->side.normalize, K::ROT, A, rowmul, norm16);
   kw_fence_proxy();
   kf_bar_sync<128>(2 + wg);
-  if (has_rot && (threadIdx.x & 127) == 0) kf_refill<D>(segs, nseg, (int)(g - segs), t, i, t_end, S);
   const int ra = 16 * w4 + (lane >> 2), q = lane & 3;
-  float acc[C::NACC];
-  if (!has_rot) {
-    kf_identity<D>(X, ra, q, acc);
-  } else if (!(PROBE & 1)) {
-    kf_project<D, PASSES>(A, S, acc);
+  float acc[C::NACC], cor[PASSES == 3 ? C::NACC : 1];
+  constexpr bool MMA = K::ROT && !(PROBE & 1);
+  if constexpr (K::ROT) {
+    if ((threadIdx.x & 127) == 0) kf_refill<D>(segs, nseg, (int)(g - segs), t, i, t_end, S);
   } else {
+    kf_identity<D>(X, ra, q, acc);
+    kf_bar_sync<128>(2 + wg); /* X is read */
+    if ((threadIdx.x & 127) == 0) kf_refill<D>(segs, nseg, (int)(g - segs), t, i, t_end, S);
+  }
+  if constexpr (MMA) {
+    kf_project_issue<D, PASSES>(A, S, acc, cor);
+  } else if constexpr (K::ROT) {
 #pragma unroll
     for (int k = 0; k < C::NACC; k++) acc[k] = 0.0f;
   }
-  uint32_t run[D / 4];
-  kf_quantise_in<D, PASSES, PROBE>(mode, !(has_rot && g->side.normalize), S, bnd, acc, q, rowmul[ra], rowmul[ra + 8],
-                                   run);
-  kf_bar_sync<128>(2 + wg); /* every wgmma has read U (and X is read): the stream may overwrite U */
-  if (!has_rot && (threadIdx.x & 127) == 0) kf_refill<D>(segs, nseg, (int)(g - segs), t, i, t_end, S);
-  /* From here each warp works on its own rows 16 w4 .. 16 w4 + 15, whose stream words are its
-   * own too: a row has 8 code_bytes bits, 16 rows a whole number of words. (An OR past a row's
-   * end into the next warp's first word carries only zeros.) */
-  const int cb = code_bytes * 8, wpw = 4 * code_bytes; /* stream bits per row, words per warp */
-  uint32_t *cww = cw + w4 * wpw;
-  for (int w = lane; w < wpw; w += 32) cww[w] = 0;
-  __syncwarp();
-  kf_pack_in<D, PASSES, PROBE>(mode, S, run, ra, q, cb, cw);
-  const int norm_off = g->side.normalize ? g->side.norm_off : -1;
-  if (norm_off >= 0 && !(PROBE & 8) && lane < 16) kf_or32(cw, (16 * w4 + lane) * cb + norm_off, norm16[16 * w4 + lane]);
-  __syncwarp();
+  kf_flush<D, PASSES, PROBE, K>(pd, code_bytes, norm_off, run, S); /* while the MMA runs */
+  if constexpr (MMA) kf_project_wait<D, PASSES>(acc, cor);
+  kf_quantise<D, PASSES, PROBE, K::MODE, K::SCALE>(S, bnd, acc, q, rowmul[ra], rowmul[ra + 8], run);
   const int wrows = min(16, nrows - 16 * w4);
-  if (!(PROBE & 4) && wrows > 0) kf_write_rows(cww, g->codes + (row0 + 16 * w4) * code_bytes, wrows * code_bytes, lane);
+  pd.dst = g->codes + (row0 + 16 * w4) * code_bytes;
+  pd.nbytes = wrows > 0 ? wrows * code_bytes : 0;
+  pd.norm = norm16[16 * w4 + (lane & 15)];
+}
+
+/* Warpgroup wg's tiles of a piece (first, first + NWG, ... < piece_end), packing each tile while
+ * the next one's MMA runs, and the last one before the piece ends (the next segment's tables
+ * replace these). */
+template <int D, int PASSES, int PROBE, class K>
+__device__ __forceinline__ void kf_piece(const kc_fast_seg *segs, int nseg, const kc_fast_seg *g, int64_t first,
+                                      int64_t piece_end, int64_t t_begin, int64_t t_end, const float *bnd,
+                                      const kf_smem<D, PASSES> &S) {
+  typedef kf_cfg<D, PASSES> C;
+  uint32_t run[D / 4];
+  kf_pend pd = {g->codes, 0, 0u};
+  for (int64_t u = first; u < piece_end; u += C::NWG)
+    kf_tile<D, PASSES, PROBE, K>(segs, nseg, g, u, u - t_begin, t_end, bnd, S, pd, run);
+  kf_flush<D, PASSES, PROBE, K>(pd, g->side.code_bytes, g->side.normalize ? g->side.norm_off : -1, run, S);
 }
 
 /* The consumers: per piece of the block's range inside one segment, load the segment's tables
- * (all consumers), then warpgroup w takes the piece's tiles i = w, w + NWG, ... of the range. */
+ * (all consumers), then warpgroup w takes the piece's tiles i = w, w + NWG, ... of the range,
+ * in the code compiled for the segment's kind. */
 template <int D, int PASSES, int PROBE>
 __device__ void kf_consume(const kc_fast_seg *segs, int nseg, int64_t ntiles, const float *cb_boundary,
                            int64_t t_begin, int64_t t_end, const kf_smem<D, PASSES> &S) {
@@ -536,8 +587,17 @@ __device__ void kf_consume(const kc_fast_seg *segs, int nseg, int64_t ntiles, co
     const int64_t piece_end = min(t_end, s + 1 < nseg ? segs[s + 1].tile0 : ntiles);
     const int mode = kf_load_segment(g, cb_boundary, S);
     const float *bnd = cb_boundary + g->side.family * (CB_MAX_BITS + 1) * 256; /* the search's (KF_Q_ANY) */
-    int64_t first = t + (((wg - (t - t_begin)) % C::NWG) + C::NWG) % C::NWG;
-    for (int64_t u = first; u < piece_end; u += C::NWG) kf_tile<D, PASSES, PROBE>(segs, nseg, g, u, u - t_begin, t_end, mode, bnd, S);
+    const int64_t first = t + (((wg - (t - t_begin)) % C::NWG) + C::NWG) % C::NWG;
+    const bool rot = g->rh != NULL, unit = rot && g->side.normalize;
+#define KF_PIECE(M, R, SC) kf_piece<D, PASSES, PROBE, kf_kind<M, R, SC>>(segs, nseg, g, first, piece_end, t_begin, t_end, bnd, S)
+    if (mode == KF_Q_UNIFORM && unit) KF_PIECE(KF_Q_UNIFORM, true, false);
+    else if (mode == KF_Q_UNIFORM && rot) KF_PIECE(KF_Q_UNIFORM, true, true);
+    else if (mode == KF_Q_UNIFORM) KF_PIECE(KF_Q_UNIFORM, false, true);
+    else if (mode == KF_Q_LUT && rot) KF_PIECE(KF_Q_LUT, true, true);
+    else if (mode == KF_Q_LUT) KF_PIECE(KF_Q_LUT, false, true);
+    else if (rot) KF_PIECE(KF_Q_ANY, true, true);
+    else KF_PIECE(KF_Q_ANY, false, true);
+#undef KF_PIECE
     t = piece_end;
   }
 }
@@ -585,6 +645,9 @@ int kc_fast_prepare(const plan_side *p, int passes, kc_buf *mats, kc_fast_seg *s
   if (p->D != 64 && p->D != 128)
     return sq_fail(e, SQ_EINPUT, "fast encode: head_dim %d (supported: 64, 128)", p->D);
   tryCheck(kc_side_of(p, &seg->side, e));
+  if (seg->side.code_bytes > 2 + p->D) /* the bit-stream buffers hold 2 + D bytes per row (kf_cfg::MAX_CODE) */
+    return sq_fail(e, SQ_EINPUT, "fast encode: codes of %d bytes per row (more than 2 + D = %d: fields wider than "
+                   "8 bits on average); use encode", seg->side.code_bytes, 2 + p->D);
   seg->rh = seg->rl = NULL;
   if (!p->rot) return SQ_OK;
   int n = p->D * p->D;
@@ -676,6 +739,8 @@ int kc_fast_setup(kc_fast_seg *segs, int nseg, kc_buf *segs_dev, int64_t *ntiles
     if (segs[s].n < 0 || (segs[s].n > 0 && (segs[s].stride < D || ((uintptr_t)segs[s].x & 15) || (segs[s].stride & 3))))
       return sq_fail(e, SQ_EINPUT, "fast encode: segment %d: rows must be 16-byte aligned with a stride >= D "
                      "that is a multiple of 4 floats", s);
+    if (segs[s].n > 0 && ((uintptr_t)segs[s].codes & 15))
+      return sq_fail(e, SQ_EINPUT, "fast encode: segment %d: codes must be 16-byte aligned", s);
     segs[s].tile0 = ntiles;
     ntiles += (segs[s].n + KF_TM - 1) / KF_TM;
     if (segs[s].n > 0) {

@@ -30,7 +30,16 @@ __device__ __forceinline__ uint64_t kw_desc(uint32_t addr, int rows, int ks) {
 
 __device__ __forceinline__ void kw_fence(void) { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void kw_commit(void) { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void kw_wait0(void) { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+/* Wait until at most N committed groups are still in flight. */
+template <int N>
+__device__ __forceinline__ void kw_wait(void) { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+/* The compiler must not move accesses of these accumulators across the wait (it cannot see that
+ * the wgmma writes them asynchronously): an empty asm that "changes" each one. */
+template <int N>
+__device__ __forceinline__ void kw_fence_regs(float *d) {
+#pragma unroll
+  for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
 /* Generic-proxy writes to shared memory (st.shared) become visible to wgmma's reads. */
 __device__ __forceinline__ void kw_fence_proxy(void) { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
