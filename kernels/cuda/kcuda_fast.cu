@@ -54,7 +54,7 @@ struct kf_cfg {
   static constexpr size_t R_BYTES = (size_t)D * D * 2;          /* one fp16 rotation, swizzled */
   static constexpr size_t A_BYTES = (size_t)KF_TM * D * 2;      /* one fp16 operand tile, swizzled */
   static constexpr size_t WG_BYTES = A_BYTES * (P3 ? 2 : 1);  /* a warpgroup's operand: hi (and lo) */
-  static constexpr size_t TAB_BYTES = CB_CELLS_ALL * 8 + D * 16 + D * 2 +
+  static constexpr size_t TAB_BYTES = CB_CELLS_ALL * 5 + D * 16 + D * 2 +
                                       NWG * KF_TM * 8 + 3 * 16 * 4 + 16 + STAGES * 16;
   static constexpr size_t SMEM = 1024 + STAGES * STAGE_BYTES + R_BYTES * (P3 ? 2 : 1) + NWG * (WG_BYTES + CW_BYTES) +
                                  kf_up(TAB_BYTES, 16);
@@ -92,7 +92,9 @@ struct kf_smem {
   __half *Rh, *Rl;        /* rotation hi (and lo x 2^11), swizzled K-major: row n = output coordinate n */
   unsigned char *wg;      /* [NWG][WG_BYTES]: a warpgroup's unit rows hi (and lo) */
   uint32_t *cw;           /* [NWG][CW_BYTES / 4]: a warpgroup's bit stream (the previous tile's, during the MMA) */
-  uint2 *lut;             /* cells: {boundary inside (float bits) or +inf, #{boundaries below}} */
+  float *lut;             /* cells: the boundary inside or +inf ... */
+  uint8_t *lutb;          /* ... and #{boundaries below} (two arrays: a lookup of 4 + 1 bytes has
+                           * about half the bank conflicts of one of 8) */
   float4 *par;            /* [D] {1/scale, iw/scale, T iw, meta} */
   uint32_t *pair;         /* [D/2] pair (2i, 2i+1): stream offset of field 2i | width of field 2i << 16 */
   float *rowmul;          /* [NWG][TM] y multiplier: |x| (rotated, not normalised), 1/|x| (identity, normalised) or 1 */
@@ -118,7 +120,7 @@ __device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *raw) {
   sm += C::NWG * C::WG_BYTES;
   S.cw = (uint32_t *)sm;
   sm += C::NWG * C::CW_BYTES;
-  S.lut = (uint2 *)sm;
+  S.lut = (float *)sm;
   S.par = (float4 *)(S.lut + CB_CELLS_ALL);
   S.pair = (uint32_t *)(S.par + D);
   S.rowmul = (float *)(S.pair + D / 2);
@@ -127,7 +129,8 @@ __device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *raw) {
   S.lut_Tiw = S.lut_iw + 16;
   S.lut_ok = (int *)(S.lut_Tiw + 16);
   S.flags = S.lut_ok + 16;
-  S.full = (uint64_t *)kf_up((size_t)(S.flags + 4), 8);
+  S.lutb = (uint8_t *)(S.flags + 4);
+  S.full = (uint64_t *)kf_up((size_t)(S.lutb + CB_CELLS_ALL), 8);
   return S;
 }
 
@@ -206,7 +209,8 @@ __device__ void kf_build_lut(const float *bnd, const kf_smem<D, PASSES> &S) {
       float inside;
       unsigned below;
       cb_cells_entry(bnd + b * 256, b, S.lut_iw[b], S.lut_Tiw[b], c, &inside, &below);
-      S.lut[CB_CELLS_OFF(b) + c] = make_uint2(__float_as_uint(inside), below);
+      S.lut[CB_CELLS_OFF(b) + c] = inside;
+      S.lutb[CB_CELLS_OFF(b) + c] = (uint8_t)below;
     }
   }
 }
@@ -258,11 +262,15 @@ __device__ __forceinline__ void kf_prep_rows(const float *__restrict__ X, int no
   typedef kf_cfg<D, PASSES> C;
   constexpr int NR = KF_TM / 16, NM = C::V4 / 8;
   const int wt = threadIdx.x & 127, f = wt & 7;
+  /* Lanes of odd rows take the row's float4s in rotated order (mm), so that the four rows of a
+   * warp's store split over both halves of the 128-byte swizzle row: 2 wavefronts, not 4. */
+  const int rot = (wt >> 3) & 1;
   float4 v[NR][NM]; /* every load first, so that they are in flight together */
 #pragma unroll
   for (int rr = 0; rr < NR; rr++)
 #pragma unroll
-    for (int m = 0; m < NM; m++) v[rr][m] = *(const float4 *)(X + (rr * 16 + (wt >> 3)) * D + 4 * (f + 8 * m));
+    for (int m = 0; m < NM; m++)
+      v[rr][m] = *(const float4 *)(X + (rr * 16 + (wt >> 3)) * D + 4 * (f + 8 * ((m + rot) % NM)));
 #pragma unroll
   for (int rr = 0; rr < NR; rr++) {
     const int row = rr * 16 + (wt >> 3);
@@ -282,7 +290,7 @@ __device__ __forceinline__ void kf_prep_rows(const float *__restrict__ X, int no
     for (int m = 0; m < NM; m++) {
       float2 u01 = make_float2(v[rr][m].x * inv, v[rr][m].y * inv), u23 = make_float2(v[rr][m].z * inv, v[rr][m].w * inv);
       __half2 h01 = __float22half2_rn(u01), h23 = __float22half2_rn(u23);
-      uint32_t off = kw_swz(KF_TM, row, 4 * (f + 8 * m));
+      uint32_t off = kw_swz(KF_TM, row, 4 * (f + 8 * ((m + rot) % NM)));
       *(uint2 *)(A + off) = make_uint2(*(uint32_t *)&h01, *(uint32_t *)&h23);
       if (PASSES == 3) {
         float2 f01 = __half22float2(h01), f23 = __half22float2(h23);
@@ -345,21 +353,22 @@ __device__ __forceinline__ void kf_identity(const float *X, int ra, int q, float
 /* The field of y through the cell table (cb_cells.h): t = y / scale, cell = floor(y (iw / scale)
  * + T iw + 1/2) clamped (the conversion saturates negatives and NaN to 0). */
 __device__ __forceinline__ uint32_t kf_q_cell(float y, float qis, float qis_iw, float Tiw, uint32_t last,
-                                              const uint2 *lutb) {
+                                              const float *inside, const uint8_t *below) {
   float t = y * qis;
-  uint2 e = lutb[cb_cells_index(fmaf(y, qis_iw, Tiw), last)];
+  uint32_t c = cb_cells_index(fmaf(y, qis_iw, Tiw), last);
   uint32_t gt; /* all ones when t > the boundary inside the cell: one FSET instead of compare + select */
-  asm("set.gt.u32.f32 %0, %1, %2;" : "=r"(gt) : "f"(t), "f"(__uint_as_float(e.x)));
-  return e.y - gt;
+  asm("set.gt.u32.f32 %0, %1, %2;" : "=r"(gt) : "f"(t), "f"(inside[c]));
+  return below[c] - gt;
 }
-__device__ __forceinline__ uint32_t kf_q_lut(float y, float4 p, const uint2 *lut) {
-  uint32_t meta = __float_as_uint(p.w);
-  return kf_q_cell(y, p.x, p.y, p.z, (meta >> 7) & 0x7ffu, lut + (meta >> 18));
+__device__ __forceinline__ uint32_t kf_q_lut(float y, float4 p, const float *lut, const uint8_t *lutb) {
+  uint32_t meta = __float_as_uint(p.w), off = meta >> 18;
+  return kf_q_cell(y, p.x, p.y, p.z, (meta >> 7) & 0x7ffu, lut + off, lutb + off);
 }
 /* Any field kind: dropped, fp16, cell table, or the search. */
-__device__ __forceinline__ uint32_t kf_q_any(float y, float4 p, const uint2 *lut, const float *bnd) {
+__device__ __forceinline__ uint32_t kf_q_any(float y, float4 p, const float *lut, const uint8_t *lutb,
+                                             const float *bnd) {
   uint32_t meta = __float_as_uint(p.w), kind = meta & 3u;
-  if (kind == KF_LUT) return kf_q_lut(y, p, lut);
+  if (kind == KF_LUT) return kf_q_lut(y, p, lut, lutb);
   if (kind == KF_DROP) return 0u;
   if (kind == KF_HALF) return __half_as_ushort(__float2half_rn(y));
   int b = (int)((meta >> 2) & 31u);
@@ -385,11 +394,13 @@ __device__ __forceinline__ void kf_or32(uint32_t *cw, int pos, uint32_t run) {
 template <int D, int PASSES, int PROBE, int MODE, bool SCALE>
 __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const float *bnd, const float *acc, int q,
                                             float ma, float mb, uint32_t *run) {
-  const uint2 *__restrict__ lut = S.lut;
+  const float *__restrict__ lut = S.lut;
+  const uint8_t *__restrict__ lutb = S.lutb;
   const float4 *__restrict__ par = S.par;
   const float4 pu = par[0]; /* KF_Q_UNIFORM: every coordinate's parameters */
   const uint32_t metau = __float_as_uint(pu.w), lastu = (metau >> 7) & 0x7ffu;
-  const uint2 *lutu = lut + (metau >> 18);
+  const float *lutu = lut + (metau >> 18);
+  const uint8_t *lutbu = lutb + (metau >> 18);
   const int shu = (int)(S.pair[0] >> 16);
 #pragma unroll
   for (int j = 0; j < D / 8; j++) {
@@ -402,17 +413,17 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
       a0 = __float_as_uint(ya0) >> 31 | 1u, a1 = __float_as_uint(ya1) >> 31 | 1u;
       b0 = __float_as_uint(yb0) >> 31 | 1u, b1 = __float_as_uint(yb1) >> 31 | 1u;
     } else if (MODE == KF_Q_UNIFORM) {
-      a0 = kf_q_cell(ya0, pu.x, pu.y, pu.z, lastu, lutu), a1 = kf_q_cell(ya1, pu.x, pu.y, pu.z, lastu, lutu);
-      b0 = kf_q_cell(yb0, pu.x, pu.y, pu.z, lastu, lutu), b1 = kf_q_cell(yb1, pu.x, pu.y, pu.z, lastu, lutu);
+      a0 = kf_q_cell(ya0, pu.x, pu.y, pu.z, lastu, lutu, lutbu), a1 = kf_q_cell(ya1, pu.x, pu.y, pu.z, lastu, lutu, lutbu);
+      b0 = kf_q_cell(yb0, pu.x, pu.y, pu.z, lastu, lutu, lutbu), b1 = kf_q_cell(yb1, pu.x, pu.y, pu.z, lastu, lutu, lutbu);
     } else {
       const float4 p0 = par[c], p1 = par[c + 1];
       sh = (int)(S.pair[c >> 1] >> 16);
       if (MODE == KF_Q_LUT) {
-        a0 = kf_q_lut(ya0, p0, lut), a1 = kf_q_lut(ya1, p1, lut);
-        b0 = kf_q_lut(yb0, p0, lut), b1 = kf_q_lut(yb1, p1, lut);
+        a0 = kf_q_lut(ya0, p0, lut, lutb), a1 = kf_q_lut(ya1, p1, lut, lutb);
+        b0 = kf_q_lut(yb0, p0, lut, lutb), b1 = kf_q_lut(yb1, p1, lut, lutb);
       } else {
-        a0 = kf_q_any(ya0, p0, lut, bnd), a1 = kf_q_any(ya1, p1, lut, bnd);
-        b0 = kf_q_any(yb0, p0, lut, bnd), b1 = kf_q_any(yb1, p1, lut, bnd);
+        a0 = kf_q_any(ya0, p0, lut, lutb, bnd), a1 = kf_q_any(ya1, p1, lut, lutb, bnd);
+        b0 = kf_q_any(yb0, p0, lut, lutb, bnd), b1 = kf_q_any(yb1, p1, lut, lutb, bnd);
       }
     }
     run[2 * j] = a0 + (a1 << sh); /* a0 < 2^sh: the same as | */
