@@ -105,7 +105,9 @@ int kern_cuda_available(void);
  * correction products (~2^-21, about fp32's accuracy). It is not bit-exact: a coordinate whose
  * projection lies within that error of a codebook boundary may take the neighbouring index, and
  * y / scale is computed as y * (1/scale). encode() stays the exact path the sweep uses.
- * SQ_EINPUT for plans with QJL (qjl_rows > 0), D other than 64 or 128, passes not 1 or 3. */
+ * SQ_EINPUT for plans with QJL (qjl_rows > 0), codes longer than 2 + D bytes, D other than 64 or
+ * 128, passes not 1 or 3, and in a build without sm_90a code or on a GPU other than compute
+ * capability 9.0 (the projection is Hopper's wgmma). */
 int kern_cuda_encode_fast(kern_backend *b, const plan_side *p, const cb_table *cb, const float *x,
                           int64_t n, int64_t stride, int passes, uint8_t *codes, sq_err *e);
 /* SQ_EINPUT naming the layer when L is malformed (heads, offsets, buffers, topk in 1..topk_max). */

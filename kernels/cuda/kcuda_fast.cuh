@@ -2,12 +2,13 @@
  * "Fast encode"). One launch encodes a whole batch of segments — each segment is n rows of one
  * (layer, head) with its own plan side — so a layer batch of any size is one kernel:
  *   per tile of 64 rows: a TMA copy into a ring of stages -> norm (fp32) -> u = x/|x| in fp16
- *   (hi, and lo = the rounding error x 2^11 for passes 3) -> y = rot.u on the tensor cores
- *   (mma m16n8k16, fp32 accumulation, left in registers; passes 3 adds rot_hi.u_lo +
- *   rot_lo.u_hi) -> y x |x| when the plan does not normalise -> quantise in the registers
- *   (t = y * (1/scale) through src/cb_cells.h's cell tables instead of a search) -> pack into the
- *   tile's bit stream in shared memory -> one coalesced write of the tile's codes.
- * Only plans without QJL and D in {64, 128}. */
+ *   (hi, and lo = the rounding error x 2^11 for passes 3) in wgmma's swizzled layout -> y = u rot^T
+ *   by wgmma (fp32 accumulators in registers; passes 3 adds rot_hi.u_lo + rot_lo.u_hi), during
+ *   which the previous tile is packed and written -> y x |x| when the plan does not normalise ->
+ *   quantise in the registers (t = y * (1/scale) through src/cb_cells.h's cell tables instead of
+ *   a search) -> the next tile's MMA.
+ * Only plans without QJL, codes of at most 2 + D bytes, D in {64, 128}, an sm_90a build on a
+ * compute capability 9.0 GPU. */
 #ifndef SQEXP_KCUDA_FAST_CUH
 #define SQEXP_KCUDA_FAST_CUH
 #include <cuda.h>
@@ -20,7 +21,7 @@ typedef struct __align__(64) {
   CUtensorMap tmap;   /* the rows as a 2-D tensor for TMA (filled by kc_fast_setup) */
   const float *x;     /* device: row i at x + i*stride */
   int64_t stride, n;
-  uint8_t *codes;     /* device [n][side.code_bytes] */
+  uint8_t *codes;     /* device [n][side.code_bytes], 16-byte aligned */
   const __half *rh;   /* device [D][D] rot rounded to fp16; NULL = identity (no projection) */
   const __half *rl;   /* device [D][D] (rot - rh) * 2^11 in fp16 (passes 3), else NULL */
   int64_t tile0;      /* first tile of this segment in the launch (filled by kc_fast_encode) */
