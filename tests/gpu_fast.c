@@ -406,4 +406,13 @@ Test(gpu_fast, bad_input_is_an_error_not_a_crash) {
   plan_pair_free(&p96);
   calib_head_free(&c96);
   free(rows);
+  /* codes longer than the kernel's bit-stream buffers (2 + D bytes per row): lowrank at rank 100
+   * stores 100 fp16 coordinates, 200 bytes */
+  plan_knobs kl = plan_knobs_defaults(ARM_LOWRANK, 0);
+  kl.rank = 100;
+  plan_pair lr;
+  cr_assert_eq(plan_build(&lr, &kl, &f128.ck[0], &f128.cv[0], 0, 0, 42, &e), SQ_OK, "%s", e.msg);
+  cr_assert_gt(lr.k.code_bytes, 2 + lr.k.D, "lowrank rank 100: %d bytes", lr.k.code_bytes);
+  expect_refused(&lr.k, &f128.cb, f128.lay.k, 1, "lowrank rank 100 (codes over 2 + D bytes)");
+  plan_pair_free(&lr);
 }
