@@ -5,16 +5,17 @@
  * codes are written back.
  * One block per SM, persistent over a contiguous range of tiles of 64 rows: the tiles stream
  * into a ring of STAGES stages (one 2-D TMA copy each, completing on the stage's mbarrier), and
- * NWG warpgroups take the tiles in turn, each a whole tile on its own (its own operand/bit-stream
- * buffer and named barrier) and each refilling the stage it has just read, so one warpgroup's
- * MMA, quantisation and stores overlap the others' loads and arithmetic and no phase
+ * NWG warpgroups take the tiles in turn, each a whole tile on its own (its own operand and
+ * bit-stream buffers and named barrier) and each refilling the stage it has just read, so one
+ * warpgroup's MMA, quantisation and stores overlap the others' loads and arithmetic and no phase
  * waits for the whole block. Per tile a warpgroup: norms and fp16 unit rows into its operand
- * buffer (the 128-byte swizzle layout wgmma reads), releases the stage, y = U rot^T by wgmma
- * (fp32 accumulators in registers, kcuda_wgmma.cuh), quantises in the registers through the cell
- * tables and ORs each pair of adjacent fields into the tile's bit stream (shared memory, aliasing
- * the operand buffer), then writes the tile's codes with coalesced stores. The block-wide tables
- * (rotation, cells, per-coordinate parameters) change only at a segment boundary, where the
- * consumers meet at a barrier. */
+ * buffer (the 128-byte swizzle layout wgmma reads), refills the stage, issues y = U rot^T
+ * (wgmma, fp32 accumulators in registers, kcuda_wgmma.cuh), packs and writes the previous tile
+ * while the tensor cores run (each warp its own 16 rows: red.shared into its words, 16-byte
+ * stores), waits, and quantises in the registers through the cell tables into runs of two
+ * adjacent fields, which the next tile's MMA window packs. The block-wide tables (rotation,
+ * cells, per-coordinate parameters) change only at a segment boundary, where all warps meet at a
+ * barrier after packing their last tile. */
 #include <string.h>
 #include <cudaTypedefs.h>
 #include "kcuda_fast.cuh"
