@@ -42,7 +42,7 @@ __host__ __device__ constexpr size_t kf_up(size_t n, size_t a) { return (n + a -
 template <int D, int PASSES>
 struct kf_cfg {
   static constexpr int P3 = PASSES == 3;
-  static constexpr int NWG = P3 ? 1 : 3;                        /* warpgroups (passes 3: two more operands in the memory) */
+  static constexpr int NWG = P3 ? 1 : 3;                        /* warpgroups (passes 3: its lo operands take the memory) */
   static constexpr int NCONS = NWG * 128;                       /* consumer threads */
   static constexpr int THREADS = NCONS;                         /* every warp is a consumer */
   static constexpr int REGS = 65536 / THREADS / 8 * 8 > 255 ? 255 : 65536 / THREADS / 8 * 8; /* all of the SM's */
@@ -181,8 +181,8 @@ __device__ __forceinline__ void kf_refill(const kc_fast_seg *segs, int nseg, int
 }
 
 /* The codebook's cell tables (cb_cells.h) from the family's boundaries bnd ([b][256], global):
- * warp (b-1) mod nwarps finds T for b bits (its lanes check the boundaries of each attempt), then all
- * consumers fill the cells. */
+ * warp (b-1) mod nwarps finds T for b bits (its lanes check the boundaries of each attempt), then
+ * all warps fill the cells. */
 template <int D, int PASSES>
 __device__ void kf_build_lut(const float *bnd, const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
