@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_rows(kc_attn_args a) {
     rank_set_thr(&R, a.topk, two);
   }
   for (int64_t j0 = KB; j0 < KE; j0 += TILE) {
-    int nt = KE - j0 < TILE ? (int)(KE - j0) : TILE;
+    const int nt = tile_len(KE, j0);
     __syncthreads(); /* the previous tile is no longer read */
     load_tile(tk, ldk, Kh, kh_stride, j0, nt, D);
     if (MODE == KC_EVAL_ATTN) load_tile(tr, ldk, Kref, kref_stride, j0, nt, D);

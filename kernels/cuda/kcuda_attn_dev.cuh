@@ -217,6 +217,39 @@ __device__ __forceinline__ void eval_stage_tile(float *dst, int ldk, int ldv, co
   load_tile_async(dst + 2 * TILE * ldk, ldv, V, D, j0, n, D);
 }
 
+/* The double-buffered walk over the key tiles of [KB, KE) that the group kernels share. stage(dst,
+ * j0, n) issues the cp.async copies of keys j0..j0+n-1 into one stage (stage_floats floats; two
+ * stages back to back at stages). */
+__device__ __forceinline__ int tile_len(int64_t KE, int64_t j0) { return KE - j0 < TILE ? (int)(KE - j0) : TILE; }
+__device__ __forceinline__ int64_t tile_count(int64_t KB, int64_t KE) {
+  return KE > KB ? (KE - KB + TILE - 1) / TILE : 0;
+}
+/* Tile 0 into the first stage; the caller may work while it is in flight. */
+template <class F>
+__device__ __forceinline__ void tiles_start(int64_t ntile, int64_t KB, int64_t KE, float *stages, F stage) {
+  if (ntile > 0) {
+    stage(stages, KB, tile_len(KE, KB));
+    cp_async_commit();
+  }
+}
+/* Step it (tile it starts at key j0): tile it has landed and every warp is done with tile it-1's
+ * stage (one barrier), then tile it+1 goes into that stage. Returns tile it's number of keys. */
+template <class F>
+__device__ __forceinline__ int tiles_next(int64_t it, int64_t ntile, int64_t j0, int64_t KE, float *stages,
+                                          int stage_floats, F stage) {
+  int nt = tile_len(KE, j0);
+  cp_async_wait_all();
+  __syncthreads();
+  if (it + 1 < ntile) {
+    int64_t j1 = j0 + TILE;
+    int n1 = tile_len(KE, j1);
+    float *nx = stages + ((it + 1) & 1) * stage_floats;
+    stage(nx, j1, n1);
+    cp_async_commit();
+  }
+  return nt;
+}
+
 /* Row coordinates of a mode: the query, the key range [kb, ke), the KV head, (t, g) for outputs. */
 template <int MODE>
 __device__ __forceinline__ void row_coords(const kc_attn_args &a, int64_t row, int h_blk, const float **q,

@@ -49,12 +49,9 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
   const float *Kh = a.keff + plan * a.plan_stride, *V = a.vhat + plan * a.plan_stride;
   const float *Kref = a.k + (int64_t)a.head * D;
   const int64_t kref_stride = (int64_t)a.Hkv * D;
-  int64_t ntile = KE > KB ? (KE - KB + TILE - 1) / TILE : 0;
-  if (ntile > 0) { /* tile 0 is in flight while the reference keys are scored */
-    int nt = KE - KB < TILE ? (int)(KE - KB) : TILE;
-    eval_stage_tile(stages, ldk, D, Kh, Kref, kref_stride, V, KB, nt, D);
-    cp_async_commit();
-  }
+  const int64_t ntile = tile_count(KB, KE);
+  auto stage_eval = [=](float *dst, int64_t j0, int n) { eval_stage_tile(dst, ldk, D, Kh, Kref, kref_stride, V, j0, n, D); };
+  tiles_start(ntile, KB, KE, stages, stage_eval); /* tile 0 is in flight while the reference keys are scored */
   const int K = a.topk;
   const float4 *q4 = (const float4 *)qs;
   rank_slots R[GG];
@@ -64,17 +61,8 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
   gqa_state_init(o, m, l);
   double sb = 0, ss_ = 0, ssh = 0, s2 = 0, sxh = 0;
   for (int64_t it = 0; it < ntile; it++) {
-    int64_t j0 = KB + it * TILE;
-    int nt = KE - j0 < TILE ? (int)(KE - j0) : TILE;
-    cp_async_wait_all();
-    __syncthreads(); /* tile it has landed, and every warp is done with tile it-1's stage */
-    if (it + 1 < ntile) {
-      int64_t j1 = j0 + TILE;
-      int n1 = KE - j1 < TILE ? (int)(KE - j1) : TILE;
-      float *nx = stages + ((it + 1) & 1) * stage;
-      eval_stage_tile(nx, ldk, D, Kh, Kref, kref_stride, V, j1, n1, D);
-      cp_async_commit();
-    }
+    const int64_t j0 = KB + it * TILE;
+    const int nt = tiles_next(it, ntile, j0, KE, stages, stage, stage_eval);
     if (!live || j0 + nt <= kb || j0 >= ke) continue; /* warp-uniform */
     const float *tk = stages + (it & 1) * stage, *tr = tk + TILE * ldk, *tv = tr + TILE * ldk;
     int64_t j = j0 + lane;
@@ -161,13 +149,12 @@ __global__ void __launch_bounds__(W * 32, 2) k_ref_gqa(kc_attn_args a) {
   gqa_union_range<W>(live, kb, ke, blk_kb, blk_ke, &KB, &KE);
   const int64_t kst = (int64_t)a.Hkv * D;
   const float *Kd = a.k + (int64_t)h * D, *Vd = a.v + (int64_t)h * D;
-  const int64_t ntile = KE > KB ? (KE - KB + TILE - 1) / TILE : 0;
-  if (ntile > 0) {
-    int nt = KE - KB < TILE ? (int)(KE - KB) : TILE;
-    load_tile_async(stages, ldk, Kd, kst, KB, nt, D);
-    load_tile_async(stages + TILE * ldk, D, Vd, kst, KB, nt, D);
-    cp_async_commit();
-  }
+  const int64_t ntile = tile_count(KB, KE);
+  auto stage_kv = [=](float *dst, int64_t j0, int n) {
+    load_tile_async(dst, ldk, Kd, kst, j0, n, D);
+    load_tile_async(dst + TILE * ldk, D, Vd, kst, j0, n, D);
+  };
+  tiles_start(ntile, KB, KE, stages, stage_kv);
   const float4 *q4 = (const float4 *)qs;
   const float c = 1.0f / sqrtf((float)D);
   float o[GG][GQA_NDL], m[GG], l[GG];
@@ -181,18 +168,8 @@ __global__ void __launch_bounds__(W * 32, 2) k_ref_gqa(kc_attn_args a) {
     for (int i = 0; i < GQA_NDL; i++) o[gi][i] = 0.0f;
   }
   for (int64_t it = 0; it < ntile; it++) {
-    int64_t j0 = KB + it * TILE;
-    int nt = KE - j0 < TILE ? (int)(KE - j0) : TILE;
-    cp_async_wait_all();
-    __syncthreads(); /* tile it has landed, and every warp is done with tile it-1's stage */
-    if (it + 1 < ntile) {
-      int64_t j1 = j0 + TILE;
-      int n1 = KE - j1 < TILE ? (int)(KE - j1) : TILE;
-      float *nx = stages + ((it + 1) & 1) * stage;
-      load_tile_async(nx, ldk, Kd, kst, j1, n1, D);
-      load_tile_async(nx + TILE * ldk, D, Vd, kst, j1, n1, D);
-      cp_async_commit();
-    }
+    const int64_t j0 = KB + it * TILE;
+    const int nt = tiles_next(it, ntile, j0, KE, stages, stage, stage_kv);
     if (!live || j0 + nt <= kb || j0 >= ke) continue; /* warp-uniform */
     const float *tk = stages + (it & 1) * stage, *tv = tk + TILE * ldk;
     int64_t j = j0 + lane;

@@ -145,12 +145,9 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
   const float *Kh = a.keff + plan * a.plan_stride, *V = a.vhat + plan * a.plan_stride;
   const float *Kref = a.k + (int64_t)a.head * D;
   const int64_t kref_stride = (int64_t)a.Hkv * D;
-  int64_t ntile = KE > KB ? (KE - KB + TILE - 1) / TILE : 0;
-  if (ntile > 0) { /* tile 0 is in flight while the reference keys are scored */
-    int nt = KE - KB < TILE ? (int)(KE - KB) : TILE;
-    eval_stage_tile(stages, ldk, ldv, Kh, Kref, kref_stride, V, KB, nt, D);
-    cp_async_commit();
-  }
+  const int64_t ntile = tile_count(KB, KE);
+  auto stage_eval = [=](float *dst, int64_t j0, int n) { eval_stage_tile(dst, ldk, ldv, Kh, Kref, kref_stride, V, j0, n, D); };
+  tiles_start(ntile, KB, KE, stages, stage_eval); /* tile 0 is in flight while the reference keys are scored */
   const int K = a.topk;
   const float4 *q4 = (const float4 *)qg;
   rank_slots R[GG];
@@ -161,17 +158,9 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
   double sb = 0, ss_ = 0, ssh = 0, s2 = 0, sxh = 0;
   const int mat = warp >> 3, mt = (warp >> 1) & 3, nb = (warp & 1) * 16;
   for (int64_t it = 0; it < ntile; it++) {
-    int64_t j0 = KB + it * TILE;
-    int nt = KE - j0 < TILE ? (int)(KE - j0) : TILE;
-    cp_async_wait_all();
-    __syncthreads(); /* tile it has landed; every warp is done with tile it-1 (stage, scores, norms) */
-    if (it + 1 < ntile) {
-      int64_t j1 = j0 + TILE;
-      int n1 = KE - j1 < TILE ? (int)(KE - j1) : TILE;
-      float *nx = stages + ((it + 1) & 1) * stage;
-      eval_stage_tile(nx, ldk, ldv, Kh, Kref, kref_stride, V, j1, n1, D);
-      cp_async_commit();
-    }
+    const int64_t j0 = KB + it * TILE;
+    /* (its barrier also means every warp is done with tile it-1's scores and norms) */
+    const int nt = tiles_next(it, ntile, j0, KE, stages, stage, stage_eval);
     const float *tk = stages + (it & 1) * stage, *tv = tk + 2 * TILE * ldk;
     { /* phase A: this warp's 16 x 16 block of S^ (mat 0) or S (mat 1). Rows of keys past nt hold
        * stale (or never written) data: their columns are never read as valid keys. */
