@@ -43,8 +43,7 @@ template <int D, int PASSES>
 struct kf_cfg {
   static constexpr int P3 = PASSES == 3;
   static constexpr int NWG = P3 ? 1 : 3;                        /* warpgroups (passes 3: its lo operands take the memory) */
-  static constexpr int NCONS = NWG * 128;                       /* consumer threads */
-  static constexpr int THREADS = NCONS;                         /* every warp is a consumer */
+  static constexpr int THREADS = NWG * 128;                     /* the block: its warpgroups */
   static constexpr int REGS = 65536 / THREADS / 8 * 8 > 255 ? 255 : 65536 / THREADS / 8 * 8; /* all of the SM's */
   static constexpr int STAGES = D == 64 ? 6 : P3 ? 2 : 3;       /* input tiles in flight (TMA) */
   static constexpr int V4 = D / 4;                              /* float4 per row */
@@ -67,6 +66,9 @@ struct kf_cfg {
    * with 3 stages broke exactly so: the fourth warpgroup read its first stage early.) */
   static_assert(STAGES % NWG == 0, "a warpgroup's stages must be its own");
 };
+
+/* The stream offset of a segment's fp16 norm, or -1 when its plan stores none. */
+__device__ __forceinline__ int kf_norm_off(const kc_fast_seg *g) { return g->side.normalize ? g->side.norm_off : -1; }
 
 /* The segment of tile t by bisection (the last segment whose first tile is <= t; tiles are in
  * segment order, and empty segments share their successor's tile0). */
@@ -135,7 +137,7 @@ __device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *raw) {
   return S;
 }
 
-/* Named barriers: 1 for all consumers (segment changes), 2 + w for warpgroup w alone. */
+/* Named barriers: 1 for the whole block (segment changes), 2 + w for warpgroup w alone. */
 template <int NTHREADS>
 __device__ __forceinline__ void kf_bar_sync(int id) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "n"(NTHREADS) : "memory");
@@ -187,7 +189,7 @@ template <int D, int PASSES>
 __device__ void kf_build_lut(const float *bnd, const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  for (int b = warp + 1; b <= CB_MAX_BITS; b += C::NCONS / 32) { /* one warp (4 with passes 3) may do several */
+  for (int b = warp + 1; b <= CB_MAX_BITS; b += C::THREADS / 32) { /* one warp (4 with passes 3) may do several */
     int nb = (1 << b) - 1, ok = 0;
     const float *bd = bnd + b * 256;
     float iw = 0.0f, Tiw = 0.0f;
@@ -203,10 +205,10 @@ __device__ void kf_build_lut(const float *bnd, const kf_smem<D, PASSES> &S) {
       S.lut_ok[b] = ok;
     }
   }
-  kf_bar_sync<C::NCONS>(1);
+  kf_bar_sync<C::THREADS>(1);
   for (int b = 1; b <= CB_MAX_BITS; b++) {
     if (!S.lut_ok[b]) continue;
-    for (int c = tid; c < CB_CELLS(b); c += C::NCONS) {
+    for (int c = tid; c < CB_CELLS(b); c += C::THREADS) {
       float inside;
       unsigned below;
       cb_cells_entry(bnd + b * 256, b, S.lut_iw[b], S.lut_Tiw[b], c, &inside, &below);
@@ -216,15 +218,15 @@ __device__ void kf_build_lut(const float *bnd, const kf_smem<D, PASSES> &S) {
   }
 }
 
-/* A new segment (all consumers): its rotation (swizzled for wgmma), codebook tables and
- * per-coordinate parameters. Returns (in every consumer) the segment's quantisation mode. */
+/* A new segment (the whole block): its rotation (swizzled for wgmma), codebook tables and
+ * per-coordinate parameters. Returns (in every thread) the segment's quantisation mode. */
 template <int D, int PASSES>
 __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
   const int tid = threadIdx.x;
-  kf_bar_sync<C::NCONS>(1); /* the previous segment's tables are no longer read */
+  kf_bar_sync<C::THREADS>(1); /* the previous segment's tables are no longer read */
   if (g->rh)
-    for (int q = tid; q < D * D / 8; q += C::NCONS) {
+    for (int q = tid; q < D * D / 8; q += C::THREADS) {
       int n = q / (D / 8), k8 = (q % (D / 8)) * 8;
       uint32_t off = kw_swz(D, n, k8);
       *(uint4 *)((unsigned char *)S.Rh + off) = *(const uint4 *)(g->rh + n * D + k8);
@@ -232,9 +234,9 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
     }
   if (tid == 0) *S.flags = KF_Q_UNIFORM;
   kw_fence_proxy(); /* the rotation is read by wgmma */
-  kf_bar_sync<C::NCONS>(1);
+  kf_bar_sync<C::THREADS>(1);
   kf_build_lut(cb_boundary + g->side.family * (CB_MAX_BITS + 1) * 256, S);
-  kf_bar_sync<C::NCONS>(1);
+  kf_bar_sync<C::THREADS>(1);
   if (tid < D) {
     int b = g->side.bits[tid], q = b >= 1 && b <= CB_MAX_BITS;
     int kind = b == 0 ? KF_DROP : b == PLAN_BITS_FP16 ? KF_HALF : q && S.lut_ok[b] ? KF_LUT : KF_SEARCH;
@@ -243,7 +245,7 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
     S.par[tid] = make_float4(qis, qis * iw, kind == KF_LUT ? S.lut_Tiw[b] : 0.0f, __uint_as_float(meta));
     if (!(tid & 1)) S.pair[tid >> 1] = (uint32_t)g->side.bitpos[tid] | (uint32_t)b << 16;
   }
-  kf_bar_sync<C::NCONS>(1);
+  kf_bar_sync<C::THREADS>(1);
   if (tid < D) { /* KF_Q_UNIFORM also needs field i at bitpos[0] + i b */
     float4 p = S.par[tid], p0 = S.par[0];
     int same = p.x == p0.x && p.y == p0.y && p.z == p0.z && __float_as_uint(p.w) == __float_as_uint(p0.w) &&
@@ -251,7 +253,7 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
     if ((__float_as_uint(p.w) & 3u) != KF_LUT) atomicAnd(S.flags, 0);
     else if (!same) atomicAnd(S.flags, KF_Q_LUT);
   }
-  kf_bar_sync<C::NCONS>(1);
+  kf_bar_sync<C::THREADS>(1);
   return *S.flags;
 }
 
@@ -532,7 +534,7 @@ __device__ __forceinline__ void kf_tile(const kc_fast_seg *segs, int nseg, const
   typedef kf_cfg<D, PASSES> C;
   const int wg = threadIdx.x >> 7, w4 = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int st = (int)(i % C::STAGES), code_bytes = g->side.code_bytes;
-  const int norm_off = g->side.normalize ? g->side.norm_off : -1;
+  const int norm_off = kf_norm_off(g);
   const int64_t row0 = (t - g->tile0) * KF_TM;
   const int nrows = (int)min((int64_t)KF_TM, g->n - row0);
   const float *X = S.stage + (size_t)st * KF_TM * D;
@@ -581,11 +583,11 @@ __device__ __forceinline__ void kf_piece(const kc_fast_seg *segs, int nseg, cons
   kf_pend pd = {g->codes, 0, 0u};
   for (int64_t u = first; u < piece_end; u += C::NWG)
     kf_tile<D, PASSES, PROBE, K>(segs, nseg, g, u, u - t_begin, t_end, bnd, S, pd, run);
-  kf_flush<D, PASSES, PROBE, K>(pd, g->side.code_bytes, g->side.normalize ? g->side.norm_off : -1, run, S);
+  kf_flush<D, PASSES, PROBE, K>(pd, g->side.code_bytes, kf_norm_off(g), run, S);
 }
 
-/* The consumers: per piece of the block's range inside one segment, load the segment's tables
- * (all consumers), then warpgroup w takes the piece's tiles i = w, w + NWG, ... of the range,
+/* The block's work: per piece of its range inside one segment, load the segment's tables
+ * (all warps), then warpgroup w takes the piece's tiles i = w, w + NWG, ... of the range,
  * in the code compiled for the segment's kind. */
 template <int D, int PASSES, int PROBE>
 __device__ void kf_consume(const kc_fast_seg *segs, int nseg, int64_t ntiles, const float *cb_boundary,
@@ -675,7 +677,8 @@ int kc_fast_prepare(const plan_side *p, int passes, kc_buf *mats, kc_fast_seg *s
   return SQ_OK;
 }
 
-/* The kernel's body is wgmma code for sm_90a: refuse other builds and GPUs with a reason. */
+/* The kernel's body is wgmma code for sm_90a: refuse other builds and GPUs with a reason
+ * (kc_fast_setup, before any launch). */
 static int kf_check_arch(sq_err *e) {
 #ifndef SQEXP_CUDA_SM90A
   return sq_fail(e, SQ_EINPUT, "fast encode: this build has no sm_90a code (configure with CMAKE_CUDA_ARCHITECTURES "
@@ -695,7 +698,6 @@ static int kf_check_arch(sq_err *e) {
 template <int D, int PASSES, int PROBE = 0>
 static int launch(const kc_fast_seg *segs_dev, int nseg, int64_t ntiles, const float *cbb, sq_err *e) {
   typedef kf_cfg<D, PASSES> C;
-  tryCheck(kf_check_arch(e));
   cudaCheck(cudaFuncSetAttribute(k_encode_fast<D, PASSES, PROBE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM));
   int dev = 0, sms = 0, per_sm = 0;
   cudaCheck(cudaGetDevice(&dev));
@@ -741,6 +743,7 @@ static int kf_tensor_map(kf_encode_fn encode, kc_fast_seg *g, int D, sq_err *e) 
 int kc_fast_setup(kc_fast_seg *segs, int nseg, kc_buf *segs_dev, int64_t *ntiles_out, sq_err *e) {
   *ntiles_out = 0;
   if (nseg < 1) return SQ_OK;
+  tryCheck(kf_check_arch(e)); /* here, once per batch, not in the (timed) launch */
   int D = segs[0].side.D;
   kf_encode_fn encode = NULL; /* looked up at the first segment with rows */
   int64_t ntiles = 0;

@@ -38,8 +38,8 @@ int kc_fast_prepare(const plan_side *p, int passes, kc_buf *mats, kc_fast_seg *s
 int kc_fast_encode(kc_fast_seg *segs, int nseg, const float *cb_boundary, int passes, kc_buf *segs_dev,
                    sq_err *e);
 
-/* The two halves of kc_fast_encode, for the bench (which times the launch alone): number the
- * tiles and upload the segment table; then launch. probe != 0 (bench only, D 128 and passes 1)
+/* The two halves of kc_fast_encode, for the bench (which times the launch alone): check the build
+ * and the GPU (sm_90a), number the tiles and upload the segment table; then launch. probe != 0 (bench only, D 128 and passes 1)
  * leaves phases out to time the rest: 1 the projection, 2 the quantisation, 4 the write of the
  * codes, 8 the packing. */
 int kc_fast_setup(kc_fast_seg *segs, int nseg, kc_buf *segs_dev, int64_t *ntiles, sq_err *e);
