@@ -208,13 +208,28 @@ __device__ __forceinline__ void load_tile_async(float *dst, int ld, const float 
   }
 }
 
+/* What an eval stage reads: the plan's effective keys and decoded values (pitch D), the dump's
+ * keys of the evaluated KV head (pitch Hkv D). */
+struct eval_src {
+  const float *Kh, *V, *Kref;
+  int64_t kref_stride;
+};
+__device__ __forceinline__ eval_src eval_src_of(const kc_attn_args &a, int plan, int D) {
+  eval_src s;
+  s.Kh = a.keff + plan * a.plan_stride;
+  s.V = a.vhat + plan * a.plan_stride;
+  s.Kref = a.k + (int64_t)a.head * D;
+  s.kref_stride = (int64_t)a.Hkv * D;
+  return s;
+}
+
 /* An eval stage: keys j0..j0+n-1 of the plan's effective keys (pitch ldk), the dump's keys (pitch
  * ldk) and the plan's decoded values (pitch ldv), cp.async into dst (keff, k, v back to back). */
-__device__ __forceinline__ void eval_stage_tile(float *dst, int ldk, int ldv, const float *Kh, const float *Kref,
-                                                int64_t kref_stride, const float *V, int64_t j0, int n, int D) {
-  load_tile_async(dst, ldk, Kh, D, j0, n, D);
-  load_tile_async(dst + TILE * ldk, ldk, Kref, kref_stride, j0, n, D);
-  load_tile_async(dst + 2 * TILE * ldk, ldv, V, D, j0, n, D);
+__device__ __forceinline__ void eval_stage_tile(float *dst, int ldk, int ldv, const eval_src &s, int64_t j0, int n,
+                                                int D) {
+  load_tile_async(dst, ldk, s.Kh, D, j0, n, D);
+  load_tile_async(dst + TILE * ldk, ldk, s.Kref, s.kref_stride, j0, n, D);
+  load_tile_async(dst + 2 * TILE * ldk, ldv, s.V, D, j0, n, D);
 }
 
 /* The double-buffered walk over the key tiles of [KB, KE) that the group kernels share. stage(dst,

@@ -46,11 +46,10 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
   }
   int64_t KB, KE;
   gqa_union_range<W>(live, kb, ke, blk_kb, blk_ke, &KB, &KE);
-  const float *Kh = a.keff + plan * a.plan_stride, *V = a.vhat + plan * a.plan_stride;
-  const float *Kref = a.k + (int64_t)a.head * D;
-  const int64_t kref_stride = (int64_t)a.Hkv * D;
+  const eval_src src = eval_src_of(a, plan, D);
+  const float *Kh = src.Kh;
   const int64_t ntile = tile_count(KB, KE);
-  auto stage_eval = [=](float *dst, int64_t j0, int n) { eval_stage_tile(dst, ldk, D, Kh, Kref, kref_stride, V, j0, n, D); };
+  auto stage_eval = [=](float *dst, int64_t j0, int n) { eval_stage_tile(dst, ldk, D, src, j0, n, D); };
   tiles_start(ntile, KB, KE, stages, stage_eval); /* tile 0 is in flight while the reference keys are scored */
   const int K = a.topk;
   const float4 *q4 = (const float4 *)qs;
