@@ -293,6 +293,16 @@ __device__ __forceinline__ void row_coords(const kc_attn_args &a, int64_t row, i
 #define GQA_WARPS 16 /* tokens per block: 141 KB of shared memory at D = 128, one block per SM */
 #define GQA_MINB 1
 
+/* A group kernel's warp: the GG query heads of KV head h for token t (adjacent rows of q) into
+ * qs [GG][D]. */
+template <int GG>
+__device__ __forceinline__ void gqa_load_queries(const kc_attn_args &a, int64_t t, int h, int D, int lane, float *qs) {
+  for (int gi = 0; gi < GG; gi++) {
+    const float *q = a.q + (t * a.Hq + h * GG + gi) * D;
+    for (int j = lane; j < D; j += 32) qs[gi * D + j] = q[j];
+  }
+}
+
 /* The group kernels' key range: the union of the block's W tokens' causal ranges [kb, ke) (dead
  * warps add nothing); one barrier. */
 template <int W>

@@ -39,10 +39,7 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
     int64_t s = seq_of(a.seq_off, a.n_seq, t);
     kb = a.seq_off[s];
     ke = t + 1;
-    for (int gi = 0; gi < GG; gi++) {
-      const float *q = a.q + (t * a.Hq + a.head * GG + gi) * D;
-      for (int j = lane; j < D; j += 32) qs[gi * D + j] = q[j];
-    }
+    gqa_load_queries<GG>(a, t, a.head, D, lane, qs);
   }
   int64_t KB, KE;
   gqa_union_range<W>(live, kb, ke, blk_kb, blk_ke, &KB, &KE);
@@ -139,10 +136,7 @@ __global__ void __launch_bounds__(W * 32, 2) k_ref_gqa(kc_attn_args a) {
     int64_t s = seq_of(a.seq_off, a.n_seq, t);
     kb = a.seq_off[s];
     ke = t + 1;
-    for (int gi = 0; gi < GG; gi++) {
-      const float *q = a.q + (t * a.Hq + h * GG + gi) * D;
-      for (int j = lane; j < D; j += 32) qs[gi * D + j] = q[j];
-    }
+    gqa_load_queries<GG>(a, t, h, D, lane, qs);
   }
   int64_t KB, KE;
   gqa_union_range<W>(live, kb, ke, blk_kb, blk_ke, &KB, &KE);
