@@ -33,6 +33,15 @@ __device__ __forceinline__ double warp_cos(double dot, double n1, double n2) {
   return (n1 == 0.0 && n2 == 0.0) ? 1.0 : (n1 == 0.0 || n2 == 0.0) ? 0.0 : dot / sqrt(n1 * n2);
 }
 
+/* s + x . y, one fmaf per component in order x, y, z, w: the fp32 chain every score uses (the
+ * CPU's kcpu_dot), so that scores from different kernels are bit-identical. */
+__device__ __forceinline__ float fma4(float4 x, float4 y, float s) {
+  s = fmaf(x.x, y.x, s);
+  s = fmaf(x.y, y.y, s);
+  s = fmaf(x.z, y.z, s);
+  return fmaf(x.w, y.w, s);
+}
+
 /* q (shared memory) . row (global), float accumulation as the CPU's kcpu_dot. */
 __device__ __forceinline__ float dotf(const float *__restrict__ q, const float *__restrict__ row, int D) {
   float s = 0.0f;
@@ -41,10 +50,7 @@ __device__ __forceinline__ float dotf(const float *__restrict__ q, const float *
 #pragma unroll 4
     for (int j = 0; j < (D >> 2); j++) {
       float4 x = a[j], y = __ldg(b + j);
-      s = fmaf(x.x, y.x, s);
-      s = fmaf(x.y, y.y, s);
-      s = fmaf(x.z, y.z, s);
-      s = fmaf(x.w, y.w, s);
+      s = fma4(x, y, s);
     }
   } else {
     for (int j = 0; j < D; j++) s = fmaf(q[j], row[j], s);
@@ -180,10 +186,7 @@ __device__ __forceinline__ float dot_sm(const float *__restrict__ q, const float
 #pragma unroll 8
   for (int j = 0; j < (D >> 2); j++) {
     float4 x = a[j], y = b[j];
-    s = fmaf(x.x, y.x, s);
-    s = fmaf(x.y, y.y, s);
-    s = fmaf(x.z, y.z, s);
-    s = fmaf(x.w, y.w, s);
+    s = fma4(x, y, s);
   }
   return s;
 }
@@ -421,10 +424,7 @@ __device__ __forceinline__ float gqa_score(const float4 *q4, const float4 *kr, i
   float sh = 0.0f;
   for (int jd = 0; jd < D4; jd++) {
     float4 x = q4[jd], y = __ldg(kr + jd);
-    sh = fmaf(x.x, y.x, sh);
-    sh = fmaf(x.y, y.y, sh);
-    sh = fmaf(x.z, y.z, sh);
-    sh = fmaf(x.w, y.w, sh);
+    sh = fma4(x, y, sh);
   }
   return sh;
 }
@@ -434,10 +434,7 @@ __device__ __forceinline__ float gqa_score_g(const float4 *q4, const float4 *kr,
   float sh = 0.0f;
   for (int jd = 0; jd < D4; jd++) {
     float4 x = __ldg(q4 + jd), y = __ldg(kr + jd);
-    sh = fmaf(x.x, y.x, sh);
-    sh = fmaf(x.y, y.y, sh);
-    sh = fmaf(x.z, y.z, sh);
-    sh = fmaf(x.w, y.w, sh);
+    sh = fma4(x, y, sh);
   }
   return sh;
 }

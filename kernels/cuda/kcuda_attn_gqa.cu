@@ -74,14 +74,8 @@ __global__ void __launch_bounds__(W * 32, MINB) k_attn_gqa(kc_attn_args a) {
 #pragma unroll
         for (int gi = 0; gi < GG; gi++) {
           float4 x = q4[gi * D4 + jd];
-          sh[gi] = fmaf(x.x, y.x, sh[gi]);
-          sh[gi] = fmaf(x.y, y.y, sh[gi]);
-          sh[gi] = fmaf(x.z, y.z, sh[gi]);
-          sh[gi] = fmaf(x.w, y.w, sh[gi]);
-          sr[gi] = fmaf(x.x, yr.x, sr[gi]);
-          sr[gi] = fmaf(x.y, yr.y, sr[gi]);
-          sr[gi] = fmaf(x.z, yr.z, sr[gi]);
-          sr[gi] = fmaf(x.w, yr.w, sr[gi]);
+          sh[gi] = fma4(x, y, sh[gi]);
+          sr[gi] = fma4(x, yr, sr[gi]);
         }
       }
 #pragma unroll
@@ -178,10 +172,7 @@ __global__ void __launch_bounds__(W * 32, 2) k_ref_gqa(kc_attn_args a) {
 #pragma unroll
         for (int gi = 0; gi < GG; gi++) {
           float4 x = q4[gi * D4 + jd];
-          sc[gi] = fmaf(x.x, y.x, sc[gi]);
-          sc[gi] = fmaf(x.y, y.y, sc[gi]);
-          sc[gi] = fmaf(x.z, y.z, sc[gi]);
-          sc[gi] = fmaf(x.w, y.w, sc[gi]);
+          sc[gi] = fma4(x, y, sc[gi]);
         }
       }
     } else {
