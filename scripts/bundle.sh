@@ -29,4 +29,11 @@ done | sort -u | while read -r name path; do
   if [[ $name =~ $cuda ]] && [ "${BUNDLE_CUDA:-0}" != 1 ]; then continue; fi
   cp -L "$path" "$dest/lib/$name"
 done
+# PACK=1: also DEST-pack/bundle.tar.xz (about a third of the size), for calls whose working tree
+# would pass the 64 MiB carry limit: carry DEST-pack instead, scripts/device_run.sh unpacks it
+if [ "${PACK:-0}" = 1 ]; then
+  mkdir -p "$dest-pack"
+  tar cf - "$dest" | xz -6 -T0 > "$dest-pack/bundle.tar.xz"
+  echo "bundle.sh: packed $(du -sh "$dest-pack/bundle.tar.xz" | cut -f1) in $dest-pack/bundle.tar.xz"
+fi
 echo "bundle.sh: ${#bins[@]} executables, $(ls "$dest/lib" | wc -l) libraries, $(du -sh "$dest" | cut -f1) in $dest"

@@ -10,6 +10,8 @@ OUT=${OUT:-/tmp/sqexp-out}
 mkdir -p "$OUT"
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
+# a packed bundle (PACK=1 scripts/bundle.sh, carried as .bundle-pack) is unpacked first
+if [ ! -x .bundle/sqexp ] && [ -s .bundle-pack/bundle.tar.xz ]; then tar xJf .bundle-pack/bundle.tar.xz; fi
 source scripts/device_env.sh
 STEPS=${STEPS:-gpu bench e2e}
 export E2E_DUMP=${E2E_DUMP:-/tmp/synth-mistral.h5} E2E_TOKENS=${E2E_TOKENS:-24576}

@@ -38,6 +38,7 @@ typedef struct {
   int layers;          /* layers of the encode batch */
   int64_t seq_len;
   int backend;
+  int encode_only;     /* --only encode: copy bandwidth and the encoders, nothing else */
 } bench_opts;
 
 static double now_s(void) {
@@ -49,13 +50,16 @@ static double now_s(void) {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: sqexp bench [--out FILE] [--tokens N] [--layers N] [--seq-len N] [--backend auto|cpu|cuda]\n"
+          "                   [--only encode]\n"
           "  Times the kernels on Mistral-shaped synthetic data and writes the table to stdout and FILE\n"
           "  (default bench/bench-<host>.txt).\n"
           "  --tokens N   evaluation tokens of the synthetic layer, also tokens per layer of the encode\n"
           "               batch (default 16384 with CUDA, 1024 on the CPU)\n"
           "  --layers N   layers in the encode batch (default 16: 16 x 16384 x 8 x 128 floats = 1 GiB)\n"
           "  --seq-len N  tokens per evaluation sequence (default 2048, capped at --tokens)\n"
-          "  --backend B  auto (CUDA when a GPU is visible) | cpu | cuda\n");
+          "  --backend B  auto (CUDA when a GPU is visible) | cpu | cuda\n"
+          "  --only encode  GPU: the copy bandwidth and the encoders (exact and fast) alone, no decode,\n"
+          "               precision table or eval (quick runs while tuning the fast encoder)\n");
 }
 
 static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
@@ -93,6 +97,12 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       if (!strcmp(a, "--tokens")) o->tokens = v;
       else if (!strcmp(a, "--layers")) o->layers = (int)v;
       else o->seq_len = v;
+    } else if (!strcmp(a, "--only")) {
+      if (strcmp(val, "encode")) {
+        snprintf(msg, sizeof msg, "--only '%s' (expected encode)", val);
+        return cmd_error("bench", 2, msg);
+      }
+      o->encode_only = 1;
     } else {
       snprintf(msg, sizeof msg, "unknown option '%s' (see sqexp bench --help)", a);
       return cmd_error("bench", 2, msg);
@@ -290,7 +300,7 @@ static int device_rows(kern_backend *b, syn_layer *s, const cb_table *cb, const 
     }
   if (!rc) {
     kc_bench_opts bo = {.tokens = o->tokens, .layers = o->layers, .H = HKV, .D = DIM, .n_plans = 3,
-                        .plan_names = names, .sides = sides};
+                        .plan_names = names, .sides = sides, .encode_only = o->encode_only};
     rc = kc_bench_device(b, cb, &bo, f, e);
   }
   for (int p = 0; p < 3; p++)
@@ -338,7 +348,8 @@ int cmd_bench(int argc, char **argv) {
     usage(stdout);
     return 0;
   }
-  bench_opts o = {.out = NULL, .tokens = 0, .layers = 16, .seq_len = 2048, .backend = CFG_BACKEND_AUTO};
+  bench_opts o = {.out = NULL, .tokens = 0, .layers = 16, .seq_len = 2048, .backend = CFG_BACKEND_AUTO,
+                  .encode_only = 0};
   int rc = parse_args(argc, argv, &o);
   if (rc) return rc;
   sq_err e = {0};
@@ -377,7 +388,7 @@ int cmd_bench(int argc, char **argv) {
   if (!rc && cuda) rc = device_rows(b, &s, cb, &o, out.f, &e);
 #endif
   if (!rc && !cuda) rc = cpu_codec_rows(b, &s, cb, out.f, &e);
-  if (!rc) rc = api_rows(b, &s, cb, out.f, &e);
+  if (!rc && !(cuda && o.encode_only)) rc = api_rows(b, &s, cb, out.f, &e);
   syn_free(&s);
   free(cb);
   b->destroy(b);

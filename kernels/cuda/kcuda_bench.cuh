@@ -19,6 +19,7 @@ typedef struct {
   int n_plans;         /* plans to encode the batch with (one per head each: plans[p][h]) */
   const char *const *plan_names;
   const plan_side *const *sides; /* [n_plans][H]: the side (K) of plan p for head h */
+  int encode_only;     /* copy bandwidth and the encoders alone (no decode, precision table) */
   double copy_gbs;     /* out: measured copy bandwidth (bytes read + written per second / 1e9) */
 } kc_bench_opts;
 

@@ -12,8 +12,9 @@
  * buffer (the 128-byte swizzle layout wgmma reads), refills the stage, issues y = U rot^T
  * (wgmma, fp32 accumulators in registers, kcuda_wgmma.cuh), packs and writes the previous tile
  * while the tensor cores run (each warp its own 16 rows: red.shared into its words, 16-byte
- * stores), waits, and quantises in the registers through the cell tables into runs of two
- * adjacent fields, which the next tile's MMA window packs. The block-wide tables (rotation,
+ * stores), waits, and quantises in the registers through the cell tables into chunks of
+ * adjacent fields (the rotation's rows are permuted so that a lane's coordinates are adjacent,
+ * kf_coord), which the next tile's MMA window packs. The block-wide tables (rotation,
  * cells, per-coordinate parameters) change only at a segment boundary, where all warps meet at a
  * barrier after packing their last tile. */
 #include <string.h>
@@ -54,7 +55,7 @@ struct kf_cfg {
   static constexpr size_t R_BYTES = (size_t)D * D * 2;          /* one fp16 rotation, swizzled */
   static constexpr size_t A_BYTES = (size_t)KF_TM * D * 2;      /* one fp16 operand tile, swizzled */
   static constexpr size_t WG_BYTES = A_BYTES * (P3 ? 2 : 1);  /* a warpgroup's operand: hi (and lo) */
-  static constexpr size_t TAB_BYTES = CB_CELLS_ALL * 5 + D * 16 + D * 2 +
+  static constexpr size_t TAB_BYTES = CB_CELLS_ALL * 5 + D * 16 + D / 4 * 16 + D / 2 * 8 +
                                       NWG * KF_TM * 8 + 3 * 16 * 4 + 16 + STAGES * 16;
   static constexpr size_t SMEM = 1024 + STAGES * STAGE_BYTES + R_BYTES * (P3 ? 2 : 1) + NWG * (WG_BYTES + CW_BYTES) +
                                  kf_up(TAB_BYTES, 16);
@@ -88,6 +89,19 @@ __device__ __forceinline__ int kf_seg_of(const kc_fast_seg *segs, int nseg, int6
   return s;
 }
 
+/* The output coordinates' order. The MMA leaves column n = 8 j + 2 q + e (e = 0, 1) in lane q
+ * of a quad (kcuda_wgmma.cuh); with the rotation's rows permuted so that column n is coordinate
+ * kf_coord(n) = (D / 4) q + 2 j + e, each lane holds D / 4 adjacent coordinates of its rows,
+ * whose fields are adjacent in the stream: it joins them into chunks of up to 32 bits in the
+ * registers, and the lanes of a quad write disjoint quarters of a row. */
+template <int D>
+__host__ __device__ constexpr int kf_coord(int n) { return D / 4 * ((n & 7) >> 1) + 2 * (n >> 3) + (n & 1); }
+
+/* Fields per chunk (KF_Q_*): 8 of <= 4 bits (uniform), 4 of <= 8 bits (cell tables), 2 of <= 16
+ * bits (any kind: fp16 fields). */
+template <int MODE>
+__host__ __device__ constexpr int kf_group() { return MODE == KF_Q_UNIFORM ? 8 : MODE == KF_Q_LUT ? 4 : 2; }
+
 /* The block's shared memory, carved once. */
 template <int D, int PASSES>
 struct kf_smem {
@@ -99,7 +113,10 @@ struct kf_smem {
   uint8_t *lutb;          /* ... and #{boundaries below} (two arrays: a lookup of 4 + 1 bytes has
                            * about half the bank conflicts of one of 8) */
   float4 *par;            /* [D] {1/scale, iw/scale, T iw, meta} */
-  uint32_t *pair;         /* [D/2] pair (2i, 2i+1): stream offset of field 2i | width of field 2i << 16 */
+  uint4 *grp4;            /* [D/4] coordinates 4i .. 4i + 3: {stream offset of field 4i, 2^(offset of field
+                           * 4i + k in the group), k = 1, 2, 3} (KF_Q_LUT's chunks) */
+  uint2 *grp2;            /* [D/2] the same for pairs 2i, 2i + 1 (KF_Q_ANY's chunks) */
+  int *uni;               /* KF_Q_UNIFORM: {stream offset of field 0, bits per field} */
   float *rowmul;          /* [NWG][TM] y multiplier: |x| (rotated, not normalised), 1/|x| (identity, normalised) or 1 */
   uint32_t *norm16;       /* [NWG][TM] fp16 bits of |x| */
   float *lut_iw, *lut_Tiw;/* [b] 1 / cell width, T / cell width */
@@ -125,13 +142,15 @@ __device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *raw) {
   sm += C::NWG * C::CW_BYTES;
   S.lut = (float *)sm;
   S.par = (float4 *)(S.lut + CB_CELLS_ALL);
-  S.pair = (uint32_t *)(S.par + D);
-  S.rowmul = (float *)(S.pair + D / 2);
+  S.grp4 = (uint4 *)(S.par + D);
+  S.grp2 = (uint2 *)(S.grp4 + D / 4);
+  S.rowmul = (float *)(S.grp2 + D / 2);
   S.norm16 = (uint32_t *)(S.rowmul + C::NWG * KF_TM);
   S.lut_iw = (float *)(S.norm16 + C::NWG * KF_TM);
   S.lut_Tiw = S.lut_iw + 16;
   S.lut_ok = (int *)(S.lut_Tiw + 16);
   S.flags = S.lut_ok + 16;
+  S.uni = S.flags + 1;
   S.lutb = (uint8_t *)(S.flags + 4);
   S.full = (uint64_t *)kf_up((size_t)(S.lutb + CB_CELLS_ALL), 8);
   return S;
@@ -218,6 +237,10 @@ __device__ void kf_build_lut(const float *bnd, const kf_smem<D, PASSES> &S) {
   }
 }
 
+/* The multiplier that puts a field sh bits into its chunk (0 where no chunk reaches: sh >= 32
+ * only in groups that their mode does not use). */
+__device__ __forceinline__ uint32_t kf_mul(int sh) { return sh < 32 ? 1u << sh : 0u; }
+
 /* A new segment (the whole block): its rotation (swizzled for wgmma), codebook tables and
  * per-coordinate parameters. Returns (in every thread) the segment's quantisation mode. */
 template <int D, int PASSES>
@@ -225,12 +248,12 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
   typedef kf_cfg<D, PASSES> C;
   const int tid = threadIdx.x;
   kf_bar_sync<C::THREADS>(1); /* the previous segment's tables are no longer read */
-  if (g->rh)
+  if (g->rh) /* B's row n is the rotation's row kf_coord(n) */
     for (int q = tid; q < D * D / 8; q += C::THREADS) {
-      int n = q / (D / 8), k8 = (q % (D / 8)) * 8;
+      int n = q / (D / 8), k8 = (q % (D / 8)) * 8, src = kf_coord<D>(n) * D + k8;
       uint32_t off = kw_swz(D, n, k8);
-      *(uint4 *)((unsigned char *)S.Rh + off) = *(const uint4 *)(g->rh + n * D + k8);
-      if (C::P3) *(uint4 *)((unsigned char *)S.Rl + off) = *(const uint4 *)(g->rl + n * D + k8);
+      *(uint4 *)((unsigned char *)S.Rh + off) = *(const uint4 *)(g->rh + src);
+      if (C::P3) *(uint4 *)((unsigned char *)S.Rl + off) = *(const uint4 *)(g->rl + src);
     }
   if (tid == 0) *S.flags = KF_Q_UNIFORM;
   kw_fence_proxy(); /* the rotation is read by wgmma */
@@ -243,13 +266,19 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
     float qis = q ? 1.0f / g->side.scale[tid] : 0.0f, iw = kind == KF_LUT ? S.lut_iw[b] : 0.0f;
     uint32_t meta = kind | (uint32_t)b << 2 | (kind == KF_LUT ? (uint32_t)(CB_CELLS(b) - 1) << 7 | (uint32_t)CB_CELLS_OFF(b) << 18 : 0u);
     S.par[tid] = make_float4(qis, qis * iw, kind == KF_LUT ? S.lut_Tiw[b] : 0.0f, __uint_as_float(meta));
-    if (!(tid & 1)) S.pair[tid >> 1] = (uint32_t)g->side.bitpos[tid] | (uint32_t)b << 16;
   }
+  /* the chunks' offsets and multipliers (fields are adjacent in coordinate order, kc_side_of) */
+  const int32_t *bp = g->side.bitpos;
+  if (tid < D / 4)
+    S.grp4[tid] = make_uint4((uint32_t)bp[4 * tid], kf_mul(bp[4 * tid + 1] - bp[4 * tid]),
+                             kf_mul(bp[4 * tid + 2] - bp[4 * tid]), kf_mul(bp[4 * tid + 3] - bp[4 * tid]));
+  if (tid < D / 2) S.grp2[tid] = make_uint2((uint32_t)bp[2 * tid], kf_mul(bp[2 * tid + 1] - bp[2 * tid]));
+  if (tid == 0) S.uni[0] = bp[0], S.uni[1] = g->side.bits[0];
   kf_bar_sync<C::THREADS>(1);
-  if (tid < D) { /* KF_Q_UNIFORM also needs field i at bitpos[0] + i b */
+  if (tid < D) { /* KF_Q_UNIFORM: every field the same, of <= 4 bits (a chunk holds 8) */
     float4 p = S.par[tid], p0 = S.par[0];
     int same = p.x == p0.x && p.y == p0.y && p.z == p0.z && __float_as_uint(p.w) == __float_as_uint(p0.w) &&
-               g->side.bitpos[tid] == g->side.bitpos[0] + tid * g->side.bits[0];
+               g->side.bits[0] <= 4;
     if ((__float_as_uint(p.w) & 3u) != KF_LUT) atomicAnd(S.flags, 0);
     else if (!same) atomicAnd(S.flags, KF_Q_LUT);
   }
@@ -342,12 +371,13 @@ __device__ __forceinline__ void kf_project_wait(float *acc, float *cor) {
   }
 }
 
-/* B without a rotation: y is the staged row itself (scaled by rowmul when quantised). */
+/* B without a rotation: y is the staged row itself (scaled by rowmul when quantised), in the
+ * MMA's layout and coordinate order (kf_coord). */
 template <int D>
 __device__ __forceinline__ void kf_identity(const float *X, int ra, int q, float *acc) {
 #pragma unroll
   for (int j = 0; j < D / 8; j++) {
-    int c = 8 * j + 2 * q;
+    int c = kf_coord<D>(8 * j + 2 * q);
     float2 xa = *(const float2 *)(X + ra * D + c), xb = *(const float2 *)(X + (ra + 8) * D + c);
     acc[4 * j] = xa.x, acc[4 * j + 1] = xa.y, acc[4 * j + 2] = xb.x, acc[4 * j + 3] = xb.y;
   }
@@ -378,25 +408,28 @@ __device__ __forceinline__ uint32_t kf_q_any(float y, float4 p, const float *lut
   return (uint32_t)cb_quantize(bnd + b * 256, b, y * p.x);
 }
 
-/* OR a run of <= 32 bits (bit 0 first) into the stream at bit `pos`. Unconditional (ORing 0
+/* OR a chunk of <= 32 bits (bit 0 first) into the stream at bit `pos`. Unconditional (ORing 0
  * is harmless; rows past the tile's end land in words that are not written out) because ptxas
  * wraps a conditional atomic in a divergent branch (BSSY/BRA/BSYNC), which costs more. */
-__device__ __forceinline__ void kf_or32(uint32_t *cw, int pos, uint32_t run) {
+__device__ __forceinline__ void kf_or32(uint32_t *cw, int pos, uint32_t chunk) {
   uint32_t a = kf_smem_addr(cw) + 4u * (uint32_t)(pos >> 5);
   int sh = pos & 31;
-  asm volatile("red.shared.or.b32 [%0], %1;\n" ::"r"(a), "r"(run << sh) : "memory");
-  asm volatile("red.shared.or.b32 [%0], %1;\n" ::"r"(a + 4u), "r"(__funnelshift_l(run, 0u, sh)) : "memory");
+  asm volatile("red.shared.or.b32 [%0], %1;\n" ::"r"(a), "r"(chunk << sh) : "memory");
+  asm volatile("red.shared.or.b32 [%0], %1;\n" ::"r"(a + 4u), "r"(__funnelshift_l(chunk, 0u, sh)) : "memory");
 }
 
-/* C1: quantise this thread's coordinates (as the MMA left them: rows ra, ra + 8, columns
- * 8 j + 2 q + {0, 1}) and join each row's two adjacent fields into one run (<= 32 bits: a field
- * has <= 16): run[2 j] for row ra, run[2 j + 1] for ra + 8. No stores here, so the compiler can
- * keep several columns' table lookups in flight; MODE is a template argument so that the loop
- * has no branch; without SCALE the row multipliers are 1 (rotated, normalised rows) and are not
- * applied. PROBE bit 2 (bench) leaves the quantisation out. */
+/* C1: quantise this thread's coordinates (as the MMA left them: rows ra, ra + 8, coordinates
+ * (D / 4) q + 2 j + {0, 1} in acc[4 j ..], kf_coord) and join each row's fields into chunks of G
+ * adjacent fields (kf_group: <= 32 bits), ch[g] for row ra and ch[NCH + g] for ra + 8, the
+ * field k of a chunk times its multiplier 2^(offset in the chunk) (the fields do not overlap:
+ * + is |). No stores here, so the compiler can keep several columns' table lookups in flight;
+ * MODE is a template argument so that the loop has no branch; without SCALE the row multipliers
+ * are 1 (rotated, normalised rows) and are not applied. PROBE bit 2 (bench) leaves the
+ * quantisation out. */
 template <int D, int PASSES, int PROBE, int MODE, bool SCALE>
 __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const float *bnd, const float *acc, int q,
-                                            float ma, float mb, uint32_t *run) {
+                                            float ma, float mb, uint32_t *ch) {
+  constexpr int QC = D / 4, G = kf_group<MODE>(), NCH = QC / G;
   const float *__restrict__ lut = S.lut;
   const uint8_t *__restrict__ lutb = S.lutb;
   const float4 *__restrict__ par = S.par;
@@ -404,14 +437,17 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
   const uint32_t metau = __float_as_uint(pu.w), lastu = (metau >> 7) & 0x7ffu;
   const float *lutu = lut + (metau >> 18);
   const uint8_t *lutbu = lutb + (metau >> 18);
-  const int shu = (int)(S.pair[0] >> 16);
+  uint32_t mu[G]; /* KF_Q_UNIFORM: 2^(k b) */
+  if (MODE == KF_Q_UNIFORM)
+#pragma unroll
+    for (int k = 0; k < G; k++) mu[k] = 1u << (k * S.uni[1]);
+  uint4 gm = make_uint4(0u, 0u, 0u, 0u); /* the chunk's multipliers (KF_Q_LUT, KF_Q_ANY) */
 #pragma unroll
   for (int j = 0; j < D / 8; j++) {
-    const int c = 8 * j + 2 * q;
+    const int c = QC * q + 2 * j, g = 2 * j / G, k = 2 * j % G; /* acc[4 j] is coordinate c, field k of chunk g */
     const float ya0 = SCALE ? acc[4 * j] * ma : acc[4 * j], ya1 = SCALE ? acc[4 * j + 1] * ma : acc[4 * j + 1];
     const float yb0 = SCALE ? acc[4 * j + 2] * mb : acc[4 * j + 2], yb1 = SCALE ? acc[4 * j + 3] * mb : acc[4 * j + 3];
-    uint32_t a0, a1, b0, b1;
-    int sh = shu;
+    uint32_t a0, a1, b0, b1, m0, m1;
     if (PROBE & 2) {
       a0 = __float_as_uint(ya0) >> 31 | 1u, a1 = __float_as_uint(ya1) >> 31 | 1u;
       b0 = __float_as_uint(yb0) >> 31 | 1u, b1 = __float_as_uint(yb1) >> 31 | 1u;
@@ -420,7 +456,6 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
       b0 = kf_q_cell(yb0, pu.x, pu.y, pu.z, lastu, lutu, lutbu), b1 = kf_q_cell(yb1, pu.x, pu.y, pu.z, lastu, lutu, lutbu);
     } else {
       const float4 p0 = par[c], p1 = par[c + 1];
-      sh = (int)(S.pair[c >> 1] >> 16);
       if (MODE == KF_Q_LUT) {
         a0 = kf_q_lut(ya0, p0, lut, lutb), a1 = kf_q_lut(ya1, p1, lut, lutb);
         b0 = kf_q_lut(yb0, p0, lut, lutb), b1 = kf_q_lut(yb1, p1, lut, lutb);
@@ -429,36 +464,39 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
         b0 = kf_q_any(yb0, p0, lut, lutb, bnd), b1 = kf_q_any(yb1, p1, lut, lutb, bnd);
       }
     }
-    run[2 * j] = a0 + (a1 << sh); /* a0 < 2^sh: the same as | */
-    run[2 * j + 1] = b0 + (b1 << sh);
+    if (MODE == KF_Q_UNIFORM) m0 = mu[k], m1 = mu[k + 1];
+    else {
+      if (k == 0) {
+        if (MODE == KF_Q_LUT) gm = S.grp4[c / 4];
+        else gm = make_uint4(0u, S.grp2[c / 2].y, 0u, 0u);
+      }
+      m0 = k == 0 ? 1u : gm.z, m1 = k == 0 ? gm.y : gm.w;
+    }
+    if (k == 0) ch[g] = a0 + a1 * m1, ch[NCH + g] = b0 + b1 * m1;
+    else ch[g] += a0 * m0 + a1 * m1, ch[NCH + g] += b0 * m0 + b1 * m1;
   }
 }
 
-/* C2: OR the runs into the bit stream (rows past the tile's end too: those words are not
- * written out). The four lanes of a quad hold adjacent fields of the same row, so taken in the
- * same order their atomics would hit the same word (a 4-way conflict each): lanes with q & 1 take
- * row ra + 8 first, lanes with q & 2 the second half of the chunks first, so one instruction's
- * lanes hit four different words. In a uniform segment the field of column c starts at
- * pos(0) + c b. PROBE bit 8 (bench) leaves the packing out. */
+/* C2: OR the chunks into the bit stream (rows past the tile's end too: those words are not
+ * written out). One instruction's lanes write 8 rows x 4 disjoint quarters of a row. PROBE bit 8
+ * (bench) leaves the packing out. */
 template <int D, int PASSES, int PROBE, int MODE>
-__device__ __forceinline__ void kf_pack(const kf_smem<D, PASSES> &S, const uint32_t *run, int ra, int q, int code_bits,
+__device__ __forceinline__ void kf_pack(const kf_smem<D, PASSES> &S, const uint32_t *ch, int ra, int q, int code_bits,
                                         uint32_t *cw) {
-  constexpr int NCH = D / 8, HALF = NCH / 2; /* chunks of 8 columns in a row, in half a row */
-  const int hs = q >> 1, rs = q & 1, r1 = ra + 8 * rs, r2 = ra + 8 - 8 * rs;
-  const int p1 = r1 * code_bits, p2 = r2 * code_bits;
-  const int b = (int)(S.pair[0] >> 16), pos0 = (int)(S.pair[0] & 0xffffu) + 2 * q * b;
+  constexpr int QC = D / 4, G = kf_group<MODE>(), NCH = QC / G;
+  const int p1 = ra * code_bits, p2 = (ra + 8) * code_bits;
+  const int b = S.uni[1], posu = S.uni[0] + QC * q * b; /* KF_Q_UNIFORM: the lane's first field */
 #pragma unroll
-  for (int k = 0; k < NCH; k++) {
-    const int ks = (k + HALF) % NCH, j = hs ? ks : k; /* the chunk this lane takes now */
-    const int pos = MODE == KF_Q_UNIFORM ? pos0 + 8 * j * b : (int)(S.pair[4 * j + q] & 0xffffu);
-    const uint32_t h0 = hs ? run[2 * ks] : run[2 * k], h1 = hs ? run[2 * ks + 1] : run[2 * k + 1];
-    const uint32_t o1 = rs ? h1 : h0, o2 = rs ? h0 : h1;
-    if (PROBE & 8) { /* keep the runs live */
-      if ((o1 ^ o2) == 0xdeadbeefu) cw[0] = 1u;
+  for (int g = 0; g < NCH; g++) {
+    const int pos = MODE == KF_Q_UNIFORM ? posu + G * g * b
+                    : MODE == KF_Q_LUT   ? (int)S.grp4[QC / 4 * q + g].x
+                                         : (int)S.grp2[QC / 2 * q + g].x;
+    if (PROBE & 8) { /* keep the chunks live */
+      if ((ch[g] ^ ch[NCH + g]) == 0xdeadbeefu) cw[0] = 1u;
       continue;
     }
-    kf_or32(cw, p1 + pos, o1);
-    kf_or32(cw, p2 + pos, o2);
+    kf_or32(cw, p1 + pos, ch[g]);
+    kf_or32(cw, p2 + pos, ch[NCH + g]);
   }
 }
 
@@ -488,7 +526,7 @@ __device__ __forceinline__ void kf_write_rows(const uint32_t *cw, uint8_t *dst, 
   if (tb < nbytes) dst[tb] = ((const uint8_t *)cw)[tb];
 }
 
-/* A warpgroup's tile whose fields (the runs, in registers) are still to be packed and written:
+/* A warpgroup's tile whose fields (the chunks, in registers) are still to be packed and written:
  * that happens while the tensor cores project the next tile. Per warp: its rows 16 w4 .. + 15. */
 struct kf_pend {
   uint8_t *dst;  /* the warp's rows in codes */
@@ -499,10 +537,10 @@ struct kf_pend {
 /* C2 + D of the pending tile, by each warp alone: its 16 rows take whole words of the stream
  * (a row has 8 code_bytes bits), so it zeroes, ORs and writes its own words. (An OR past a
  * row's end into the next warp's first word carries only zeros.) Straight-line code: it runs
- * between the MMA's issue and its wait. Without a pending tile (nbytes 0) it packs stale runs
+ * between the MMA's issue and its wait. Without a pending tile (nbytes 0) it packs stale chunks
  * and writes nothing. */
 template <int D, int PASSES, int PROBE, class K>
-__device__ __forceinline__ void kf_flush(const kf_pend &pd, int code_bytes, int norm_off, const uint32_t *run,
+__device__ __forceinline__ void kf_flush(const kf_pend &pd, int code_bytes, int norm_off, const uint32_t *ch,
                                          const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
   constexpr int MAXW = 4 * C::MAX_CODE; /* words of 16 rows */
@@ -514,8 +552,7 @@ __device__ __forceinline__ void kf_flush(const kf_pend &pd, int code_bytes, int 
   for (int k = 0; k < (MAXW + 31) / 32; k++)
     if (lane + 32 * k < wpw) cww[lane + 32 * k] = 0;
   __syncwarp();
-  kf_pack<D, PASSES, PROBE, K::MODE == KF_Q_UNIFORM ? KF_Q_UNIFORM : KF_Q_LUT>(S, run, 16 * w4 + (lane >> 2), lane & 3,
-                                                                                cb, cw);
+  kf_pack<D, PASSES, PROBE, K::MODE>(S, ch, 16 * w4 + (lane >> 2), lane & 3, cb, cw);
   if (!(PROBE & 8)) { /* lanes 0..15: the norms of rows 16 w4 + lane; the others OR zeros */
     const int no = norm_off >= 0 ? norm_off : 0;
     kf_or32(cw, (16 * w4 + (lane & 15)) * cb + no, lane < 16 && norm_off >= 0 ? pd.norm : 0u);
@@ -525,12 +562,12 @@ __device__ __forceinline__ void kf_flush(const kf_pend &pd, int code_bytes, int 
 }
 
 /* One tile (relative index i in the block's range) by warpgroup wg: norms and operand, the MMA
- * issued, the previous tile's packing and writing (pd, run) while it runs, then this tile's
- * quantisation into run and pd. */
+ * issued, the previous tile's packing and writing (pd, ch) while it runs, then this tile's
+ * quantisation into ch and pd. */
 template <int D, int PASSES, int PROBE, class K>
 __device__ __forceinline__ void kf_tile(const kc_fast_seg *segs, int nseg, const kc_fast_seg *g, int64_t t, int64_t i,
                                         int64_t t_end, const float *bnd, const kf_smem<D, PASSES> &S, kf_pend &pd,
-                                        uint32_t *run) {
+                                        uint32_t *ch) {
   typedef kf_cfg<D, PASSES> C;
   const int wg = threadIdx.x >> 7, w4 = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int st = (int)(i % C::STAGES), code_bytes = g->side.code_bytes;
@@ -562,9 +599,9 @@ __device__ __forceinline__ void kf_tile(const kc_fast_seg *segs, int nseg, const
 #pragma unroll
     for (int k = 0; k < C::NACC; k++) acc[k] = 0.0f;
   }
-  kf_flush<D, PASSES, PROBE, K>(pd, code_bytes, norm_off, run, S); /* while the MMA runs */
+  kf_flush<D, PASSES, PROBE, K>(pd, code_bytes, norm_off, ch, S); /* while the MMA runs */
   if constexpr (MMA) kf_project_wait<D, PASSES>(acc, cor);
-  kf_quantise<D, PASSES, PROBE, K::MODE, K::SCALE>(S, bnd, acc, q, rowmul[ra], rowmul[ra + 8], run);
+  kf_quantise<D, PASSES, PROBE, K::MODE, K::SCALE>(S, bnd, acc, q, rowmul[ra], rowmul[ra + 8], ch);
   const int wrows = min(16, nrows - 16 * w4);
   pd.dst = g->codes + (row0 + 16 * w4) * code_bytes;
   pd.nbytes = wrows > 0 ? wrows * code_bytes : 0;
@@ -579,11 +616,11 @@ __device__ __forceinline__ void kf_piece(const kc_fast_seg *segs, int nseg, cons
                                       int64_t piece_end, int64_t t_begin, int64_t t_end, const float *bnd,
                                       const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
-  uint32_t run[D / 4];
+  uint32_t ch[2 * D / 4 / kf_group<K::MODE>()]; /* chunks of the warpgroup's pending tile */
   kf_pend pd = {g->codes, 0, 0u};
   for (int64_t u = first; u < piece_end; u += C::NWG)
-    kf_tile<D, PASSES, PROBE, K>(segs, nseg, g, u, u - t_begin, t_end, bnd, S, pd, run);
-  kf_flush<D, PASSES, PROBE, K>(pd, g->side.code_bytes, kf_norm_off(g), run, S);
+    kf_tile<D, PASSES, PROBE, K>(segs, nseg, g, u, u - t_begin, t_end, bnd, S, pd, ch);
+  kf_flush<D, PASSES, PROBE, K>(pd, g->side.code_bytes, kf_norm_off(g), ch, S);
 }
 
 /* The block's work: per piece of its range inside one segment, load the segment's tables
