@@ -27,6 +27,7 @@ extern "C" {
 
 #define KF_TM 64 /* rows per tile = the wgmma's M */
 #define KF_LO_SCALE 2048.0f
+#define KF_UCELLS 128 /* the uniform table's entries (>= CB_CELLS(4) = 65; a power of 2: [c + KF_UCELLS] is an offset) */
 /* Quantisation without a search: the cell tables of src/cb_cells.h (the argument for their
  * exactness is there; tests/test_cb_cells.c checks it on the host with the same functions). */
 /* What a coordinate's field holds (S.par[i].w as bits: 0-1 the kind, 2-6 b, 7-17 the last cell,
@@ -55,7 +56,7 @@ struct kf_cfg {
   static constexpr size_t R_BYTES = (size_t)D * D * 2;          /* one fp16 rotation, swizzled */
   static constexpr size_t A_BYTES = (size_t)KF_TM * D * 2;      /* one fp16 operand tile, swizzled */
   static constexpr size_t WG_BYTES = A_BYTES * (P3 ? 2 : 1);  /* a warpgroup's operand: hi (and lo) */
-  static constexpr size_t TAB_BYTES = CB_CELLS_ALL * 5 + D * 16 + D / 4 * 16 + D / 2 * 8 +
+  static constexpr size_t TAB_BYTES = CB_CELLS_ALL * 5 + KF_UCELLS * 8 + D * 16 + D / 4 * 16 + D / 2 * 8 +
                                       NWG * KF_TM * 8 + 3 * 16 * 4 + 16 + STAGES * 16;
   static constexpr size_t SMEM = 1024 + STAGES * STAGE_BYTES + R_BYTES * (P3 ? 2 : 1) + NWG * (WG_BYTES + CW_BYTES) +
                                  kf_up(TAB_BYTES, 16);
@@ -112,6 +113,8 @@ struct kf_smem {
   float *lut;             /* cells: the boundary inside or +inf ... */
   uint8_t *lutb;          /* ... and #{boundaries below} (two arrays: a lookup of 4 + 1 bytes has
                            * about half the bank conflicts of one of 8) */
+  float *ucell;           /* KF_Q_UNIFORM: its b's cells again, at offset 0: [KF_UCELLS] inside, then
+                           * [KF_UCELLS] below as uint32 (one address for both lookups) */
   float4 *par;            /* [D] {1/scale, iw/scale, T iw, meta} */
   uint4 *grp4;            /* [D/4] coordinates 4i .. 4i + 3: {stream offset of field 4i, 2^(offset of field
                            * 4i + k in the group), k = 1, 2, 3} (KF_Q_LUT's chunks) */
@@ -141,7 +144,8 @@ __device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *raw) {
   S.cw = (uint32_t *)sm;
   sm += C::NWG * C::CW_BYTES;
   S.lut = (float *)sm;
-  S.par = (float4 *)(S.lut + CB_CELLS_ALL);
+  S.ucell = S.lut + CB_CELLS_ALL;
+  S.par = (float4 *)(S.ucell + 2 * KF_UCELLS);
   S.grp4 = (uint4 *)(S.par + D);
   S.grp2 = (uint2 *)(S.grp4 + D / 4);
   S.rowmul = (float *)(S.grp2 + D / 2);
@@ -188,15 +192,14 @@ __device__ __forceinline__ void kf_issue_tile(const kc_fast_seg *g, int64_t t, f
                ::"r"(kf_smem_addr(dst)), "l"(&g->tmap), "r"(0), "r"(row0), "r"(kf_smem_addr(bar)) : "memory");
 }
 
-/* Stage i % STAGES is free again (its warpgroup is past reading tile t): start tile t + STAGES
- * (whose segment is hint, t's, or a later one: the scan is short). */
+/* Stage st is free again (its warpgroup is past reading tile t): start tile t + STAGES (whose
+ * segment is hint, t's, or a later one: the scan is short). */
 template <int D, int PASSES>
-__device__ __forceinline__ void kf_refill(const kc_fast_seg *segs, int nseg, int hint, int64_t t, int64_t i, int64_t t_end,
+__device__ __forceinline__ void kf_refill(const kc_fast_seg *segs, int nseg, int hint, int64_t t, int st, int64_t t_end,
                                           const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
   const int64_t tn = t + C::STAGES;
   if (tn >= t_end) return;
-  const int st = (int)(i % C::STAGES);
   kw_fence_proxy(); /* the generic reads of the stage before the async-proxy write */
   kf_issue_tile<D>(&segs[kf_seg_of(segs, nseg, tn, hint)], tn, S.stage + (size_t)st * KF_TM * D, &S.full[st]);
 }
@@ -260,6 +263,11 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
   kf_bar_sync<C::THREADS>(1);
   kf_build_lut(cb_boundary + g->side.family * (CB_MAX_BITS + 1) * 256, S);
   kf_bar_sync<C::THREADS>(1);
+  const int b0 = g->side.bits[0];
+  if (b0 >= 1 && b0 <= 4 && tid < CB_CELLS(b0)) { /* the uniform table (used only if the segment is) */
+    S.ucell[tid] = S.lut[CB_CELLS_OFF(b0) + tid];
+    ((uint32_t *)S.ucell)[KF_UCELLS + tid] = S.lutb[CB_CELLS_OFF(b0) + tid];
+  }
   if (tid < D) {
     int b = g->side.bits[tid], q = b >= 1 && b <= CB_MAX_BITS;
     int kind = b == 0 ? KF_DROP : b == PLAN_BITS_FP16 ? KF_HALF : q && S.lut_ok[b] ? KF_LUT : KF_SEARCH;
@@ -284,6 +292,19 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
   }
   kf_bar_sync<C::THREADS>(1);
   return *S.flags;
+}
+
+/* |x| and 1/|x| from the sum of squares without sqrtf's and the division's special-case branches
+ * (one MUFU.RSQ; a Newton step takes |x| to within about an ulp of sqrtf's; 1/|x| is the rsqrt's,
+ * ~2 ulp, far inside the fp16 rounding of the unit row it scales). Rows with ss < 2^-100 (|x| <
+ * 1e-15, far below any activation) count as zero rows: u = 0, |x| = 0. */
+__device__ __forceinline__ void kf_norm(float ss, float *nrm, float *inv) {
+  float rs;
+  asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(rs) : "f"(ss));
+  const float n0 = ss * rs;
+  const bool pos = ss >= 0x1p-100f;
+  *nrm = pos ? fmaf(fmaf(-n0, n0, ss), 0.5f * rs, n0) : 0.0f;
+  *inv = pos ? rs : 0.0f;
 }
 
 /* A: norms (fp32: the norm is stored in fp16) and the unit rows in fp16 (hi, and lo for passes
@@ -312,7 +333,8 @@ __device__ __forceinline__ void kf_prep_rows(const float *__restrict__ X, int no
       ss += v[rr][m].x * v[rr][m].x + v[rr][m].y * v[rr][m].y + v[rr][m].z * v[rr][m].z + v[rr][m].w * v[rr][m].w;
 #pragma unroll
     for (int o = 4; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    float nrm = sqrtf(ss), inv = nrm > 0.0f ? 1.0f / nrm : 0.0f;
+    float nrm, inv;
+    kf_norm(ss, &nrm, &inv);
     if (f == 0) {
       rowmul[row] = has_rot ? (normalize ? 1.0f : nrm) : (normalize ? inv : 1.0f);
       norm16[row] = __half_as_ushort(__float2half_rn(nrm));
@@ -345,16 +367,16 @@ template <int D, int PASSES>
 __device__ __forceinline__ void kf_project_issue(const unsigned char *A, const kf_smem<D, PASSES> &S, float *acc,
                                                  float *cor) {
   typedef kf_cfg<D, PASSES> C;
-  const uint32_t ah = kf_smem_addr(A), rh = kf_smem_addr(S.Rh);
+  const uint64_t ah = kw_desc(kf_smem_addr(A), KF_TM, 0), rh = kw_desc(kf_smem_addr(S.Rh), D, 0);
   kw_fence();
 #pragma unroll
-  for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(acc, kw_desc(ah, KF_TM, ks), kw_desc(rh, D, ks), ks > 0);
+  for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(acc, kw_desc_add(ah, kw_desc_step(KF_TM, ks)), kw_desc_add(rh, kw_desc_step(D, ks)), ks > 0);
   if constexpr (PASSES == 3) {
-    const uint32_t al = ah + (uint32_t)C::A_BYTES, rl = kf_smem_addr(S.Rl);
+    const uint64_t al = kw_desc(kf_smem_addr(A + C::A_BYTES), KF_TM, 0), rl = kw_desc(kf_smem_addr(S.Rl), D, 0);
 #pragma unroll
-    for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(cor, kw_desc(al, KF_TM, ks), kw_desc(rh, D, ks), ks > 0);
+    for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(cor, kw_desc_add(al, kw_desc_step(KF_TM, ks)), kw_desc_add(rh, kw_desc_step(D, ks)), ks > 0);
 #pragma unroll
-    for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(cor, kw_desc(ah, KF_TM, ks), kw_desc(rl, D, ks), 1);
+    for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(cor, kw_desc_add(ah, kw_desc_step(KF_TM, ks)), kw_desc_add(rl, kw_desc_step(D, ks)), 1);
   }
   kw_commit();
 }
@@ -383,19 +405,32 @@ __device__ __forceinline__ void kf_identity(const float *X, int ra, int q, float
   }
 }
 
-/* The field of y through the cell table (cb_cells.h): t = y / scale, cell = floor(y (iw / scale)
- * + T iw + 1/2) clamped (the conversion saturates negatives and NaN to 0). */
-__device__ __forceinline__ uint32_t kf_q_cell(float y, float qis, float qis_iw, float Tiw, uint32_t last,
-                                              const float *inside, const uint8_t *below) {
-  float t = y * qis;
-  uint32_t c = cb_cells_index(fmaf(y, qis_iw, Tiw), last);
-  uint32_t gt; /* all ones when t > the boundary inside the cell: one FSET instead of compare + select */
-  asm("set.gt.u32.f32 %0, %1, %2;" : "=r"(gt) : "f"(t), "f"(inside[c]));
-  return below[c] - gt;
+/* The field of y through the cell table (cb_cells.h): cell = floor(y (iw / scale) + T iw + 1/2)
+ * clamped to the table (fmaxf maps negatives and NaN to 0; the floor by adding 2^23 rounding
+ * down, as cb_cells_index), plus `base` = the table's offset - the bits of 2^23, so that c indexes
+ * the stacked tables directly (the u8 lookup is then [c + the table's address]); hi = the offset
+ * of the table's last cell. The index is below + (t > inside) with t = y / scale: the sign bit of
+ * inside - y (1/scale) from one FFMA. That rounds once where t > inside rounds the product
+ * first: they differ only when fl(y (1/scale)) equals the boundary exactly while the product is
+ * above it (then this is the exact answer for the product). */
+__device__ __forceinline__ uint32_t kf_q_cell(float y, float qis, float qis_iw, float Tiw, uint32_t base, uint32_t hi,
+                                              const float *lut, const uint8_t *lutb) {
+  const uint32_t c = min(__float_as_uint(__fadd_rd(fmaxf(fmaf(y, qis_iw, Tiw), 0.0f), 8388608.0f)) + base, hi);
+  return lutb[c] + (__float_as_uint(fmaf(-y, qis, lut[c])) >> 31);
 }
+/* KF_Q_UNIFORM's lookup: the same with the segment's table at offset 0 of ucell (base = -2^23's
+ * bits, an immediate) and below beside inside, so that both loads take one address. */
+__device__ __forceinline__ uint32_t kf_q_cellu(float y, float qis, float qis_iw, float Tiw, uint32_t last,
+                                               const float *ucell) {
+  const uint32_t c = min(__float_as_uint(__fadd_rd(fmaxf(fmaf(y, qis_iw, Tiw), 0.0f), 8388608.0f)) - 0x4B000000u, last);
+  return ((const uint32_t *)ucell)[c + KF_UCELLS] + (__float_as_uint(fmaf(-y, qis, ucell[c])) >> 31);
+}
+/* The cell table parameters of a coordinate from its meta word (S.par[i].w, kf_load_segment). */
+__device__ __forceinline__ uint32_t kf_meta_base(uint32_t meta) { return (meta >> 18) - 0x4B000000u; }
+__device__ __forceinline__ uint32_t kf_meta_hi(uint32_t meta) { return (meta >> 18) + ((meta >> 7) & 0x7ffu); }
 __device__ __forceinline__ uint32_t kf_q_lut(float y, float4 p, const float *lut, const uint8_t *lutb) {
-  uint32_t meta = __float_as_uint(p.w), off = meta >> 18;
-  return kf_q_cell(y, p.x, p.y, p.z, (meta >> 7) & 0x7ffu, lut + off, lutb + off);
+  const uint32_t meta = __float_as_uint(p.w);
+  return kf_q_cell(y, p.x, p.y, p.z, kf_meta_base(meta), kf_meta_hi(meta), lut, lutb);
 }
 /* Any field kind: dropped, fp16, cell table, or the search. */
 __device__ __forceinline__ uint32_t kf_q_any(float y, float4 p, const float *lut, const uint8_t *lutb,
@@ -434,9 +469,8 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
   const uint8_t *__restrict__ lutb = S.lutb;
   const float4 *__restrict__ par = S.par;
   const float4 pu = par[0]; /* KF_Q_UNIFORM: every coordinate's parameters */
-  const uint32_t metau = __float_as_uint(pu.w), lastu = (metau >> 7) & 0x7ffu;
-  const float *lutu = lut + (metau >> 18);
-  const uint8_t *lutbu = lutb + (metau >> 18);
+  const uint32_t lastu = (__float_as_uint(pu.w) >> 7) & 0x7ffu;
+  const float *__restrict__ ucell = S.ucell;
   uint32_t mu[G]; /* KF_Q_UNIFORM: 2^(k b) */
   if (MODE == KF_Q_UNIFORM)
 #pragma unroll
@@ -452,8 +486,8 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
       a0 = __float_as_uint(ya0) >> 31 | 1u, a1 = __float_as_uint(ya1) >> 31 | 1u;
       b0 = __float_as_uint(yb0) >> 31 | 1u, b1 = __float_as_uint(yb1) >> 31 | 1u;
     } else if (MODE == KF_Q_UNIFORM) {
-      a0 = kf_q_cell(ya0, pu.x, pu.y, pu.z, lastu, lutu, lutbu), a1 = kf_q_cell(ya1, pu.x, pu.y, pu.z, lastu, lutu, lutbu);
-      b0 = kf_q_cell(yb0, pu.x, pu.y, pu.z, lastu, lutu, lutbu), b1 = kf_q_cell(yb1, pu.x, pu.y, pu.z, lastu, lutu, lutbu);
+      a0 = kf_q_cellu(ya0, pu.x, pu.y, pu.z, lastu, ucell), a1 = kf_q_cellu(ya1, pu.x, pu.y, pu.z, lastu, ucell);
+      b0 = kf_q_cellu(yb0, pu.x, pu.y, pu.z, lastu, ucell), b1 = kf_q_cellu(yb1, pu.x, pu.y, pu.z, lastu, ucell);
     } else {
       const float4 p0 = par[c], p1 = par[c + 1];
       if (MODE == KF_Q_LUT) {
@@ -543,14 +577,13 @@ template <int D, int PASSES, int PROBE, class K>
 __device__ __forceinline__ void kf_flush(const kf_pend &pd, int code_bytes, int norm_off, const uint32_t *ch,
                                          const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
-  constexpr int MAXW = 4 * C::MAX_CODE; /* words of 16 rows */
   const int wg = threadIdx.x >> 7, w4 = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int cb = code_bytes * 8, wpw = 4 * code_bytes; /* stream bits per row, words per warp */
   uint32_t *cw = S.cw + (size_t)wg * (C::CW_BYTES / 4), *cww = cw + w4 * wpw;
   __syncwarp(); /* the warp's previous write has read cww */
 #pragma unroll
-  for (int k = 0; k < (MAXW + 31) / 32; k++)
-    if (lane + 32 * k < wpw) cww[lane + 32 * k] = 0;
+  for (int k = 0; k < (C::MAX_CODE + 31) / 32; k++) /* 16 rows = code_bytes uint4 (16-byte aligned) */
+    if (lane + 32 * k < code_bytes) ((uint4 *)cww)[lane + 32 * k] = make_uint4(0u, 0u, 0u, 0u);
   __syncwarp();
   kf_pack<D, PASSES, PROBE, K::MODE>(S, ch, 16 * w4 + (lane >> 2), lane & 3, cb, cw);
   if (!(PROBE & 8)) { /* lanes 0..15: the norms of rows 16 w4 + lane; the others OR zeros */
@@ -561,37 +594,58 @@ __device__ __forceinline__ void kf_flush(const kf_pend &pd, int code_bytes, int 
   if (!(PROBE & 4)) kf_write_rows<D>(cww, pd.dst, pd.nbytes, lane);
 }
 
-/* One tile (relative index i in the block's range) by warpgroup wg: norms and operand, the MMA
- * issued, the previous tile's packing and writing (pd, ch) while it runs, then this tile's
- * quantisation into ch and pd. */
+/* What a tile needs of its segment, read once per piece (the segment table is in global memory,
+ * and loads across the tile's barriers and asm are not hoisted). */
+struct kf_segv {
+  uint8_t *codes;
+  int64_t tile0, n;
+  int code_bytes, norm_off, normalize, index;
+};
+
+/* Where a warpgroup's tile sits in the ring: its stage and the mbarrier parity it waits for
+ * (tile i: i % STAGES, (i / STAGES) & 1), advanced NWG tiles at a time without a division
+ * (NWG <= STAGES: a step wraps at most once). */
+struct kf_ring {
+  int st;
+  uint32_t ph;
+};
+template <int STAGES, int NWG>
+__device__ __forceinline__ void kf_ring_next(kf_ring &r) {
+  r.st += NWG;
+  const bool wrap = r.st >= STAGES;
+  r.st -= wrap ? STAGES : 0;
+  r.ph ^= wrap ? 1u : 0u;
+}
+
+/* One tile t (at ring position rg) by warpgroup wg: norms and operand, the MMA issued, the
+ * previous tile's packing and writing (pd, ch) while it runs, then this tile's quantisation into
+ * ch and pd. */
 template <int D, int PASSES, int PROBE, class K>
-__device__ __forceinline__ void kf_tile(const kc_fast_seg *segs, int nseg, const kc_fast_seg *g, int64_t t, int64_t i,
+__device__ __forceinline__ void kf_tile(const kc_fast_seg *segs, int nseg, const kf_segv &sv, int64_t t, kf_ring rg,
                                         int64_t t_end, const float *bnd, const kf_smem<D, PASSES> &S, kf_pend &pd,
                                         uint32_t *ch) {
   typedef kf_cfg<D, PASSES> C;
   const int wg = threadIdx.x >> 7, w4 = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-  const int st = (int)(i % C::STAGES), code_bytes = g->side.code_bytes;
-  const int norm_off = kf_norm_off(g);
-  const int64_t row0 = (t - g->tile0) * KF_TM;
-  const int nrows = (int)min((int64_t)KF_TM, g->n - row0);
-  const float *X = S.stage + (size_t)st * KF_TM * D;
+  const int64_t row0 = (t - sv.tile0) * KF_TM;
+  const int nrows = (int)min((int64_t)KF_TM, sv.n - row0);
+  const float *X = S.stage + (size_t)rg.st * KF_TM * D;
   unsigned char *A = S.wg + (size_t)wg * C::WG_BYTES;
   float *rowmul = S.rowmul + wg * KF_TM;
   uint32_t *norm16 = S.norm16 + wg * KF_TM;
   kf_bar_sync<128>(2 + wg); /* every warp's MMA of the previous tile is complete: U may be rewritten */
-  kf_bar_wait(&S.full[st], (uint32_t)((i / C::STAGES) & 1));
-  kf_prep_rows<D, PASSES>(X, g->side.normalize, K::ROT, A, rowmul, norm16);
+  kf_bar_wait(&S.full[rg.st], rg.ph);
+  kf_prep_rows<D, PASSES>(X, sv.normalize, K::ROT, A, rowmul, norm16);
   kw_fence_proxy();
   kf_bar_sync<128>(2 + wg);
   const int ra = 16 * w4 + (lane >> 2), q = lane & 3;
   float acc[C::NACC], cor[PASSES == 3 ? C::NACC : 1];
   constexpr bool MMA = K::ROT && !(PROBE & 1);
   if constexpr (K::ROT) {
-    if ((threadIdx.x & 127) == 0) kf_refill<D>(segs, nseg, (int)(g - segs), t, i, t_end, S);
+    if ((threadIdx.x & 127) == 0) kf_refill<D>(segs, nseg, sv.index, t, rg.st, t_end, S);
   } else {
     kf_identity<D>(X, ra, q, acc);
     kf_bar_sync<128>(2 + wg); /* X is read */
-    if ((threadIdx.x & 127) == 0) kf_refill<D>(segs, nseg, (int)(g - segs), t, i, t_end, S);
+    if ((threadIdx.x & 127) == 0) kf_refill<D>(segs, nseg, sv.index, t, rg.st, t_end, S);
   }
   if constexpr (MMA) {
     kf_project_issue<D, PASSES>(A, S, acc, cor);
@@ -599,12 +653,12 @@ __device__ __forceinline__ void kf_tile(const kc_fast_seg *segs, int nseg, const
 #pragma unroll
     for (int k = 0; k < C::NACC; k++) acc[k] = 0.0f;
   }
-  kf_flush<D, PASSES, PROBE, K>(pd, code_bytes, norm_off, ch, S); /* while the MMA runs */
+  kf_flush<D, PASSES, PROBE, K>(pd, sv.code_bytes, sv.norm_off, ch, S); /* while the MMA runs */
   if constexpr (MMA) kf_project_wait<D, PASSES>(acc, cor);
   kf_quantise<D, PASSES, PROBE, K::MODE, K::SCALE>(S, bnd, acc, q, rowmul[ra], rowmul[ra + 8], ch);
   const int wrows = min(16, nrows - 16 * w4);
-  pd.dst = g->codes + (row0 + 16 * w4) * code_bytes;
-  pd.nbytes = wrows > 0 ? wrows * code_bytes : 0;
+  pd.dst = sv.codes + (row0 + 16 * w4) * sv.code_bytes;
+  pd.nbytes = wrows > 0 ? wrows * sv.code_bytes : 0;
   pd.norm = norm16[16 * w4 + (lane & 15)];
 }
 
@@ -616,11 +670,17 @@ __device__ __forceinline__ void kf_piece(const kc_fast_seg *segs, int nseg, cons
                                       int64_t piece_end, int64_t t_begin, int64_t t_end, const float *bnd,
                                       const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
+  const kf_segv sv = {g->codes, g->tile0, g->n, g->side.code_bytes, kf_norm_off(g), g->side.normalize,
+                      (int)(g - segs)};
+  const int64_t i0 = first - t_begin; /* the tile's index in the block's range: its ring position */
+  kf_ring rg = {(int)(i0 % C::STAGES), (uint32_t)((i0 / C::STAGES) & 1)};
   uint32_t ch[2 * D / 4 / kf_group<K::MODE>()]; /* chunks of the warpgroup's pending tile */
   kf_pend pd = {g->codes, 0, 0u};
-  for (int64_t u = first; u < piece_end; u += C::NWG)
-    kf_tile<D, PASSES, PROBE, K>(segs, nseg, g, u, u - t_begin, t_end, bnd, S, pd, ch);
-  kf_flush<D, PASSES, PROBE, K>(pd, g->side.code_bytes, kf_norm_off(g), ch, S);
+  for (int64_t u = first; u < piece_end; u += C::NWG) {
+    kf_tile<D, PASSES, PROBE, K>(segs, nseg, sv, u, rg, t_end, bnd, S, pd, ch);
+    kf_ring_next<C::STAGES, C::NWG>(rg);
+  }
+  kf_flush<D, PASSES, PROBE, K>(pd, sv.code_bytes, sv.norm_off, ch, S);
 }
 
 /* The block's work: per piece of its range inside one segment, load the segment's tables

@@ -21,11 +21,21 @@ __host__ __device__ __forceinline__ uint32_t kw_swz(int rows, int r, int k) {
 /* The descriptor of the 64- or N-row operand at shared address `addr` for k-step ks (16 fp16):
  * start address >> 4 (bits 0-13), leading offset 16 B (unused with swizzling, bits 16-29), stride
  * offset 1024 B between 8-row atoms (bits 32-45), 128-byte swizzle (bits 62-63 = 1). The k-step
- * moves 32 bytes inside the 128-byte row; the hardware applies the XOR on the address bits, so
- * each operand must start 1024-byte aligned. */
+ * moves 32 bytes inside the 128-byte row (the next 64 k are the next rows x 128 bytes); the
+ * hardware applies the XOR on the address bits, so each operand must start 1024-byte aligned.
+ * A k-step only adds to the start address field (kw_desc_step): shared addresses are below 2^18,
+ * so it never carries out of bits 0-13, and a loop can add constants to the step-0 descriptor. */
+__host__ __device__ constexpr uint64_t kw_desc_step(int rows, int ks) {
+  return (uint64_t)(((ks >> 2) * rows * 128 + (ks & 3) * 32) >> 4);
+}
+/* d advanced by a step: in the low word only (no carry, above), so that it is one 32-bit add. */
+__device__ __forceinline__ uint64_t kw_desc_add(uint64_t d, uint64_t step) {
+  return (d & 0xFFFFFFFF00000000ull) | (uint32_t)((uint32_t)d + (uint32_t)step);
+}
 __device__ __forceinline__ uint64_t kw_desc(uint32_t addr, int rows, int ks) {
-  uint32_t a = addr + (uint32_t)((ks >> 2) * rows * 128 + (ks & 3) * 32);
-  return (uint64_t)((a & 0x3FFFF) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
+  return kw_desc_add((uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 |
+                         (uint64_t)1 << 62,
+                     kw_desc_step(rows, ks));
 }
 
 __device__ __forceinline__ void kw_fence(void) { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
