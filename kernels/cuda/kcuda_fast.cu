@@ -98,6 +98,11 @@ __device__ __forceinline__ int kf_seg_of(const kc_fast_seg *segs, int nseg, int6
 template <int D>
 __host__ __device__ constexpr int kf_coord(int n) { return D / 4 * ((n & 7) >> 1) + 2 * (n >> 3) + (n & 1); }
 
+/* The per-coordinate tables (S.par, and the chunk tables S.grp4, S.grp2 per group) hold entry
+ * k of each lane's range at 4 k + q, so that a quad's four lanes (ranges D/4 apart) read
+ * adjacent entries, not one bank four times. n = entries of the table, q's range = n/4. */
+__host__ __device__ constexpr int kf_lane_major(int i, int n) { return i % (n / 4) * 4 + i / (n / 4); }
+
 /* Fields per chunk (KF_Q_*): 8 of <= 4 bits (uniform), 4 of <= 8 bits (cell tables), 2 of <= 16
  * bits (any kind: fp16 fields). */
 template <int MODE>
@@ -115,10 +120,10 @@ struct kf_smem {
                            * about half the bank conflicts of one of 8) */
   float *ucell;           /* KF_Q_UNIFORM: its b's cells again, at offset 0: [KF_UCELLS] inside, then
                            * [KF_UCELLS] below as uint32 (one address for both lookups) */
-  float4 *par;            /* [D] {1/scale, iw/scale, T iw, meta} */
+  float4 *par;            /* [D] {1/scale, iw/scale, T iw, meta}, in kf_lane_major order */
   uint4 *grp4;            /* [D/4] coordinates 4i .. 4i + 3: {stream offset of field 4i, 2^(offset of field
                            * 4i + k in the group), k = 1, 2, 3} (KF_Q_LUT's chunks) */
-  uint2 *grp2;            /* [D/2] the same for pairs 2i, 2i + 1 (KF_Q_ANY's chunks) */
+  uint2 *grp2;            /* [D/2] the same for pairs 2i, 2i + 1 (KF_Q_ANY's chunks); both kf_lane_major */
   int *uni;               /* KF_Q_UNIFORM: {stream offset of field 0, bits per field} */
   float *rowmul;          /* [NWG][TM] y multiplier: |x| (rotated, not normalised), 1/|x| (identity, normalised) or 1 */
   uint32_t *norm16;       /* [NWG][TM] fp16 bits of |x| */
@@ -273,14 +278,17 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
     int kind = b == 0 ? KF_DROP : b == PLAN_BITS_FP16 ? KF_HALF : q && S.lut_ok[b] ? KF_LUT : KF_SEARCH;
     float qis = q ? 1.0f / g->side.scale[tid] : 0.0f, iw = kind == KF_LUT ? S.lut_iw[b] : 0.0f;
     uint32_t meta = kind | (uint32_t)b << 2 | (kind == KF_LUT ? (uint32_t)(CB_CELLS(b) - 1) << 7 | (uint32_t)CB_CELLS_OFF(b) << 18 : 0u);
-    S.par[tid] = make_float4(qis, qis * iw, kind == KF_LUT ? S.lut_Tiw[b] : 0.0f, __uint_as_float(meta));
+    S.par[kf_lane_major(tid, D)] =
+        make_float4(qis, qis * iw, kind == KF_LUT ? S.lut_Tiw[b] : 0.0f, __uint_as_float(meta));
   }
   /* the chunks' offsets and multipliers (fields are adjacent in coordinate order, kc_side_of) */
   const int32_t *bp = g->side.bitpos;
-  if (tid < D / 4)
-    S.grp4[tid] = make_uint4((uint32_t)bp[4 * tid], kf_mul(bp[4 * tid + 1] - bp[4 * tid]),
-                             kf_mul(bp[4 * tid + 2] - bp[4 * tid]), kf_mul(bp[4 * tid + 3] - bp[4 * tid]));
-  if (tid < D / 2) S.grp2[tid] = make_uint2((uint32_t)bp[2 * tid], kf_mul(bp[2 * tid + 1] - bp[2 * tid]));
+  if (tid < D / 4) {
+    const int32_t *f = bp + 4 * tid;
+    S.grp4[kf_lane_major(tid, D / 4)] =
+        make_uint4((uint32_t)f[0], kf_mul(f[1] - f[0]), kf_mul(f[2] - f[0]), kf_mul(f[3] - f[0]));
+  }
+  if (tid < D / 2) S.grp2[kf_lane_major(tid, D / 2)] = make_uint2((uint32_t)bp[2 * tid], kf_mul(bp[2 * tid + 1] - bp[2 * tid]));
   if (tid == 0) S.uni[0] = bp[0], S.uni[1] = g->side.bits[0];
   kf_bar_sync<C::THREADS>(1);
   if (tid < D) { /* KF_Q_UNIFORM: every field the same, of <= 4 bits (a chunk holds 8) */
@@ -367,16 +375,20 @@ template <int D, int PASSES>
 __device__ __forceinline__ void kf_project_issue(const unsigned char *A, const kf_smem<D, PASSES> &S, float *acc,
                                                  float *cor) {
   typedef kf_cfg<D, PASSES> C;
+  /* the k-steps' descriptors are the first's plus constants (kw_desc_add) */
   const uint64_t ah = kw_desc(kf_smem_addr(A), KF_TM, 0), rh = kw_desc(kf_smem_addr(S.Rh), D, 0);
   kw_fence();
 #pragma unroll
-  for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(acc, kw_desc_add(ah, kw_desc_step(KF_TM, ks)), kw_desc_add(rh, kw_desc_step(D, ks)), ks > 0);
+  for (int ks = 0; ks < D / 16; ks++)
+    kf_mma<D>(acc, kw_desc_add(ah, kw_desc_step(KF_TM, ks)), kw_desc_add(rh, kw_desc_step(D, ks)), ks > 0);
   if constexpr (PASSES == 3) {
     const uint64_t al = kw_desc(kf_smem_addr(A + C::A_BYTES), KF_TM, 0), rl = kw_desc(kf_smem_addr(S.Rl), D, 0);
 #pragma unroll
-    for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(cor, kw_desc_add(al, kw_desc_step(KF_TM, ks)), kw_desc_add(rh, kw_desc_step(D, ks)), ks > 0);
+    for (int ks = 0; ks < D / 16; ks++)
+      kf_mma<D>(cor, kw_desc_add(al, kw_desc_step(KF_TM, ks)), kw_desc_add(rh, kw_desc_step(D, ks)), ks > 0);
 #pragma unroll
-    for (int ks = 0; ks < D / 16; ks++) kf_mma<D>(cor, kw_desc_add(ah, kw_desc_step(KF_TM, ks)), kw_desc_add(rl, kw_desc_step(D, ks)), 1);
+    for (int ks = 0; ks < D / 16; ks++)
+      kf_mma<D>(cor, kw_desc_add(ah, kw_desc_step(KF_TM, ks)), kw_desc_add(rl, kw_desc_step(D, ks)), 1);
   }
   kw_commit();
 }
@@ -489,7 +501,7 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
       a0 = kf_q_cellu(ya0, pu.x, pu.y, pu.z, lastu, ucell), a1 = kf_q_cellu(ya1, pu.x, pu.y, pu.z, lastu, ucell);
       b0 = kf_q_cellu(yb0, pu.x, pu.y, pu.z, lastu, ucell), b1 = kf_q_cellu(yb1, pu.x, pu.y, pu.z, lastu, ucell);
     } else {
-      const float4 p0 = par[c], p1 = par[c + 1];
+      const float4 p0 = par[8 * j + q], p1 = par[8 * j + 4 + q]; /* coordinates c, c + 1 (kf_lane_major) */
       if (MODE == KF_Q_LUT) {
         a0 = kf_q_lut(ya0, p0, lut, lutb), a1 = kf_q_lut(ya1, p1, lut, lutb);
         b0 = kf_q_lut(yb0, p0, lut, lutb), b1 = kf_q_lut(yb1, p1, lut, lutb);
@@ -501,8 +513,8 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
     if (MODE == KF_Q_UNIFORM) m0 = mu[k], m1 = mu[k + 1];
     else {
       if (k == 0) {
-        if (MODE == KF_Q_LUT) gm = S.grp4[c / 4];
-        else gm = make_uint4(0u, S.grp2[c / 2].y, 0u, 0u);
+        if (MODE == KF_Q_LUT) gm = S.grp4[4 * g + q]; /* the lane's group g (kf_lane_major) */
+        else gm = make_uint4(0u, S.grp2[4 * g + q].y, 0u, 0u);
       }
       m0 = k == 0 ? 1u : gm.z, m1 = k == 0 ? gm.y : gm.w;
     }
@@ -523,8 +535,8 @@ __device__ __forceinline__ void kf_pack(const kf_smem<D, PASSES> &S, const uint3
 #pragma unroll
   for (int g = 0; g < NCH; g++) {
     const int pos = MODE == KF_Q_UNIFORM ? posu + G * g * b
-                    : MODE == KF_Q_LUT   ? (int)S.grp4[QC / 4 * q + g].x
-                                         : (int)S.grp2[QC / 2 * q + g].x;
+                    : MODE == KF_Q_LUT   ? (int)S.grp4[4 * g + q].x /* kf_lane_major */
+                                         : (int)S.grp2[4 * g + q].x;
     if (PROBE & 8) { /* keep the chunks live */
       if ((ch[g] ^ ch[NCH + g]) == 0xdeadbeefu) cw[0] = 1u;
       continue;
