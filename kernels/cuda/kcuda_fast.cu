@@ -30,11 +30,9 @@ extern "C" {
 #define KF_UCELLS 128 /* the uniform table's entries (>= CB_CELLS(4) = 65; a power of 2: [c + KF_UCELLS] is an offset) */
 /* Quantisation without a search: the cell tables of src/cb_cells.h (the argument for their
  * exactness is there; tests/test_cb_cells.c checks it on the host with the same functions). */
-/* What a coordinate's field holds, and how (its meta word, S.par[i].w as bits): 0-17 the shared
- * address of its b's cells in S.lut (KF_LUT), 18-19 the kind, 20-31 the last cell (KF_LUT) or b. */
+/* What a coordinate's field holds (S.par[i].w as bits: 0-1 the kind, 2-6 b, 7-17 the last cell,
+ * 18-29 the offset of b's cells in the table). */
 enum { KF_DROP = 0, KF_LUT = 1, KF_SEARCH = 2, KF_HALF = 3 };
-__device__ __forceinline__ uint32_t kf_meta_kind(uint32_t w) { return (w >> 18) & 3u; }
-#define KF_BELOW_OFF (CB_CELLS_ALL * 4) /* bytes from a cell's boundary (S.lut) to its count (S.below) */
 /* How a segment's coordinates are quantised (kf_load_segment): the cell table with the same
  * parameters for every coordinate (tq), the cell table per coordinate (sq), or any kind. As
  * bits (table, same), so that each coordinate can AND its own into the segment's. */
@@ -58,7 +56,7 @@ struct kf_cfg {
   static constexpr size_t R_BYTES = (size_t)D * D * 2;          /* one fp16 rotation, swizzled */
   static constexpr size_t A_BYTES = (size_t)KF_TM * D * 2;      /* one fp16 operand tile, swizzled */
   static constexpr size_t WG_BYTES = A_BYTES * (P3 ? 2 : 1);  /* a warpgroup's operand: hi (and lo) */
-  static constexpr size_t TAB_BYTES = CB_CELLS_ALL * 8 + KF_UCELLS * 8 + D * 16 + D / 4 * 16 + D / 2 * 8 +
+  static constexpr size_t TAB_BYTES = CB_CELLS_ALL * 5 + KF_UCELLS * 8 + D * 16 + D / 4 * 16 + D / 2 * 8 +
                                       NWG * KF_TM * 8 + 3 * 16 * 4 + 16 + STAGES * 16;
   static constexpr size_t SMEM = 1024 + STAGES * STAGE_BYTES + R_BYTES * (P3 ? 2 : 1) + NWG * (WG_BYTES + CW_BYTES) +
                                  kf_up(TAB_BYTES, 16);
@@ -117,9 +115,9 @@ struct kf_smem {
   __half *Rh, *Rl;        /* rotation hi (and lo x 2^11), swizzled K-major: row n = output coordinate n */
   unsigned char *wg;      /* [NWG][WG_BYTES]: a warpgroup's unit rows hi (and lo) */
   uint32_t *cw;           /* [NWG][CW_BYTES / 4]: a warpgroup's bit stream (the previous tile's, during the MMA) */
-  float *lut;             /* [CB_CELLS_ALL] cells: the boundary inside or +inf ... */
-  uint32_t *below;        /* ... and #{boundaries below}, KF_BELOW_OFF bytes further: one address for
-                           * both lookups (two arrays: entries of 4 bytes have fewer bank conflicts) */
+  float *lut;             /* cells: the boundary inside or +inf ... */
+  uint8_t *lutb;          /* ... and #{boundaries below} (two arrays: a lookup of 4 + 1 bytes has
+                           * about half the bank conflicts of one of 8) */
   float *ucell;           /* KF_Q_UNIFORM: its b's cells again, at offset 0: [KF_UCELLS] inside, then
                            * [KF_UCELLS] below as uint32 (one address for both lookups) */
   float4 *par;            /* [D] {1/scale, iw/scale, T iw, meta}, in kf_lane_major order */
@@ -151,8 +149,7 @@ __device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *raw) {
   S.cw = (uint32_t *)sm;
   sm += C::NWG * C::CW_BYTES;
   S.lut = (float *)sm;
-  S.below = (uint32_t *)(S.lut + CB_CELLS_ALL);
-  S.ucell = (float *)(S.below + CB_CELLS_ALL);
+  S.ucell = S.lut + CB_CELLS_ALL;
   S.par = (float4 *)(S.ucell + 2 * KF_UCELLS);
   S.grp4 = (uint4 *)(S.par + D);
   S.grp2 = (uint2 *)(S.grp4 + D / 4);
@@ -163,7 +160,8 @@ __device__ __forceinline__ kf_smem<D, PASSES> kf_carve(unsigned char *raw) {
   S.lut_ok = (int *)(S.lut_Tiw + 16);
   S.flags = S.lut_ok + 16;
   S.uni = S.flags + 1;
-  S.full = (uint64_t *)kf_up((size_t)(S.flags + 4), 8);
+  S.lutb = (uint8_t *)(S.flags + 4);
+  S.full = (uint64_t *)kf_up((size_t)(S.lutb + CB_CELLS_ALL), 8);
   return S;
 }
 
@@ -242,7 +240,7 @@ __device__ void kf_build_lut(const float *bnd, const kf_smem<D, PASSES> &S) {
       unsigned below;
       cb_cells_entry(bnd + b * 256, b, S.lut_iw[b], S.lut_Tiw[b], c, &inside, &below);
       S.lut[CB_CELLS_OFF(b) + c] = inside;
-      S.below[CB_CELLS_OFF(b) + c] = below;
+      S.lutb[CB_CELLS_OFF(b) + c] = (uint8_t)below;
     }
   }
 }
@@ -273,14 +271,13 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
   const int b0 = g->side.bits[0];
   if (b0 >= 1 && b0 <= 4 && tid < CB_CELLS(b0)) { /* the uniform table (used only if the segment is) */
     S.ucell[tid] = S.lut[CB_CELLS_OFF(b0) + tid];
-    ((uint32_t *)S.ucell)[KF_UCELLS + tid] = S.below[CB_CELLS_OFF(b0) + tid];
+    ((uint32_t *)S.ucell)[KF_UCELLS + tid] = S.lutb[CB_CELLS_OFF(b0) + tid];
   }
   if (tid < D) {
     int b = g->side.bits[tid], q = b >= 1 && b <= CB_MAX_BITS;
     int kind = b == 0 ? KF_DROP : b == PLAN_BITS_FP16 ? KF_HALF : q && S.lut_ok[b] ? KF_LUT : KF_SEARCH;
     float qis = q ? 1.0f / g->side.scale[tid] : 0.0f, iw = kind == KF_LUT ? S.lut_iw[b] : 0.0f;
-    uint32_t meta = (uint32_t)kind << 18 | (kind == KF_LUT ? kf_smem_addr(S.lut + CB_CELLS_OFF(b)) |
-                                                             (uint32_t)(CB_CELLS(b) - 1) << 20 : (uint32_t)b << 20);
+    uint32_t meta = kind | (uint32_t)b << 2 | (kind == KF_LUT ? (uint32_t)(CB_CELLS(b) - 1) << 7 | (uint32_t)CB_CELLS_OFF(b) << 18 : 0u);
     S.par[kf_lane_major(tid, D)] =
         make_float4(qis, qis * iw, kind == KF_LUT ? S.lut_Tiw[b] : 0.0f, __uint_as_float(meta));
   }
@@ -298,7 +295,7 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
     float4 p = S.par[tid], p0 = S.par[0];
     int same = p.x == p0.x && p.y == p0.y && p.z == p0.z && __float_as_uint(p.w) == __float_as_uint(p0.w) &&
                g->side.bits[0] <= 4;
-    if (kf_meta_kind(__float_as_uint(p.w)) != KF_LUT) atomicAnd(S.flags, 0);
+    if ((__float_as_uint(p.w) & 3u) != KF_LUT) atomicAnd(S.flags, 0);
     else if (!same) atomicAnd(S.flags, KF_Q_LUT);
   }
   kf_bar_sync<C::THREADS>(1);
@@ -420,41 +417,41 @@ __device__ __forceinline__ void kf_identity(const float *X, int ra, int q, float
   }
 }
 
-/* The cell of y (cb_cells.h): floor(y (iw / scale) + T iw + 1/2) clamped to 0 .. last (fmaxf
- * maps negatives and NaN to 0; the floor by adding 2^23 rounding down, as cb_cells_index). */
-__device__ __forceinline__ uint32_t kf_cell(float y, float qis_iw, float Tiw, uint32_t last) {
-  return min(__float_as_uint(__fadd_rd(fmaxf(fmaf(y, qis_iw, Tiw), 0.0f), 8388608.0f)) - 0x4B000000u, last);
+/* The field of y through the cell table (cb_cells.h): cell = floor(y (iw / scale) + T iw + 1/2)
+ * clamped to the table (fmaxf maps negatives and NaN to 0; the floor by adding 2^23 rounding
+ * down, as cb_cells_index), plus `base` = the table's offset - the bits of 2^23, so that c indexes
+ * the stacked tables directly (the u8 lookup is then [c + the table's address]); hi = the offset
+ * of the table's last cell. The index is below + (t > inside) with t = y / scale: the sign bit of
+ * inside - y (1/scale) from one FFMA. That rounds once where t > inside rounds the product
+ * first: they differ only when fl(y (1/scale)) equals the boundary exactly while the product is
+ * above it (then this is the exact answer for the product). */
+__device__ __forceinline__ uint32_t kf_q_cell(float y, float qis, float qis_iw, float Tiw, uint32_t base, uint32_t hi,
+                                              const float *lut, const uint8_t *lutb) {
+  const uint32_t c = min(__float_as_uint(__fadd_rd(fmaxf(fmaf(y, qis_iw, Tiw), 0.0f), 8388608.0f)) + base, hi);
+  return lutb[c] + (__float_as_uint(fmaf(-y, qis, lut[c])) >> 31);
 }
-/* The index from the cell's entry: below + (t > inside) with t = y / scale, as the sign bit of
- * inside - y (1/scale) from one FFMA. That rounds once where t > inside rounds the product first:
- * they differ only when fl(y (1/scale)) equals the boundary exactly while the product is above it
- * (then this is the exact answer for the product). */
-__device__ __forceinline__ uint32_t kf_index(float y, float qis, float inside, uint32_t below) {
-  return below + (__float_as_uint(fmaf(-y, qis, inside)) >> 31);
-}
-/* KF_Q_UNIFORM: the segment's table at offset 0 of ucell, below KF_UCELLS entries after inside. */
+/* KF_Q_UNIFORM's lookup: the same with the segment's table at offset 0 of ucell (base = -2^23's
+ * bits, an immediate) and below beside inside, so that both loads take one address. */
 __device__ __forceinline__ uint32_t kf_q_cellu(float y, float qis, float qis_iw, float Tiw, uint32_t last,
                                                const float *ucell) {
-  const uint32_t c = kf_cell(y, qis_iw, Tiw, last);
-  return kf_index(y, qis, ucell[c], ((const uint32_t *)ucell)[c + KF_UCELLS]);
+  const uint32_t c = min(__float_as_uint(__fadd_rd(fmaxf(fmaf(y, qis_iw, Tiw), 0.0f), 8388608.0f)) - 0x4B000000u, last);
+  return ((const uint32_t *)ucell)[c + KF_UCELLS] + (__float_as_uint(fmaf(-y, qis, ucell[c])) >> 31);
 }
-/* KF_LUT: the coordinate's table at the shared address in its meta word; both loads from one
- * address register (ld.shared with an offset). */
-__device__ __forceinline__ uint32_t kf_q_lut(float y, float4 p) {
-  const uint32_t w = __float_as_uint(p.w), a = (w & 0x3FFFFu) + 4u * kf_cell(y, p.y, p.z, w >> 20);
-  float inside;
-  uint32_t below;
-  asm("ld.shared.f32 %0, [%1];" : "=f"(inside) : "r"(a));
-  asm("ld.shared.u32 %0, [%1+%2];" : "=r"(below) : "r"(a), "n"(KF_BELOW_OFF));
-  return kf_index(y, p.x, inside, below);
+/* The cell table parameters of a coordinate from its meta word (S.par[i].w, kf_load_segment). */
+__device__ __forceinline__ uint32_t kf_meta_base(uint32_t meta) { return (meta >> 18) - 0x4B000000u; }
+__device__ __forceinline__ uint32_t kf_meta_hi(uint32_t meta) { return (meta >> 18) + ((meta >> 7) & 0x7ffu); }
+__device__ __forceinline__ uint32_t kf_q_lut(float y, float4 p, const float *lut, const uint8_t *lutb) {
+  const uint32_t meta = __float_as_uint(p.w);
+  return kf_q_cell(y, p.x, p.y, p.z, kf_meta_base(meta), kf_meta_hi(meta), lut, lutb);
 }
 /* Any field kind: dropped, fp16, cell table, or the search. */
-__device__ __forceinline__ uint32_t kf_q_any(float y, float4 p, const float *bnd) {
-  const uint32_t w = __float_as_uint(p.w), kind = kf_meta_kind(w);
-  if (kind == KF_LUT) return kf_q_lut(y, p);
+__device__ __forceinline__ uint32_t kf_q_any(float y, float4 p, const float *lut, const uint8_t *lutb,
+                                             const float *bnd) {
+  uint32_t meta = __float_as_uint(p.w), kind = meta & 3u;
+  if (kind == KF_LUT) return kf_q_lut(y, p, lut, lutb);
   if (kind == KF_DROP) return 0u;
   if (kind == KF_HALF) return __half_as_ushort(__float2half_rn(y));
-  int b = (int)(w >> 20);
+  int b = (int)((meta >> 2) & 31u);
   return (uint32_t)cb_quantize(bnd + b * 256, b, y * p.x);
 }
 
@@ -480,9 +477,11 @@ template <int D, int PASSES, int PROBE, int MODE, bool SCALE>
 __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const float *bnd, const float *acc, int q,
                                             float ma, float mb, uint32_t *ch) {
   constexpr int QC = D / 4, G = kf_group<MODE>(), NCH = QC / G;
+  const float *__restrict__ lut = S.lut;
+  const uint8_t *__restrict__ lutb = S.lutb;
   const float4 *__restrict__ par = S.par;
   const float4 pu = par[0]; /* KF_Q_UNIFORM: every coordinate's parameters */
-  const uint32_t lastu = __float_as_uint(pu.w) >> 20;
+  const uint32_t lastu = (__float_as_uint(pu.w) >> 7) & 0x7ffu;
   const float *__restrict__ ucell = S.ucell;
   uint32_t mu[G]; /* KF_Q_UNIFORM: 2^(k b) */
   if (MODE == KF_Q_UNIFORM)
@@ -504,9 +503,11 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
     } else {
       const float4 p0 = par[8 * j + q], p1 = par[8 * j + 4 + q]; /* coordinates c, c + 1 (kf_lane_major) */
       if (MODE == KF_Q_LUT) {
-        a0 = kf_q_lut(ya0, p0), a1 = kf_q_lut(ya1, p1), b0 = kf_q_lut(yb0, p0), b1 = kf_q_lut(yb1, p1);
+        a0 = kf_q_lut(ya0, p0, lut, lutb), a1 = kf_q_lut(ya1, p1, lut, lutb);
+        b0 = kf_q_lut(yb0, p0, lut, lutb), b1 = kf_q_lut(yb1, p1, lut, lutb);
       } else {
-        a0 = kf_q_any(ya0, p0, bnd), a1 = kf_q_any(ya1, p1, bnd), b0 = kf_q_any(yb0, p0, bnd), b1 = kf_q_any(yb1, p1, bnd);
+        a0 = kf_q_any(ya0, p0, lut, lutb, bnd), a1 = kf_q_any(ya1, p1, lut, lutb, bnd);
+        b0 = kf_q_any(yb0, p0, lut, lutb, bnd), b1 = kf_q_any(yb1, p1, lut, lutb, bnd);
       }
     }
     if (MODE == KF_Q_UNIFORM) m0 = mu[k], m1 = mu[k + 1];
