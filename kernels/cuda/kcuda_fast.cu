@@ -30,9 +30,13 @@ extern "C" {
 #define KF_UCELLS 128 /* the uniform table's entries (>= CB_CELLS(4) = 65; a power of 2: [c + KF_UCELLS] is an offset) */
 /* Quantisation without a search: the cell tables of src/cb_cells.h (the argument for their
  * exactness is there; tests/test_cb_cells.c checks it on the host with the same functions). */
-/* What a coordinate's field holds (S.par[i].w as bits: 0-1 the kind, 2-6 b, 7-17 the last cell,
- * 18-29 the offset of b's cells in the table). */
+/* What a coordinate's field holds, and how: its meta word (S.par[i].w as bits), laid out so that
+ * KF_LUT's two table parameters take one instruction each (kf_meta_base, kf_meta_hi): 0-11 the
+ * offset of its table's last cell in the stacked tables, 12-13 the kind, 14-18 b, 20-31 the
+ * offset of its table (b's cells). */
 enum { KF_DROP = 0, KF_LUT = 1, KF_SEARCH = 2, KF_HALF = 3 };
+__device__ __forceinline__ uint32_t kf_meta_kind(uint32_t meta) { return (meta >> 12) & 3u; }
+__device__ __forceinline__ uint32_t kf_meta_last(uint32_t meta) { return (meta & 0xfffu) - (meta >> 20); }
 /* How a segment's coordinates are quantised (kf_load_segment): the cell table with the same
  * parameters for every coordinate (tq), the cell table per coordinate (sq), or any kind. As
  * bits (table, same), so that each coordinate can AND its own into the segment's. */
@@ -277,7 +281,8 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
     int b = g->side.bits[tid], q = b >= 1 && b <= CB_MAX_BITS;
     int kind = b == 0 ? KF_DROP : b == PLAN_BITS_FP16 ? KF_HALF : q && S.lut_ok[b] ? KF_LUT : KF_SEARCH;
     float qis = q ? 1.0f / g->side.scale[tid] : 0.0f, iw = kind == KF_LUT ? S.lut_iw[b] : 0.0f;
-    uint32_t meta = kind | (uint32_t)b << 2 | (kind == KF_LUT ? (uint32_t)(CB_CELLS(b) - 1) << 7 | (uint32_t)CB_CELLS_OFF(b) << 18 : 0u);
+    uint32_t off = kind == KF_LUT ? (uint32_t)CB_CELLS_OFF(b) : 0u, last = kind == KF_LUT ? (uint32_t)CB_CELLS(b) - 1 : 0u;
+    uint32_t meta = (off + last) | (uint32_t)kind << 12 | (uint32_t)b << 14 | off << 20;
     S.par[kf_lane_major(tid, D)] =
         make_float4(qis, qis * iw, kind == KF_LUT ? S.lut_Tiw[b] : 0.0f, __uint_as_float(meta));
   }
@@ -295,7 +300,7 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
     float4 p = S.par[tid], p0 = S.par[0];
     int same = p.x == p0.x && p.y == p0.y && p.z == p0.z && __float_as_uint(p.w) == __float_as_uint(p0.w) &&
                g->side.bits[0] <= 4;
-    if ((__float_as_uint(p.w) & 3u) != KF_LUT) atomicAnd(S.flags, 0);
+    if (kf_meta_kind(__float_as_uint(p.w)) != KF_LUT) atomicAnd(S.flags, 0);
     else if (!same) atomicAnd(S.flags, KF_Q_LUT);
   }
   kf_bar_sync<C::THREADS>(1);
@@ -437,9 +442,9 @@ __device__ __forceinline__ uint32_t kf_q_cellu(float y, float qis, float qis_iw,
   const uint32_t c = min(__float_as_uint(__fadd_rd(fmaxf(fmaf(y, qis_iw, Tiw), 0.0f), 8388608.0f)) - 0x4B000000u, last);
   return ((const uint32_t *)ucell)[c + KF_UCELLS] + (__float_as_uint(fmaf(-y, qis, ucell[c])) >> 31);
 }
-/* The cell table parameters of a coordinate from its meta word (S.par[i].w, kf_load_segment). */
-__device__ __forceinline__ uint32_t kf_meta_base(uint32_t meta) { return (meta >> 18) - 0x4B000000u; }
-__device__ __forceinline__ uint32_t kf_meta_hi(uint32_t meta) { return (meta >> 18) + ((meta >> 7) & 0x7ffu); }
+/* The cell table parameters of a coordinate from its meta word (kf_load_segment). */
+__device__ __forceinline__ uint32_t kf_meta_base(uint32_t meta) { return (meta >> 20) - 0x4B000000u; }
+__device__ __forceinline__ uint32_t kf_meta_hi(uint32_t meta) { return meta & 0xfffu; }
 __device__ __forceinline__ uint32_t kf_q_lut(float y, float4 p, const float *lut, const uint8_t *lutb) {
   const uint32_t meta = __float_as_uint(p.w);
   return kf_q_cell(y, p.x, p.y, p.z, kf_meta_base(meta), kf_meta_hi(meta), lut, lutb);
@@ -447,11 +452,11 @@ __device__ __forceinline__ uint32_t kf_q_lut(float y, float4 p, const float *lut
 /* Any field kind: dropped, fp16, cell table, or the search. */
 __device__ __forceinline__ uint32_t kf_q_any(float y, float4 p, const float *lut, const uint8_t *lutb,
                                              const float *bnd) {
-  uint32_t meta = __float_as_uint(p.w), kind = meta & 3u;
+  uint32_t meta = __float_as_uint(p.w), kind = kf_meta_kind(meta);
   if (kind == KF_LUT) return kf_q_lut(y, p, lut, lutb);
   if (kind == KF_DROP) return 0u;
   if (kind == KF_HALF) return __half_as_ushort(__float2half_rn(y));
-  int b = (int)((meta >> 2) & 31u);
+  int b = (int)((meta >> 14) & 31u);
   return (uint32_t)cb_quantize(bnd + b * 256, b, y * p.x);
 }
 
@@ -481,7 +486,7 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
   const uint8_t *__restrict__ lutb = S.lutb;
   const float4 *__restrict__ par = S.par;
   const float4 pu = par[0]; /* KF_Q_UNIFORM: every coordinate's parameters */
-  const uint32_t lastu = (__float_as_uint(pu.w) >> 7) & 0x7ffu;
+  const uint32_t lastu = kf_meta_last(__float_as_uint(pu.w));
   const float *__restrict__ ucell = S.ucell;
   uint32_t mu[G]; /* KF_Q_UNIFORM: 2^(k b) */
   if (MODE == KF_Q_UNIFORM)
