@@ -1,8 +1,9 @@
 #!/bin/bash
 # device_ncu.sh KERNEL_REGEX [NAME] -- SQEXP ARGS...: profile one launch of the kernel with Nsight
-# Compute on the GPU machine (full set) and write to $OUT: NAME-details.txt (the sections: memory
-# and shared-memory traffic, pipe use, occupancy; clocks left alone: --clock-control none) and NAME-stalls.txt (scripts/ncu_stalls.py: the
-# stall samples by opcode and reason). Run from the repo root with .bundle unpacked.
+# Compute on the GPU machine (full set, clocks left alone: --clock-control none) and write to $OUT:
+# NAME-details.txt (the sections: memory and shared-memory traffic, pipe use, occupancy) and
+# NAME-stalls.txt (scripts/ncu_stalls.py: the stall samples by opcode and reason). Run from the
+# repo root with .bundle unpacked (scripts/device_run.sh unpacks a packed one).
 set -u
 re=$1 name=${2:-ncu}
 shift 2

@@ -3,10 +3,11 @@
  * (layer, head) with its own plan side — so a layer batch of any size is one kernel:
  *   per tile of 64 rows: a TMA copy into a ring of stages -> norm (fp32) -> u = x/|x| in fp16
  *   (hi, and lo = the rounding error x 2^11 for passes 3) in wgmma's swizzled layout -> y = u rot^T
- *   by wgmma (fp32 accumulators in registers; passes 3 adds rot_hi.u_lo + rot_lo.u_hi), during
- *   which the previous tile is packed and written -> y x |x| when the plan does not normalise ->
- *   quantise in the registers (t = y * (1/scale) through src/cb_cells.h's cell tables instead of
- *   a search) -> the next tile's MMA.
+ *   by wgmma (fp32 accumulators in registers; passes 3 adds rot_hi.u_lo + rot_lo.u_hi; the
+ *   rotation's rows permuted so that each lane holds D/4 adjacent coordinates), during which the
+ *   previous tile is packed and written -> y x |x| when the plan does not normalise -> quantise in
+ *   the registers (t = y * (1/scale) through src/cb_cells.h's cell tables instead of a search)
+ *   into chunks of adjacent fields -> the next tile's MMA.
  * Only plans without QJL, codes of at most 2 + D bytes, D in {64, 128}, an sm_90a build on a
  * compute capability 9.0 GPU. */
 #ifndef SQEXP_KCUDA_FAST_CUH
