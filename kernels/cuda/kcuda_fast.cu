@@ -691,7 +691,11 @@ __device__ __forceinline__ void kf_piece(const kc_fast_seg *segs, int nseg, cons
                       (int)(g - segs)};
   const int64_t i0 = first - t_begin; /* the tile's index in the block's range: its ring position */
   kf_ring rg = {(int)(i0 % C::STAGES), (uint32_t)((i0 / C::STAGES) & 1)};
-  uint32_t ch[2 * D / 4 / kf_group<K::MODE>()]; /* chunks of the warpgroup's pending tile */
+  constexpr int NCH2 = 2 * D / 4 / kf_group<K::MODE>();
+  uint32_t ch[NCH2]; /* chunks of the warpgroup's pending tile (zeros before the first: a piece
+                      * without a tile for this warpgroup flushes them, writing nothing) */
+#pragma unroll
+  for (int k = 0; k < NCH2; k++) ch[k] = 0u;
   kf_pend pd = {g->codes, 0, 0u};
   for (int64_t u = first; u < piece_end; u += C::NWG) {
     kf_tile<D, PASSES, PROBE, K>(segs, nseg, sv, u, rg, t_end, bnd, S, pd, ch);
