@@ -4,6 +4,7 @@
  * launch per protocol, and reduces the per-row metrics on the device in a fixed order. Only a few
  * sums per plan travel back to the host. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "kcuda.cuh"
@@ -17,8 +18,20 @@
 /* Rows of calibration data converted to double at once in moments(). */
 #define KC_MOM_BYTES ((int64_t)512 << 20)
 
+/* eval's phases on the GPU timeline (SQEXP_EVAL_PHASES=1): CUDA events between the phases of
+ * every eval batch, summed, printed to stderr when the backend is destroyed. Host gaps between
+ * launches count towards the phase they fall in; that is what a speed-up has to remove. */
+enum { KC_PH_CODE, KC_PH_ATTN, KC_PH_PROBS, KC_PH_RANDQ, KC_PH_N };
+typedef struct {
+  int on;
+  cudaEvent_t ev[KC_PH_N + 1];
+  double ms[KC_PH_N];
+  int64_t batches, plans;
+} kc_phases;
+
 struct kc_state {
   int device;
+  kc_phases ph;
   int gqa;            /* EVAL_ATTN kernel, KC_ATTN_* from SQEXP_CUDA_ATTN (kc_attn_kind) */
   cublasHandle_t blas;
   int loaded, G, attn_on, probs_on, randq_on;
@@ -35,6 +48,31 @@ struct kc_state {
 };
 
 static kc_state *state_of(kern_backend *b) { return (kc_state *)b->impl; }
+
+/* Mark the start of phase i (KC_PH_N: the end of the last one). */
+static void ph_mark(kc_state *st, int i) {
+  if (st->ph.on) cudaEventRecord(st->ph.ev[i]);
+}
+/* After the batch's final synchronisation: add its phase times. */
+static void ph_add(kc_state *st, int n_plans) {
+  if (!st->ph.on) return;
+  for (int i = 0; i < KC_PH_N; i++) {
+    float ms = 0.0f;
+    if (cudaEventElapsedTime(&ms, st->ph.ev[i], st->ph.ev[i + 1]) == cudaSuccess) st->ph.ms[i] += ms;
+  }
+  st->ph.batches++, st->ph.plans += n_plans;
+  cudaGetLastError();
+}
+static void ph_report(const kc_state *st) {
+  const kc_phases *p = &st->ph;
+  if (!p->on || !p->plans) return;
+  double tot = 0.0;
+  for (int i = 0; i < KC_PH_N; i++) tot += p->ms[i];
+  fprintf(stderr, "cuda eval phases (GPU timeline, %lld batches, %lld (plan, head)): code K,V %.1f ms, attn %.1f ms, "
+          "probs %.1f ms, randq %.1f ms; total %.1f ms = %.3f ms per (plan, head)\n", (long long)p->batches,
+          (long long)p->plans, p->ms[KC_PH_CODE], p->ms[KC_PH_ATTN], p->ms[KC_PH_PROBS], p->ms[KC_PH_RANDQ], tot,
+          tot / (double)p->plans);
+}
 cublasHandle_t kc_cublas(kern_backend *b) { return state_of(b)->blas; }
 kc_solver **kc_solver_slot(kern_backend *b) { return &state_of(b)->solver; }
 
@@ -339,6 +377,7 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   float *keff = (float *)st->keff.p, *vhat = (float *)st->vhat.p;
   double *krec = (double *)st->krec.p, *vrec = (double *)st->vrec.p, *rows = (double *)st->rows.p;
   double *sums = (double *)st->sums.p;
+  ph_mark(st, KC_PH_CODE);
   for (int i = 0; i < n; i++) {
     empty_metrics(&out[i]);
     tryCheck(code_side(st, &plans[i]->k, &ks[i], head, 1, keff + i * nt * D, krec + i * nt * 3, e));
@@ -360,6 +399,7 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   a.plan_stride = nt * D;
   a.rows_out = rows;
   int rc = SQ_OK;
+  ph_mark(st, KC_PH_ATTN);
   if (st->attn_on && !rc) {
     a.n_rows = n_attn;
     a.n_fields = KC_ATTN_FIELDS;
@@ -378,6 +418,7 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
       out[i].n_pairs = (int64_t)N;
     }
   }
+  ph_mark(st, KC_PH_PROBS);
   if (st->probs_on && !rc) {
     a.n_rows = n_probs;
     a.n_fields = KC_PROBS_FIELDS;
@@ -402,6 +443,7 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
     }
     free(hp);
   }
+  ph_mark(st, KC_PH_RANDQ);
   if (st->randq_on && !rc) {
     a.n_rows = n_rq;
     a.n_fields = KC_RANDQ_FIELDS;
@@ -419,10 +461,12 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
     free(hr);
   }
   free(hs);
+  ph_mark(st, KC_PH_N);
   if (!rc) {
     cudaError_t ce = cudaDeviceSynchronize();
     if (ce != cudaSuccess) rc = sq_fail(e, SQ_EFAIL, "%s:%d: eval: %s", __FILE__, __LINE__, cudaGetErrorString(ce));
   }
+  if (!rc) ph_add(st, n);
   return rc;
 }
 
@@ -457,6 +501,8 @@ static int cuda_eval(kern_backend *b, int head, int n, const plan_pair *const *p
 static void cuda_destroy(kern_backend *b) {
   if (!b) return;
   kc_state *st = state_of(b);
+  ph_report(st);
+  for (int i = 0; st->ph.on && i <= KC_PH_N; i++) cudaEventDestroy(st->ph.ev[i]);
   kc_buf *all[] = {&st->seq_off, &st->q, &st->k, &st->v, &st->randq, &st->o_ref, &st->topk_ref,
                    &st->randq_ref, &st->keff, &st->vhat, &st->rows, &st->sums, &st->krec,
                    &st->vrec, &st->cb, &st->mx, &st->md, &st->mC, &st->fast_mats, &st->fast_segs};
@@ -485,6 +531,10 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   const char *attn = getenv("SQEXP_CUDA_ATTN");
   /* rows, gqa, tc, tcpv (the default: scores and weighted sums on tensor cores): kcuda_attn.cuh */
   st->gqa = kc_attn_kind(attn);
+  const char *ph = getenv("SQEXP_EVAL_PHASES");
+  st->ph.on = ph && *ph && strcmp(ph, "0");
+  for (int i = 0; st->ph.on && i <= KC_PH_N; i++)
+    if (cudaEventCreate(&st->ph.ev[i]) != cudaSuccess) st->ph.on = 0; /* timing is optional: go without */
   cublasStatus_t bs = cublasCreate(&st->blas);
   if (bs != CUBLAS_STATUS_SUCCESS) {
     free(st);
