@@ -234,7 +234,7 @@ static int bench_fast(batch_ctx *c, int p, FILE *f, sq_err *e) {
     fprintf(f, "encode-fast %-17s n/a (plans with QJL take the exact path)\n", o->plan_names[p]);
     return SQ_OK;
   }
-  kc_fast_seg *segs = (kc_fast_seg *)aligned_alloc(64, (size_t)nseg * sizeof *segs); /* sizeof is a multiple of 64 */
+  kc_fast_seg *segs = (kc_fast_seg *)aligned_alloc(128, (size_t)nseg * sizeof *segs); /* sizeof is a multiple of 128 */
   if (!segs) return sq_fail(e, SQ_EFAIL, "bench: out of memory for %lld segments", (long long)nseg);
   memset(segs, 0, (size_t)nseg * sizeof *segs);
   kc_buf *mats = (kc_buf *)sq_xcalloc((size_t)o->H * 2, sizeof(kc_buf));

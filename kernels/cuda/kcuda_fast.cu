@@ -495,7 +495,7 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
   uint4 gm = make_uint4(0u, 0u, 0u, 0u); /* the chunk's multipliers (KF_Q_LUT, KF_Q_ANY) */
 #pragma unroll
   for (int j = 0; j < D / 8; j++) {
-    const int c = QC * q + 2 * j, g = 2 * j / G, k = 2 * j % G; /* acc[4 j] is coordinate c, field k of chunk g */
+    const int g = 2 * j / G, k = 2 * j % G; /* acc[4 j] is coordinate QC q + 2 j, field k of chunk g */
     const float ya0 = SCALE ? acc[4 * j] * ma : acc[4 * j], ya1 = SCALE ? acc[4 * j + 1] * ma : acc[4 * j + 1];
     const float yb0 = SCALE ? acc[4 * j + 2] * mb : acc[4 * j + 2], yb1 = SCALE ? acc[4 * j + 3] * mb : acc[4 * j + 3];
     uint32_t a0, a1, b0, b1, m0, m1;
@@ -506,7 +506,7 @@ __device__ __forceinline__ void kf_quantise(const kf_smem<D, PASSES> &S, const f
       a0 = kf_q_cellu(ya0, pu.x, pu.y, pu.z, lastu, ucell), a1 = kf_q_cellu(ya1, pu.x, pu.y, pu.z, lastu, ucell);
       b0 = kf_q_cellu(yb0, pu.x, pu.y, pu.z, lastu, ucell), b1 = kf_q_cellu(yb1, pu.x, pu.y, pu.z, lastu, ucell);
     } else {
-      const float4 p0 = par[8 * j + q], p1 = par[8 * j + 4 + q]; /* coordinates c, c + 1 (kf_lane_major) */
+      const float4 p0 = par[8 * j + q], p1 = par[8 * j + 4 + q]; /* its two coordinates (kf_lane_major) */
       if (MODE == KF_Q_LUT) {
         a0 = kf_q_lut(ya0, p0, lut, lutb), a1 = kf_q_lut(ya1, p1, lut, lutb);
         b0 = kf_q_lut(yb0, p0, lut, lutb), b1 = kf_q_lut(yb1, p1, lut, lutb);

@@ -16,9 +16,9 @@
 #include <cuda_fp16.h>
 #include "kcuda.cuh"
 
-/* 64-byte aligned (the TMA descriptor must be): arrays of segments on the host come from
- * aligned_alloc, on the device from cudaMalloc. */
-typedef struct __align__(64) {
+/* 128-byte aligned, as CUDA 13 declares CUtensorMap (the TMA instruction needs 64): arrays of
+ * segments on the host come from aligned_alloc(128, ...), on the device from cudaMalloc. */
+typedef struct __align__(128) {
   CUtensorMap tmap;   /* the rows as a 2-D tensor for TMA (filled by kc_fast_setup) */
   const float *x;     /* device: row i at x + i*stride */
   int64_t stride, n;
