@@ -13,7 +13,8 @@
 #include "sha256.h"
 #include "sqexp_git.h" /* SQEXP_GIT: generated at build time */
 
-const char *const prov_phase_names[PROV_NPHASE] = {"read", "read_wait", "calibrate", "plan", "eval", "write", "report"};
+const char *const prov_phase_names[PROV_NPHASE] = {"read", "read_wait", "calibrate", "plan", "plan_wait",
+                                                        "eval", "write", "report"};
 
 /* Is this cfg_print line one the identity ignores? out and dump are where, not what (the dump has
  * its own fingerprint); threads changes no number (the CPU backend's reductions are thread-count

@@ -30,8 +30,10 @@ int prov_dump_fingerprint(const dump_t *d, char hex[65], int64_t *size, sq_err *
 #define SQEXP_RESULTS_VERSION 4
 
 /* PROV_READ is all read work (much of it hidden behind calibration and eval by the prefetch
- * thread); PROV_READ_WAIT is the part the run waited for. */
-enum { PROV_READ, PROV_READ_WAIT, PROV_CALIB, PROV_PLAN, PROV_EVAL, PROV_WRITE, PROV_REPORT, PROV_NPHASE };
+ * thread); PROV_READ_WAIT is the part the run waited for. PROV_PLAN / PROV_PLAN_WAIT likewise for
+ * plan building (built a head ahead, during the previous head's eval, with the CUDA backend). */
+enum { PROV_READ, PROV_READ_WAIT, PROV_CALIB, PROV_PLAN, PROV_PLAN_WAIT, PROV_EVAL, PROV_WRITE, PROV_REPORT,
+       PROV_NPHASE };
 extern const char *const prov_phase_names[PROV_NPHASE];
 
 typedef struct {

@@ -546,28 +546,100 @@ static int sweep_build_plans(const sweep_state *s, const int *idx, int n, const 
   return status;
 }
 
-/* All pending grid points of one (layer, head): their plans are built together (in parallel:
- * a batch of 8 would leave most of a 16-core host idle during the tq QRs), then evaluated in
- * batches of SWEEP_BATCH; rows appended after each batch. */
-int sweep_head(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int hi, sweep_layer_sum *ls, sq_err *e) {
-  sweep_state *s = r->s;
-  int head = s->heads[hi], D = s->dump.head_dim;
-  int *pending = sq_xmalloc((size_t)(s->n_grid > 0 ? s->n_grid : 1) * sizeof *pending), np = 0;
+/* The plans of one (layer, head): its pending grid points (read from the store on the main
+ * thread, before any row of this head can be appended), built together (in parallel: a batch of
+ * 8 would leave most of a 16-core host idle during the tq QRs), in line or by a thread while the
+ * backend evaluates the previous head (plan ahead: with the CUDA backend the host cores would
+ * otherwise wait on the GPU). Plans are the same either way (sweep_build_plans). */
+typedef struct {
+  const sweep_state *s;
+  const calib_head *ck, *cv;
+  int layer, head, np, rc, running;
+  int *pending;
+  plan_pair *plans;
+  sq_err err;
+  double work_s, inline_s;
+  pthread_t th;
+} sweep_plans;
+
+/* Plan ahead unless SQEXP_PLAN_AHEAD=0: by default with the CUDA backend only (the CPU backend's
+ * eval uses the same cores); SQEXP_PLAN_AHEAD=1 forces it (tests run it on the CPU backend). */
+static int sweep_plan_ahead(const sweep_run_ctx *r) {
+  const char *env = getenv("SQEXP_PLAN_AHEAD");
+  if (env && *env) return strcmp(env, "0") != 0;
+  return !strcmp(r->be->name, "cuda");
+}
+
+static void sweep_plans_init(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int hi, sweep_plans *p) {
+  const sweep_state *s = r->s;
+  memset(p, 0, sizeof *p);
+  p->s = s, p->ck = &b->ck[hi], p->cv = &b->cv[hi], p->layer = layer, p->head = s->heads[hi];
+  p->pending = sq_xmalloc((size_t)(s->n_grid > 0 ? s->n_grid : 1) * sizeof *p->pending);
   for (int g = 0; g < s->n_grid; g++) {
     char key[256];
     sweep_row_key(r, &s->grid[g], key, sizeof key);
-    if (!store_has_row(r->st, key, layer, head)) pending[np++] = g;
+    if (!store_has_row(r->st, key, layer, p->head)) p->pending[p->np++] = g;
   }
-  plan_pair *plans = sq_xmalloc((size_t)(np > 0 ? np : 1) * sizeof *plans);
+  p->plans = sq_xmalloc((size_t)(p->np > 0 ? p->np : 1) * sizeof *p->plans);
+}
+
+static void *sweep_plans_main(void *arg) {
+  sweep_plans *p = arg;
   double t0 = prov_mono();
-  int rc = sweep_build_plans(s, pending, np, &b->ck[hi], &b->cv[hi], layer, head, plans, e);
-  r->prov.phase_s[PROV_PLAN] += prov_mono() - t0;
-  if (rc) np = 0; /* nothing built, nothing to free */
+  p->rc = sweep_build_plans(p->s, p->pending, p->np, p->ck, p->cv, p->layer, p->head, p->plans, &p->err);
+  if (p->rc) p->np = 0; /* nothing built, nothing to free */
+  p->work_s = prov_mono() - t0;
+  return NULL;
+}
+
+/* Build on a thread (async; SIGINT/SIGTERM blocked in it, as for the prefetch thread) or in line
+ * (also when the thread cannot start). */
+static void sweep_plans_start(sweep_plans *p, int async) {
+  if (async) {
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    p->running = pthread_create(&p->th, NULL, sweep_plans_main, p) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
+  if (!p->running) {
+    sweep_plans_main(p);
+    p->inline_s = p->work_s;
+  }
+}
+
+/* The plans, built: their building counts as plan work, what the run waited for it as
+ * plan_wait (all of it when built in line). */
+static int sweep_plans_take(sweep_plans *p, sweep_run_ctx *r, sq_err *e) {
+  double t0 = prov_mono();
+  if (p->running) pthread_join(p->th, NULL), p->running = 0;
+  r->prov.phase_s[PROV_PLAN] += p->work_s;
+  r->prov.phase_s[PROV_PLAN_WAIT] += p->inline_s + (prov_mono() - t0);
+  if (p->rc) *e = p->err;
+  return p->rc;
+}
+
+/* Every exit path: no thread outlives its plans. */
+static void sweep_plans_free(sweep_plans *p) {
+  if (p->running) pthread_join(p->th, NULL), p->running = 0;
+  for (int i = 0; i < p->np; i++) plan_pair_free(&p->plans[i]);
+  free(p->plans);
+  free(p->pending);
+  p->plans = NULL, p->pending = NULL, p->np = 0;
+}
+
+/* The built plans of head hi evaluated in batches of SWEEP_BATCH; rows appended after each batch. */
+static int sweep_head_eval(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int hi, const sweep_plans *p,
+                           sweep_layer_sum *ls, sq_err *e) {
+  const sweep_state *s = r->s;
+  int head = p->head, D = s->dump.head_dim, rc = SQ_OK;
   const plan_pair *ptrs[SWEEP_BATCH];
   kern_metrics met[SWEEP_BATCH];
-  for (int at = 0; at < np && !rc && !sweep_stop_signal; at += SWEEP_BATCH) {
-    int n = np - at < SWEEP_BATCH ? np - at : SWEEP_BATCH;
-    for (int i = 0; i < n; i++) ptrs[i] = &plans[at + i];
+  for (int at = 0; at < p->np && !rc && !sweep_stop_signal; at += SWEEP_BATCH) {
+    int n = p->np - at < SWEEP_BATCH ? p->np - at : SWEEP_BATCH;
+    for (int i = 0; i < n; i++) ptrs[i] = &p->plans[at + i];
     double t1 = prov_mono();
     char what[128];
     snprintf(what, sizeof what, "layer %d head %d", layer, head);
@@ -577,26 +649,49 @@ int sweep_head(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int hi, sweep_la
     double t2 = prov_mono();
     r->prov.phase_s[PROV_EVAL] += t2 - t1;
     for (int i = 0; i < n && !rc; i++) {
-      const plan_pair *p = &plans[at + i];
+      const plan_pair *pp = &p->plans[at + i];
       store_row row;
-      sweep_fill_row(&row, p, &met[i], &b->ck[hi], &b->cv[hi], D, r->be->name, (t2 - t1) / n);
-      sweep_row_key(r, &p->knobs, row.key, sizeof row.key);
+      sweep_fill_row(&row, pp, &met[i], &b->ck[hi], &b->cv[hi], D, r->be->name, (t2 - t1) / n);
+      sweep_row_key(r, &pp->knobs, row.key, sizeof row.key);
       rc = store_append_row(r->st, &row, e);
       if (!rc && isfinite(met[i].attn_cos) && met[i].n_attn > 0) {
-        ls->sum[p->knobs.arm] += met[i].attn_cos;
-        ls->n[p->knobs.arm]++;
+        ls->sum[pp->knobs.arm] += met[i].attn_cos;
+        ls->n[pp->knobs.arm]++;
       }
       if (!rc) r->done++, r->computed++;
     }
     if (!rc) progress_set(&r->prog, r->done, NULL);
     r->prov.phase_s[PROV_WRITE] += prov_mono() - t2;
   }
-  for (int i = 0; i < np; i++) plan_pair_free(&plans[i]);
-  free(plans);
-  free(pending);
   double t3 = prov_mono();
   if (!rc) rc = store_sync(r->st, e);
   r->prov.phase_s[PROV_WRITE] += prov_mono() - t3;
+  return rc;
+}
+
+/* All pending grid points of every selected head of the loaded layer: head hi + 1's plans are
+ * built (ahead, sweep_plan_ahead) while head hi is evaluated. */
+int sweep_heads(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sweep_layer_sum *ls, sq_err *e) {
+  const sweep_state *s = r->s;
+  if (s->n_heads < 1) return SQ_OK;
+  const int ahead = sweep_plan_ahead(r);
+  sweep_plans cur, next;
+  sweep_plans_init(r, b, layer, 0, &cur);
+  sweep_plans_start(&cur, 0);
+  int rc = SQ_OK, have_next = 0;
+  for (int hi = 0; !rc && !sweep_stop_signal; hi++) {
+    rc = sweep_plans_take(&cur, r, e);
+    if (!rc && hi + 1 < s->n_heads) {
+      sweep_plans_init(r, b, layer, hi + 1, &next);
+      sweep_plans_start(&next, ahead);
+      have_next = 1;
+    }
+    if (!rc) rc = sweep_head_eval(r, b, layer, hi, &cur, ls, e);
+    sweep_plans_free(&cur);
+    if (!have_next) break;
+    cur = next, have_next = 0;
+  }
+  sweep_plans_free(&cur); /* stopped or failed with the next head's plans started: wait, free */
   return rc;
 }
 
@@ -754,7 +849,7 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
     if (!rc && s->n_grid > 0) {
       rc = sweep_load_eval(r, &b, layer, e);
       r->prov.phase_s[PROV_EVAL] += prov_mono() - t2;
-      for (int hi = 0; hi < s->n_heads && !rc && !sweep_stop_signal; hi++) rc = sweep_head(r, &b, layer, hi, &ls, e);
+      if (!rc) rc = sweep_heads(r, &b, layer, &ls, e);
     }
     if (!rc && !sweep_stop_signal) {
       sweep_layer_line(r, layer, &ls, prov_mono() - t0);
@@ -894,6 +989,6 @@ int sweep_run(const sweep_opts *o) {
 
 /* ======================================================================================== */
 /* The shift and stability experiments (experiments/shift.c, stability.c make their tables).  */
-/* Both reuse the steps above (sweep_calibrate, sweep_load_eval, sweep_head) on other token     */
+/* Both reuse the steps above (sweep_calibrate, sweep_load_eval, sweep_heads) on other token    */
 /* selections and write to their own stores, DIR/shift and DIR/stability (same identity, same  */
 /* whole-line atomicity and resume), with the selection in the row key (docs/results.md).      */

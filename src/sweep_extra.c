@@ -131,9 +131,7 @@ static int sweep_heads_with(sweep_run_ctx *r, sweep_state *t, sweep_layer_buf *b
   r->key_prefix = pre;
   sweep_layer_sum ls;
   memset(&ls, 0, sizeof ls);
-  int rc = SQ_OK;
-  for (int hi = 0; hi < t->n_heads && !rc && !sweep_stopping(); hi++) rc = sweep_head(r, b, layer, hi, &ls, e);
-  return rc;
+  return sweep_heads(r, b, layer, &ls, e);
 }
 
 /* Open DIR/<name> as a store of its own and make it r's; *main_st keeps the run's. */

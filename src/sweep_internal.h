@@ -107,7 +107,7 @@ int sweep_stopping(void); /* a SIGINT/SIGTERM arrived: stop after the current ro
 int sweep_calibrate(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e);
 int sweep_check_plans(sweep_state *s, sq_err *e);
 int sweep_domain_selected(const sweep_state *s, int seq);
-int sweep_head(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int hi, sweep_layer_sum *ls, sq_err *e);
+int sweep_heads(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sweep_layer_sum *ls, sq_err *e);
 void sweep_layer_buf_free(sweep_layer_buf *b, int n_heads);
 int sweep_load_eval(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e);
 void sweep_pf_done(sweep_pf *p, sweep_run_ctx *r);

@@ -1,7 +1,8 @@
 /* The host-side parallelism of `sqexp run` (plans and eigendecompositions built on OpenMP threads,
  * the next layer read by a background thread) changes no number: the same small config (grid,
  * spectrum, shift and stability experiments, three layers) run with OMP_NUM_THREADS=1 and 4 and
- * with the prefetch on and off (SQEXP_PREFETCH=0) gives the same rows, line for line, timing
+ * with the prefetch on and off (SQEXP_PREFETCH=0) and with plans built a head ahead on a thread
+ * (SQEXP_PLAN_AHEAD=1, the CUDA backend's default) gives the same rows, line for line, timing
  * fields ignored. Also: a read error found by the prefetch thread surfaces when that layer is
  * reached (exit 2, the earlier layers' rows written); SIGINT while the prefetch thread runs
  * exits 130 cleanly (under ASan: no leak report) and a rerun completes to the same rows. */
@@ -30,12 +31,16 @@ static void remove_root(void) {
   cr_expect_eq(tu_rmtree(root), 0);
 }
 
-/* Start `sqexp args...` with OMP_NUM_THREADS=omp and SQEXP_PREFETCH=prefetch (NULL: unset),
- * output appended to root/log; returns the pid. */
-static pid_t start(const char *const *args, const char *omp, const char *prefetch) {
+/* Start `sqexp args...` with OMP_NUM_THREADS=omp, SQEXP_PREFETCH=prefetch and
+ * SQEXP_PLAN_AHEAD=ahead (NULL: unset), output appended to root/log; returns the pid. */
+static pid_t start_ahead(const char *const *args, const char *omp, const char *prefetch, const char *ahead) {
   char log[400];
   snprintf(log, sizeof log, "%s/log", root);
-  return tu_sqexp_start(&(tu_proc_opts){.log = log, .omp = omp, .prefetch = prefetch}, args);
+  return tu_sqexp_start(&(tu_proc_opts){.log = log, .omp = omp, .prefetch = prefetch, .plan_ahead = ahead}, args);
+}
+
+static pid_t start(const char *const *args, const char *omp, const char *prefetch) {
+  return start_ahead(args, omp, prefetch, NULL);
 }
 
 static int run_env(const char *const *args, const char *omp, const char *prefetch) {
@@ -114,13 +119,15 @@ Test(parallel, thread_count_and_prefetch_change_no_row, .timeout = 900) {
   const char *serial[] = {"run", cfg_path, "--out", ref, "--quiet", NULL};
   cr_assert_eq(run_env(serial, "1", "0"), 0, "serial run failed (see %s/log)", root);
   const struct {
-    const char *omp, *prefetch, *name;
-  } runs[] = {{"4", NULL, "omp4_prefetch"}, {"4", "0", "omp4_inline"}}; /* against (1, inline): both factors */
+    const char *omp, *prefetch, *ahead, *name;
+  } runs[] = {{"4", NULL, NULL, "omp4_prefetch"}, {"4", "0", NULL, "omp4_inline"}, /* against (1, inline): both factors */
+              {"4", NULL, "1", "omp4_plan_ahead"}}; /* plans built a head ahead on a thread (the CUDA default) */
   for (size_t k = 0; k < sizeof runs / sizeof *runs; k++) {
     char out[400];
     out_dir(out, sizeof out, runs[k].name);
     const char *args[] = {"run", cfg_path, "--out", out, "--quiet", NULL};
-    cr_assert_eq(run_env(args, runs[k].omp, runs[k].prefetch), 0, "%s failed (see %s/log)", runs[k].name, root);
+    int rc = tu_exit_code(tu_wait_status(start_ahead(args, runs[k].omp, runs[k].prefetch, runs[k].ahead)));
+    cr_assert_eq(rc, 0, "%s failed (see %s/log)", runs[k].name, root);
     expect_same_run(ref, out, 0);
   }
   /* provenance: read is the read work, read_wait the part waited for (<= read, up to rounding) */
@@ -133,6 +140,16 @@ Test(parallel, thread_count_and_prefetch_change_no_row, .timeout = 900) {
   cr_assert(json_is_real(json_object_get(ph, "read")) && json_is_real(json_object_get(ph, "read_wait")),
             "phase_s has read and read_wait");
   cr_expect_leq(json_real_value(json_object_get(ph, "read_wait")), json_real_value(json_object_get(ph, "read")) + 0.05);
+  json_decref(p);
+  /* the same for plan building: plan is the work, plan_wait the part waited for */
+  snprintf(prov, sizeof prov, "%s/omp4_plan_ahead/provenance.json", root);
+  p = json_load_file(prov, 0, &je);
+  cr_assert_not_null(p, "%s: %s", prov, je.text);
+  ph = json_object_get(json_object_get(p, "latest"), "phase_s");
+  cr_assert(json_is_real(json_object_get(ph, "plan")) && json_is_real(json_object_get(ph, "plan_wait")),
+            "phase_s has plan and plan_wait");
+  cr_expect_gt(json_real_value(json_object_get(ph, "plan")), 0.0);
+  cr_expect_leq(json_real_value(json_object_get(ph, "plan_wait")), json_real_value(json_object_get(ph, "plan")) + 0.05);
   json_decref(p);
   remove_root();
 }

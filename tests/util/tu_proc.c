@@ -29,6 +29,8 @@ pid_t tu_sqexp_start(const tu_proc_opts *o, const char *const *args) {
     if (o->omp) setenv("OMP_NUM_THREADS", o->omp, 1);
     if (o->prefetch) setenv("SQEXP_PREFETCH", o->prefetch, 1);
     else unsetenv("SQEXP_PREFETCH");
+    if (o->plan_ahead) setenv("SQEXP_PLAN_AHEAD", o->plan_ahead, 1);
+    else unsetenv("SQEXP_PLAN_AHEAD");
     const char *argv[32];
     int n = 0;
     argv[n++] = "sqexp";

@@ -9,6 +9,7 @@ typedef struct {
   const char *cwd;        /* the child's working directory; NULL: the test's */
   const char *omp;        /* OMP_NUM_THREADS for the child; NULL: inherited */
   const char *prefetch;   /* SQEXP_PREFETCH for the child; NULL: unset (prefetch on) */
+  const char *plan_ahead; /* SQEXP_PLAN_AHEAD for the child; NULL: unset (the backend's default) */
 } tu_proc_opts;
 
 /* Criterion-asserts that SQEXP_BIN is set. */
