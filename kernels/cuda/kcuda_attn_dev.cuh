@@ -191,24 +191,34 @@ __device__ __forceinline__ float dot_sm(const float *__restrict__ q, const float
   return s;
 }
 
+/* The block's threads over the n * per_row float4 copies of n rows: copy(row, float4 of the row).
+ * When per_row is a power of two (D = 64, 128) the index splits with a shift and a mask, not a
+ * division per copy. */
+template <class F>
+__device__ __forceinline__ void tile_copies(int n, int per_row, F copy) {
+  if (!(per_row & (per_row - 1))) {
+    const int sh = __ffs(per_row) - 1;
+    for (int i = threadIdx.x; i < n * per_row; i += blockDim.x) copy(i >> sh, i & (per_row - 1));
+    return;
+  }
+  for (int i = threadIdx.x; i < n * per_row; i += blockDim.x) {
+    const int r = i / per_row;
+    copy(r, i - r * per_row);
+  }
+}
+
 /* Copy rows j0..j0+n-1 (row j at src + j*stride) into dst [TILE][ld] (D floats per row). */
 __device__ __forceinline__ void load_tile(float *dst, int ld, const float *src, int64_t stride, int64_t j0,
                                           int n, int D) {
-  int per_row = D >> 2;
-  for (int i = threadIdx.x; i < n * per_row; i += blockDim.x) {
-    int r = i / per_row, c = i % per_row;
+  tile_copies(n, D >> 2, [&](int r, int c) {
     *(float4 *)(dst + r * ld + 4 * c) = __ldg((const float4 *)(src + (j0 + r) * stride) + c);
-  }
+  });
 }
 
 /* load_tile with cp.async (the caller commits and waits). */
 __device__ __forceinline__ void load_tile_async(float *dst, int ld, const float *src, int64_t stride, int64_t j0,
                                                 int n, int D) {
-  int per_row = D >> 2;
-  for (int i = threadIdx.x; i < n * per_row; i += blockDim.x) {
-    int r = i / per_row, c = i - r * per_row;
-    cp_async16(dst + r * ld + 4 * c, src + (j0 + r) * stride + 4 * c);
-  }
+  tile_copies(n, D >> 2, [&](int r, int c) { cp_async16(dst + r * ld + 4 * c, src + (j0 + r) * stride + 4 * c); });
 }
 
 /* What an eval stage reads: the plan's effective keys and decoded values (pitch D), the dump's

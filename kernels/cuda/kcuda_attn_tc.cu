@@ -15,7 +15,7 @@
  *     product), so the scores are fp32-accurate: |tc - fmaf chain| <= ~3e-5 |q| |k| in the worst
  *     case (truncating tensor-core sums plus the chain's own rounding), far less in practice.
  *     Warp w computes a 16 x 16 block (matrix w / 8, m-tile (w / 2) % 4, keys 16 (w % 2) ..) from
- *     the queries (stored once per block in A-fragment order, split on the fly) and the staged key
+ *     the queries (split and stored once per block in A-fragment order, hi and lo) and the staged key
  *     rows (B fragments straight from the padded rows: conflict-free); the two score tiles go to
  *     shared memory, and each warp also writes the norms of two effective keys of the tile;
  *   - one barrier, then phase B as in k_attn_gqa with lane = key, reading its 4 rows' s^ and s.
@@ -43,6 +43,11 @@ __device__ __forceinline__ void tf32_split4(float4 f, uint32_t hi[4], uint32_t l
   tf32_split(f.y, &hi[1], &lo[1]);
   tf32_split(f.z, &hi[2], &lo[2]);
   tf32_split(f.w, &hi[3], &lo[3]);
+}
+
+/* Four already split tf32 parts (a float4 of qf or qlo) as mma operand registers. */
+__device__ __forceinline__ void tf32_bits4(float4 f, uint32_t r[4]) {
+  r[0] = __float_as_uint(f.x), r[1] = __float_as_uint(f.y), r[2] = __float_as_uint(f.z), r[3] = __float_as_uint(f.w);
 }
 
 __device__ __forceinline__ void mma_tf32(float *c, const uint32_t *a, const uint32_t *b) {
@@ -98,6 +103,8 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
   float *sc = (float *)(ps_all + W * TILE);          /* [2][64][TC_LDS] s^ and s of the tile */
   float *kn = sc + 2 * 64 * TC_LDS;                  /* [TILE] |keff_j| of the tile */
   float *alpha_s = kn + TILE;                        /* [64] PVTC: the rows' rescale factors of the tile */
+  float4 *qlo = (float4 *)(alpha_s + 64);            /* [4 m-tiles][NKS][32 lanes]: the lo parts of qf (qf
+                                                        holds the hi parts), split once per block */
   __shared__ int64_t blk_kb[W], blk_ke[W];
   int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   float4 *ps = ps_all + warp * TILE;
@@ -109,7 +116,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
   {
     /* rows 4w + gi into A-fragment order: a0 (r, c), a1 (r + 8, c), a2 (r, c + 4), a3 (r + 8, c + 4)
      * with r = lane / 4, c = lane % 4 of the 16 x 8 block (m-tile, k-step) */
-    float *qff = (float *)qf;
+    float *qff = (float *)qf, *qfl = (float *)qlo;
     if (live) {
       int64_t s = seq_of(a.seq_off, a.n_seq, t);
       kb = a.seq_off[s];
@@ -123,7 +130,10 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
         float x = live ? qg[gi * D + d] : 0.0f;
         ss = fmaf(x, x, ss);
         int ks = d >> 3, c = d & 7;
-        qff[((mt * NKS + ks) * 32 + (rr & 7) * 4 + (c & 3)) * 4 + (rr >> 3) + 2 * (c >> 2)] = x;
+        const int at = ((mt * NKS + ks) * 32 + (rr & 7) * 4 + (c & 3)) * 4 + (rr >> 3) + 2 * (c >> 2);
+        uint32_t hi, lo; /* tf32_split once here, not in every tile's phase A */
+        tf32_split(x, &hi, &lo);
+        qff[at] = __uint_as_float(hi), qfl[at] = __uint_as_float(lo);
       }
       qn[gi] = sqrtf(warp_sum_f(ss));
     }
@@ -167,13 +177,13 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
        * independent mma chains per warp instead of two, added at the end */
       float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
       float acs[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
-      const float4 *qa = qf + mt * NKS * 32 + lane;
+      const float4 *qa = qf + mt * NKS * 32 + lane, *qal = qlo + mt * NKS * 32 + lane;
       const float *kt = tk + mat * TILE * ldk + (nb + gid) * ldk + tig;
 #pragma unroll 4
       for (int ks = 0; ks < NKS; ks++) {
-        float4 af = qa[ks * 32];
         uint32_t ah[4], al[4];
-        tf32_split4(af, ah, al);
+        tf32_bits4(qa[ks * 32], ah);
+        tf32_bits4(qal[ks * 32], al);
 #pragma unroll
         for (int n = 0; n < 2; n++) {
           const float *kr = kt + n * 8 * ldk + 8 * ks;
@@ -324,12 +334,13 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
   gqa_write_rows<GG, TWO>(a, plan, t, ke - kb, K, o, l, R, sums);
 }
 
-/* k_attn_tc's shared memory: the queries (A fragments), k_attn_gqa's stages (PVTC: padded value
- * rows) and weights, the two score tiles, the tile's key norms and (PVTC) the rescale factors. */
+/* k_attn_tc's shared memory: the queries (A fragments, hi), k_attn_gqa's stages (PVTC: padded
+ * value rows) and weights, the two score tiles, the tile's key norms, (PVTC) the rescale factors
+ * and the queries' lo parts. */
 static size_t tc_smem(int D, int pvtc) {
   size_t ldv = pvtc ? (size_t)D + TC_VPAD : (size_t)D;
   size_t f = (size_t)GQA_WARPS * 4 * D + 2 * (2 * (size_t)TILE * (D + KPAD) + (size_t)TILE * ldv) +
-             (size_t)GQA_WARPS * TILE * 4 + 2 * 64 * TC_LDS + TILE + 64;
+             (size_t)GQA_WARPS * TILE * 4 + 2 * 64 * TC_LDS + TILE + 64 + (size_t)GQA_WARPS * 4 * D;
   return f * sizeof(float);
 }
 
