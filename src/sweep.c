@@ -592,18 +592,22 @@ static void *sweep_plans_main(void *arg) {
   return NULL;
 }
 
-/* Build on a thread (async; SIGINT/SIGTERM blocked in it, as for the prefetch thread) or in line
- * (also when the thread cannot start). */
+/* Start fn(arg) on a thread that blocks SIGINT/SIGTERM (inherited from the mask set around
+ * pthread_create), so the handler always runs on the main thread. 1 if it started. */
+static int sweep_thread_start(pthread_t *th, void *(*fn)(void *), void *arg) {
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  int ok = pthread_create(th, NULL, fn, arg) == 0;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return ok;
+}
+
+/* Build on a thread (async) or in line (also when the thread cannot start). */
 static void sweep_plans_start(sweep_plans *p, int async) {
-  if (async) {
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    p->running = pthread_create(&p->th, NULL, sweep_plans_main, p) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-  }
+  if (async) p->running = sweep_thread_start(&p->th, sweep_plans_main, p);
   if (!p->running) {
     sweep_plans_main(p);
     p->inline_s = p->work_s;
@@ -742,21 +746,14 @@ static void *sweep_pf_main(void *arg) {
   return NULL;
 }
 
-/* Start reading stored layer idx. The thread blocks SIGINT/SIGTERM (inherited from the mask
- * set around pthread_create) so the handler always runs on the main thread, as before. When the
- * thread cannot start, the layer is simply read in line when taken. */
+/* Start reading stored layer idx on a thread (sweep_thread_start). When the thread cannot start,
+ * the layer is simply read in line when taken. */
 static void sweep_pf_start(sweep_pf *p, int idx) {
   if (!p->enabled || p->running) return;
   p->idx = idx;
   p->rc = SQ_OK;
   sq_err_clear(&p->err);
-  sigset_t block, old;
-  sigemptyset(&block);
-  sigaddset(&block, SIGINT);
-  sigaddset(&block, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &block, &old);
-  p->running = pthread_create(&p->th, NULL, sweep_pf_main, p) == 0;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  p->running = sweep_thread_start(&p->th, sweep_pf_main, p);
 }
 
 /* Wait for the thread (if any); its read counts as read work, the wait as read_wait. */
