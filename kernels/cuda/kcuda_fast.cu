@@ -107,6 +107,26 @@ __host__ __device__ constexpr int kf_coord(int n) { return D / 4 * ((n & 7) >> 1
  * adjacent entries, not one bank four times. n = entries of the table, q's range = n/4. */
 __host__ __device__ constexpr int kf_lane_major(int i, int n) { return i % (n / 4) * 4 + i / (n / 4); }
 
+/* Both maps must be permutations (every coordinate, every table entry exactly once): checked at
+ * compile time for the supported D and table sizes. */
+template <int N, class F>
+constexpr bool kf_is_permutation(F f) {
+  bool seen[N] = {};
+  for (int i = 0; i < N; i++) {
+    const int v = f(i);
+    if (v < 0 || v >= N || seen[v]) return false;
+    seen[v] = true;
+  }
+  return true;
+}
+static_assert(kf_is_permutation<128>([](int n) { return kf_coord<128>(n); }), "kf_coord<128>");
+static_assert(kf_is_permutation<64>([](int n) { return kf_coord<64>(n); }), "kf_coord<64>");
+static_assert(kf_is_permutation<128>([](int i) { return kf_lane_major(i, 128); }) &&
+                  kf_is_permutation<64>([](int i) { return kf_lane_major(i, 64); }) &&
+                  kf_is_permutation<32>([](int i) { return kf_lane_major(i, 32); }) &&
+                  kf_is_permutation<16>([](int i) { return kf_lane_major(i, 16); }),
+              "kf_lane_major (par, grp2 and grp4 at D = 128 and 64)");
+
 /* Fields per chunk (KF_Q_*): 8 of <= 4 bits (uniform), 4 of <= 8 bits (cell tables), 2 of <= 16
  * bits (any kind: fp16 fields). */
 template <int MODE>
