@@ -679,23 +679,26 @@ int sweep_heads(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sweep_layer_sum
   const sweep_state *s = r->s;
   if (s->n_heads < 1) return SQ_OK;
   const int ahead = sweep_plan_ahead(r);
-  sweep_plans cur, next;
-  sweep_plans_init(r, b, layer, 0, &cur);
-  sweep_plans_start(&cur, 0);
+  /* two slots used in turn: a building thread writes into its slot, so slots are swapped by
+   * pointer, never copied */
+  sweep_plans slot[2], *cur = &slot[0], *next = &slot[1];
+  sweep_plans_init(r, b, layer, 0, cur);
+  sweep_plans_start(cur, 0);
   int rc = SQ_OK, have_next = 0;
   for (int hi = 0; !rc && !sweep_stop_signal; hi++) {
-    rc = sweep_plans_take(&cur, r, e);
+    rc = sweep_plans_take(cur, r, e);
     if (!rc && hi + 1 < s->n_heads) {
-      sweep_plans_init(r, b, layer, hi + 1, &next);
-      sweep_plans_start(&next, ahead);
+      sweep_plans_init(r, b, layer, hi + 1, next);
+      sweep_plans_start(next, ahead);
       have_next = 1;
     }
-    if (!rc) rc = sweep_head_eval(r, b, layer, hi, &cur, ls, e);
-    sweep_plans_free(&cur);
+    if (!rc) rc = sweep_head_eval(r, b, layer, hi, cur, ls, e);
+    sweep_plans_free(cur);
     if (!have_next) break;
-    cur = next, have_next = 0;
+    sweep_plans *t = cur;
+    cur = next, next = t, have_next = 0;
   }
-  sweep_plans_free(&cur); /* stopped or failed with the next head's plans started: wait, free */
+  sweep_plans_free(cur); /* stopped or failed with the next head's plans started: wait, free */
   return rc;
 }
 
