@@ -27,7 +27,7 @@ extern "C" {
 
 #define KF_TM 64 /* rows per tile = the wgmma's M */
 #define KF_LO_SCALE 2048.0f
-#define KF_UCELLS 128 /* the uniform table's entries (>= CB_CELLS(4) = 65; a power of 2: [c + KF_UCELLS] is an offset) */
+#define KF_UCELLS 128 /* the uniform table's entries (>= CB_CELLS(KF_UNI_MAXB) = 65) */
 /* Quantisation without a search: the cell tables of src/cb_cells.h (the argument for their
  * exactness is there; tests/test_cb_cells.c checks it on the host with the same functions). */
 /* What a coordinate's field holds, and how: its meta word (S.par[i].w as bits), laid out so that
@@ -131,6 +131,10 @@ static_assert(kf_is_permutation<128>([](int i) { return kf_lane_major(i, 128); }
  * bits (any kind: fp16 fields). */
 template <int MODE>
 __host__ __device__ constexpr int kf_group() { return MODE == KF_Q_UNIFORM ? 8 : MODE == KF_Q_LUT ? 4 : 2; }
+
+/* KF_Q_UNIFORM's widest field: 8 fields in a 32-bit chunk. */
+#define KF_UNI_MAXB (32 / kf_group<KF_Q_UNIFORM>())
+static_assert(CB_CELLS(KF_UNI_MAXB) <= KF_UCELLS, "the uniform table holds the widest uniform field's cells");
 
 /* The block's shared memory, carved once. */
 template <int D, int PASSES>
@@ -293,7 +297,7 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
   kf_build_lut(cb_boundary + g->side.family * (CB_MAX_BITS + 1) * 256, S);
   kf_bar_sync<C::THREADS>(1);
   const int b0 = g->side.bits[0];
-  if (b0 >= 1 && b0 <= 4 && tid < CB_CELLS(b0)) { /* the uniform table (used only if the segment is) */
+  if (b0 >= 1 && b0 <= KF_UNI_MAXB && tid < CB_CELLS(b0)) { /* the uniform table (used only if the segment is) */
     S.ucell[tid] = S.lut[CB_CELLS_OFF(b0) + tid];
     ((uint32_t *)S.ucell)[KF_UCELLS + tid] = S.lutb[CB_CELLS_OFF(b0) + tid];
   }
@@ -314,12 +318,12 @@ __device__ int kf_load_segment(const kc_fast_seg *g, const float *cb_boundary, c
         make_uint4((uint32_t)f[0], kf_mul(f[1] - f[0]), kf_mul(f[2] - f[0]), kf_mul(f[3] - f[0]));
   }
   if (tid < D / 2) S.grp2[kf_lane_major(tid, D / 2)] = make_uint2((uint32_t)bp[2 * tid], kf_mul(bp[2 * tid + 1] - bp[2 * tid]));
-  if (tid == 0) S.uni[0] = bp[0], S.uni[1] = g->side.bits[0];
+  if (tid == 0) S.uni[0] = bp[0], S.uni[1] = b0;
   kf_bar_sync<C::THREADS>(1);
-  if (tid < D) { /* KF_Q_UNIFORM: every field the same, of <= 4 bits (a chunk holds 8) */
+  if (tid < D) { /* KF_Q_UNIFORM: every field the same, of <= KF_UNI_MAXB bits */
     float4 p = S.par[tid], p0 = S.par[0];
     int same = p.x == p0.x && p.y == p0.y && p.z == p0.z && __float_as_uint(p.w) == __float_as_uint(p0.w) &&
-               g->side.bits[0] <= 4;
+               b0 <= KF_UNI_MAXB;
     if (kf_meta_kind(__float_as_uint(p.w)) != KF_LUT) atomicAnd(S.flags, 0);
     else if (!same) atomicAnd(S.flags, KF_Q_LUT);
   }
@@ -396,24 +400,25 @@ __device__ __forceinline__ void kf_mma(float *d, uint64_t da, uint64_t db, int a
   if constexpr (D == 128) kw_mma_n128(d, da, db, acc);
   else kw_mma_n64(d, da, db, acc);
 }
+/* d (+)= A . B^T over all D / 16 k-steps, A (64 rows) and B (D rows) given by their step-0
+ * descriptors: a step's descriptor is the first's plus a constant (kw_desc_add). */
+template <int D>
+__device__ __forceinline__ void kf_mma_all(float *d, uint64_t a, uint64_t b, bool accumulate) {
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ks++)
+    kf_mma<D>(d, kw_desc_add(a, kw_desc_step(KF_TM, ks)), kw_desc_add(b, kw_desc_step(D, ks)), accumulate || ks > 0);
+}
 template <int D, int PASSES>
 __device__ __forceinline__ void kf_project_issue(const unsigned char *A, const kf_smem<D, PASSES> &S, float *acc,
                                                  float *cor) {
   typedef kf_cfg<D, PASSES> C;
-  /* the k-steps' descriptors are the first's plus constants (kw_desc_add) */
-  const uint64_t ah = kw_desc(kf_smem_addr(A), KF_TM, 0), rh = kw_desc(kf_smem_addr(S.Rh), D, 0);
+  const uint64_t ah = kw_desc(kf_smem_addr(A)), rh = kw_desc(kf_smem_addr(S.Rh));
   kw_fence();
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ks++)
-    kf_mma<D>(acc, kw_desc_add(ah, kw_desc_step(KF_TM, ks)), kw_desc_add(rh, kw_desc_step(D, ks)), ks > 0);
+  kf_mma_all<D>(acc, ah, rh, false);
   if constexpr (PASSES == 3) {
-    const uint64_t al = kw_desc(kf_smem_addr(A + C::A_BYTES), KF_TM, 0), rl = kw_desc(kf_smem_addr(S.Rl), D, 0);
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ks++)
-      kf_mma<D>(cor, kw_desc_add(al, kw_desc_step(KF_TM, ks)), kw_desc_add(rh, kw_desc_step(D, ks)), ks > 0);
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ks++)
-      kf_mma<D>(cor, kw_desc_add(ah, kw_desc_step(KF_TM, ks)), kw_desc_add(rl, kw_desc_step(D, ks)), 1);
+    const uint64_t al = kw_desc(kf_smem_addr(A + C::A_BYTES)), rl = kw_desc(kf_smem_addr(S.Rl));
+    kf_mma_all<D>(cor, al, rh, false);
+    kf_mma_all<D>(cor, ah, rl, true);
   }
   kw_commit();
 }
@@ -443,9 +448,9 @@ __device__ __forceinline__ void kf_identity(const float *X, int ra, int q, float
 }
 
 /* The field of y through the cell table (cb_cells.h): cell = floor(y (iw / scale) + T iw + 1/2)
- * clamped to the table (fmaxf maps negatives and NaN to 0; the floor by adding 2^23 rounding
- * down, as cb_cells_index), plus `base` = the table's offset - the bits of 2^23, so that c indexes
- * the stacked tables directly (the u8 lookup is then [c + the table's address]); hi = the offset
+ * clamped to the table, cb_cells_index's arithmetic with the table's offset folded into its
+ * subtraction (`base` = the offset - the bits of 2^23) and clamp, so that c indexes the stacked
+ * tables directly (the u8 lookup is then [c + the table's address]); hi = the offset
  * of the table's last cell. The index is below + (t > inside) with t = y / scale: the sign bit of
  * inside - y (1/scale) from one FFMA. That rounds once where t > inside rounds the product
  * first: they differ only when fl(y (1/scale)) equals the boundary exactly while the product is
@@ -455,11 +460,11 @@ __device__ __forceinline__ uint32_t kf_q_cell(float y, float qis, float qis_iw, 
   const uint32_t c = min(__float_as_uint(__fadd_rd(fmaxf(fmaf(y, qis_iw, Tiw), 0.0f), 8388608.0f)) + base, hi);
   return lutb[c] + (__float_as_uint(fmaf(-y, qis, lut[c])) >> 31);
 }
-/* KF_Q_UNIFORM's lookup: the same with the segment's table at offset 0 of ucell (base = -2^23's
- * bits, an immediate) and below beside inside, so that both loads take one address. */
+/* KF_Q_UNIFORM's lookup: the same with the segment's table at offset 0 of ucell, so that the cell
+ * is cb_cells_index's itself, and below beside inside, so that both loads take one address. */
 __device__ __forceinline__ uint32_t kf_q_cellu(float y, float qis, float qis_iw, float Tiw, uint32_t last,
                                                const float *ucell) {
-  const uint32_t c = min(__float_as_uint(__fadd_rd(fmaxf(fmaf(y, qis_iw, Tiw), 0.0f), 8388608.0f)) - 0x4B000000u, last);
+  const uint32_t c = cb_cells_index(fmaf(y, qis_iw, Tiw), last);
   return ((const uint32_t *)ucell)[c + KF_UCELLS] + (__float_as_uint(fmaf(-y, qis, ucell[c])) >> 31);
 }
 /* The cell table parameters of a coordinate from its meta word (kf_load_segment). */
@@ -605,15 +610,24 @@ struct kf_pend {
   uint32_t norm; /* lane < 16: fp16 |x| of row 16 w4 + lane */
 };
 
+/* What a tile needs of its segment, read once per piece (the segment table is in global memory,
+ * and loads across the tile's barriers and asm are not hoisted). */
+struct kf_segv {
+  uint8_t *codes;
+  int64_t tile0, n;
+  int code_bytes, norm_off, normalize, index;
+};
+
 /* C2 + D of the pending tile, by each warp alone: its 16 rows take whole words of the stream
  * (a row has 8 code_bytes bits), so it zeroes, ORs and writes its own words. (An OR past a
  * row's end into the next warp's first word carries only zeros.) Straight-line code: it runs
- * between the MMA's issue and its wait. Without a pending tile (nbytes 0) it packs stale chunks
- * and writes nothing. */
+ * between the MMA's issue and its wait. Without a pending tile (nbytes 0: a warpgroup's first
+ * tile of a piece) it ORs the zeroed chunks and writes nothing. */
 template <int D, int PASSES, int PROBE, class K>
-__device__ __forceinline__ void kf_flush(const kf_pend &pd, int code_bytes, int norm_off, const uint32_t *ch,
+__device__ __forceinline__ void kf_flush(const kf_pend &pd, const kf_segv &sv, const uint32_t *ch,
                                          const kf_smem<D, PASSES> &S) {
   typedef kf_cfg<D, PASSES> C;
+  const int code_bytes = sv.code_bytes, norm_off = sv.norm_off;
   const int wg = threadIdx.x >> 7, w4 = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int cb = code_bytes * 8, wpw = 4 * code_bytes; /* stream bits per row, words per warp */
   uint32_t *cw = S.cw + (size_t)wg * (C::CW_BYTES / 4), *cww = cw + w4 * wpw;
@@ -630,14 +644,6 @@ __device__ __forceinline__ void kf_flush(const kf_pend &pd, int code_bytes, int 
   __syncwarp();
   if (!(PROBE & 4)) kf_write_rows<D>(cww, pd.dst, pd.nbytes, lane);
 }
-
-/* What a tile needs of its segment, read once per piece (the segment table is in global memory,
- * and loads across the tile's barriers and asm are not hoisted). */
-struct kf_segv {
-  uint8_t *codes;
-  int64_t tile0, n;
-  int code_bytes, norm_off, normalize, index;
-};
 
 /* Where a warpgroup's tile sits in the ring: its stage and the mbarrier parity it waits for
  * (tile i: i % STAGES, (i / STAGES) & 1), advanced NWG tiles at a time without a division
@@ -690,7 +696,7 @@ __device__ __forceinline__ void kf_tile(const kc_fast_seg *segs, int nseg, const
 #pragma unroll
     for (int k = 0; k < C::NACC; k++) acc[k] = 0.0f;
   }
-  kf_flush<D, PASSES, PROBE, K>(pd, sv.code_bytes, sv.norm_off, ch, S); /* while the MMA runs */
+  kf_flush<D, PASSES, PROBE, K>(pd, sv, ch, S); /* while the MMA runs */
   if constexpr (MMA) kf_project_wait<D, PASSES>(acc, cor);
   kf_quantise<D, PASSES, PROBE, K::MODE, K::SCALE>(S, bnd, acc, q, rowmul[ra], rowmul[ra + 8], ch);
   const int wrows = min(16, nrows - 16 * w4);
@@ -721,7 +727,7 @@ __device__ __forceinline__ void kf_piece(const kc_fast_seg *segs, int nseg, cons
     kf_tile<D, PASSES, PROBE, K>(segs, nseg, sv, u, rg, t_end, bnd, S, pd, ch);
     kf_ring_next<C::STAGES, C::NWG>(rg);
   }
-  kf_flush<D, PASSES, PROBE, K>(pd, sv.code_bytes, sv.norm_off, ch, S);
+  kf_flush<D, PASSES, PROBE, K>(pd, sv, ch, S);
 }
 
 /* The block's work: per piece of its range inside one segment, load the segment's tables

@@ -18,7 +18,7 @@ __host__ __device__ __forceinline__ uint32_t kw_swz(int rows, int r, int k) {
   return (uint32_t)((((k >> 6) * rows + r) << 7) + ((((k & 63) >> 3) ^ (r & 7)) << 4) + ((k & 7) << 1));
 }
 
-/* The descriptor of the 64- or N-row operand at shared address `addr` for k-step ks (16 fp16):
+/* The descriptor of a 64- or N-row operand at shared address `addr`, for k-step ks (16 fp16):
  * start address >> 4 (bits 0-13), leading offset 16 B (unused with swizzling, bits 16-29), stride
  * offset 1024 B between 8-row atoms (bits 32-45), 128-byte swizzle (bits 62-63 = 1). The k-step
  * moves 32 bytes inside the 128-byte row (the next 64 k are the next rows x 128 bytes); the
@@ -32,10 +32,9 @@ __host__ __device__ constexpr uint64_t kw_desc_step(int rows, int ks) {
 __device__ __forceinline__ uint64_t kw_desc_add(uint64_t d, uint64_t step) {
   return (d & 0xFFFFFFFF00000000ull) | (uint32_t)((uint32_t)d + (uint32_t)step);
 }
-__device__ __forceinline__ uint64_t kw_desc(uint32_t addr, int rows, int ks) {
-  return kw_desc_add((uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 |
-                         (uint64_t)1 << 62,
-                     kw_desc_step(rows, ks));
+/* The step-0 descriptor of the operand at shared address addr. */
+__device__ __forceinline__ uint64_t kw_desc(uint32_t addr) {
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
 }
 
 __device__ __forceinline__ void kw_fence(void) { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
