@@ -554,11 +554,12 @@ static int sweep_build_plans(const sweep_state *s, const int *idx, int n, const 
 typedef struct {
   const sweep_state *s;
   const calib_head *ck, *cv;
-  int layer, head, np, rc, running;
+  int layer, head, np, rc;
+  int async, running; /* built on a thread (started), which has not been joined yet */
   int *pending;
   plan_pair *plans;
   sq_err err;
-  double work_s, inline_s;
+  double work_s;
   pthread_t th;
 } sweep_plans;
 
@@ -607,20 +608,17 @@ static int sweep_thread_start(pthread_t *th, void *(*fn)(void *), void *arg) {
 
 /* Build on a thread (async) or in line (also when the thread cannot start). */
 static void sweep_plans_start(sweep_plans *p, int async) {
-  if (async) p->running = sweep_thread_start(&p->th, sweep_plans_main, p);
-  if (!p->running) {
-    sweep_plans_main(p);
-    p->inline_s = p->work_s;
-  }
+  p->async = p->running = async && sweep_thread_start(&p->th, sweep_plans_main, p);
+  if (!p->async) sweep_plans_main(p);
 }
 
 /* The plans, built: their building counts as plan work, what the run waited for it as
- * plan_wait (all of it when built in line). */
+ * plan_wait (the join, or all of it when built in line). */
 static int sweep_plans_take(sweep_plans *p, sweep_run_ctx *r, sq_err *e) {
   double t0 = prov_mono();
   if (p->running) pthread_join(p->th, NULL), p->running = 0;
   r->prov.phase_s[PROV_PLAN] += p->work_s;
-  r->prov.phase_s[PROV_PLAN_WAIT] += p->inline_s + (prov_mono() - t0);
+  r->prov.phase_s[PROV_PLAN_WAIT] += p->async ? prov_mono() - t0 : p->work_s;
   if (p->rc) *e = p->err;
   return p->rc;
 }
@@ -684,19 +682,16 @@ int sweep_heads(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sweep_layer_sum
   sweep_plans slot[2], *cur = &slot[0], *next = &slot[1];
   sweep_plans_init(r, b, layer, 0, cur);
   sweep_plans_start(cur, 0);
-  int rc = SQ_OK, have_next = 0;
+  int rc = SQ_OK;
   for (int hi = 0; !rc && !sweep_stop_signal; hi++) {
     rc = sweep_plans_take(cur, r, e);
-    if (!rc && hi + 1 < s->n_heads) {
-      sweep_plans_init(r, b, layer, hi + 1, next);
-      sweep_plans_start(next, ahead);
-      have_next = 1;
-    }
+    const int more = !rc && hi + 1 < s->n_heads;
+    if (more) sweep_plans_init(r, b, layer, hi + 1, next), sweep_plans_start(next, ahead);
     if (!rc) rc = sweep_head_eval(r, b, layer, hi, cur, ls, e);
     sweep_plans_free(cur);
-    if (!have_next) break;
+    if (!more) break;
     sweep_plans *t = cur;
-    cur = next, next = t, have_next = 0;
+    cur = next, next = t;
   }
   sweep_plans_free(cur); /* stopped or failed with the next head's plans started: wait, free */
   return rc;
