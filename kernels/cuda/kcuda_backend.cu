@@ -532,9 +532,13 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   /* rows, gqa, tc, tcpv (the default: scores and weighted sums on tensor cores): kcuda_attn.cuh */
   st->gqa = kc_attn_kind(attn);
   const char *ph = getenv("SQEXP_EVAL_PHASES");
-  st->ph.on = ph && *ph && strcmp(ph, "0");
-  for (int i = 0; st->ph.on && i <= KC_PH_N; i++)
-    if (cudaEventCreate(&st->ph.ev[i]) != cudaSuccess) st->ph.on = 0; /* timing is optional: go without */
+  if (ph && *ph && strcmp(ph, "0")) { /* timing is optional: without its events, go without it */
+    int made = 0;
+    while (made <= KC_PH_N && cudaEventCreate(&st->ph.ev[made]) == cudaSuccess) made++;
+    st->ph.on = made == KC_PH_N + 1;
+    while (!st->ph.on && made > 0) cudaEventDestroy(st->ph.ev[--made]);
+    cudaGetLastError();
+  }
   cublasStatus_t bs = cublasCreate(&st->blas);
   if (bs != CUBLAS_STATUS_SUCCESS) {
     free(st);
