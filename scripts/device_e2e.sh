@@ -47,7 +47,7 @@ t3=$(date +%s.%N)
 {
   echo "dump: $DUMP ($(du -h "$DUMP" | cut -f1)), $(cat /tmp/synth.done 2>/dev/null), $TOK tokens, calib-frac 0.34 (dump step $(awk "BEGIN{print $t1-$t0}") s)"
   head -30 /tmp/inspect.log
-  echo "sqexp run configs/mistral.ini (full grid, all layers, backend auto, attention kernel ${SQEXP_CUDA_ATTN:-tcpv (default)}): exit $rc, wall $(awk "BEGIN{print $t3-$t2}") s"
+  echo "sqexp run configs/mistral.ini (full grid, all layers, backend auto, attention kernel ${SQEXP_CUDA_ATTN:-wg (default)}): exit $rc, wall $(awk "BEGIN{print $t3-$t2}") s"
   echo "rows: $(wc -l < "$RES/rows.jsonl" 2>/dev/null)"
   grep -h '"phase' "$RES"/provenance.json 2>/dev/null | head -20
 } > "$OUT/e2e.txt"

@@ -204,11 +204,21 @@ __device__ __forceinline__ double block_sum_dd(double v, double *scr) {
  * group); its ROW_WARPS warps split the row's keys (a row per warp left most SMs idle: probs has
  * only n_seq x probs_last x G rows). Three passes, like the CPU's two-pass softmax: maxima,
  * normalisers, products of the weights. Outputs <p, p^>, |p|^2, |p^|^2 (zeros for rows past a
- * short sequence's length). */
+ * short sequence's length). Rows of up to PROBS_CACHE keys keep their two scores, then their two
+ * exponentials, in shared memory, so each score is computed once instead of three times (the
+ * dot products were the kernel's time); the values and their order are the recomputing path's, so
+ * longer rows, which recompute, give the same results. */
+#define PROBS_CACHE 2048
+__device__ __forceinline__ void probs_scores(const float *qs, const float *K, int64_t ks, const float *Kh, int D,
+                                             int64_t j, float *s, float *sh) {
+  *s = dotf(qs, K + j * ks, D);
+  *sh = dotf(qs, Kh + j * D, D);
+}
 __global__ void __launch_bounds__(ROW_WARPS * 32) k_probs(kc_attn_args a) {
   extern __shared__ float qs[]; /* [D] */
   __shared__ float fscr[ROW_WARPS];
   __shared__ double dscr[ROW_WARPS];
+  __shared__ float2 cache[PROBS_CACHE]; /* (s, s^), then (e, e^) of key kb + i */
   const int D = a.D, nth = ROW_WARPS * 32;
   int64_t row = blockIdx.x;
   int plan = blockIdx.y;
@@ -221,6 +231,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_probs(kc_attn_args a) {
     return;
   }
   int64_t t = kb + len - P + i, ke = t + 1;
+  const int cached = ke - kb <= PROBS_CACHE; /* block-uniform */
   const float *q = a.q + (t * a.Hq + g) * D;
   for (int j = threadIdx.x; j < D; j += nth) qs[j] = q[j];
   __syncthreads();
@@ -229,22 +240,37 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_probs(kc_attn_args a) {
   const float c = 1.0f / sqrtf((float)D);
   float mx = -INFINITY, mh = -INFINITY;
   for (int64_t j = kb + threadIdx.x; j < ke; j += nth) {
-    mx = fmaxf(mx, dotf(qs, K + j * ks, D));
-    mh = fmaxf(mh, dotf(qs, Kh + j * D, D));
+    float x, xh;
+    probs_scores(qs, K, ks, Kh, D, j, &x, &xh);
+    if (cached) cache[j - kb] = make_float2(x, xh);
+    mx = fmaxf(mx, x);
+    mh = fmaxf(mh, xh);
   }
   mx = block_max_f(mx, fscr);
   mh = block_max_f(mh, fscr);
   double sx = 0, shh = 0;
-  for (int64_t j = kb + threadIdx.x; j < ke; j += nth) {
-    sx += (double)expf((dotf(qs, K + j * ks, D) - mx) * c);
-    shh += (double)expf((dotf(qs, Kh + j * D, D) - mh) * c);
+  for (int64_t j = kb + threadIdx.x; j < ke; j += nth) { /* (a thread reads back only its own keys) */
+    float2 x;
+    if (cached) x = cache[j - kb];
+    else probs_scores(qs, K, ks, Kh, D, j, &x.x, &x.y);
+    float2 ex = make_float2(expf((x.x - mx) * c), expf((x.y - mh) * c));
+    if (cached) cache[j - kb] = ex;
+    sx += (double)ex.x;
+    shh += (double)ex.y;
   }
   sx = block_sum_dd(sx, dscr);
   shh = block_sum_dd(shh, dscr);
   double pd = 0, pn = 0, ph2 = 0;
   for (int64_t j = kb + threadIdx.x; j < ke; j += nth) {
-    float p = (float)((double)expf((dotf(qs, K + j * ks, D) - mx) * c) / sx);
-    double ph = (double)expf((dotf(qs, Kh + j * D, D) - mh) * c) / shh;
+    float2 ex;
+    if (cached) ex = cache[j - kb];
+    else {
+      float2 x;
+      probs_scores(qs, K, ks, Kh, D, j, &x.x, &x.y);
+      ex = make_float2(expf((x.x - mx) * c), expf((x.y - mh) * c));
+    }
+    float p = (float)((double)ex.x / sx);
+    double ph = (double)ex.y / shh;
     pd += ph * p;
     pn += (double)p * p;
     ph2 += ph * ph;
@@ -274,7 +300,27 @@ static int launch_rows(const kc_attn_args *a, dim3 grid, sq_err *e) {
   return SQ_OK;
 }
 
+#ifdef SQEXP_CUDA_SM90A
+/* k_attn_wg, checked: 1 when it computed every row, 0 when an operand exceeded fp16's range (the
+ * rows are then incomplete and the caller recomputes them). */
+static int launch_wg_checked(const kc_attn_args *a, int n_y, int *done, sq_err *e) {
+  int over = 0;
+  cudaCheck(cudaMemsetAsync(a->range_flag, 0, sizeof(int)));
+  tryCheck(kca_launch_wg(a, n_y, e));
+  cudaCheck(cudaMemcpy(&over, a->range_flag, sizeof over, cudaMemcpyDeviceToHost));
+  *done = !over;
+  return SQ_OK;
+}
+#endif
+
 static int launch_eval_attn(const kc_attn_args *a, int n_y, dim3 grid, sq_err *e) {
+#ifdef SQEXP_CUDA_SM90A
+  if (a->gqa == KC_ATTN_WG && kc_wg_shape(a->G, a->D) && a->range_flag && a->wg_scratch) {
+    int done = 0;
+    tryCheck(launch_wg_checked(a, n_y, &done, e));
+    if (done) return SQ_OK;
+  }
+#endif
   if (a->gqa >= KC_ATTN_TC && kc_tc_shape(a->G, a->D)) return kca_launch_tc(a, n_y, e);
   if (a->gqa != KC_ATTN_ROWS && kc_gqa_shape(a->G, a->D)) return kca_launch_gqa(a, n_y, e);
   return launch_rows<KC_EVAL_ATTN>(a, grid, e);

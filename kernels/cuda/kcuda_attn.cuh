@@ -23,25 +23,36 @@ typedef struct {
   int32_t *topk_out;
   double *rows_out;          /* eval modes: [plan][n_rows][n_fields] */
   int gqa;                   /* EVAL_ATTN kernel: KC_ATTN_* (kc_attn_kind) */
+  int *range_flag;           /* device int for k_attn_wg's range check (NULL: k_attn_wg is not used) */
+  void *wg_scratch;          /* k_attn_wg's split operands, kca_wg_scratch bytes (NULL: not used) */
+  size_t wg_scratch_bytes;
 } kc_attn_args;
+
+/* The scratch k_attn_wg needs for a launch of n_plans plans over n_tok tokens of head_dim D. */
+size_t kca_wg_scratch(int n_plans, int64_t n_tok, int D);
 
 /* The group-per-warp EVAL_ATTN kernel's shape. */
 static inline int kc_gqa_shape(int G, int D) { return G == 4 && D <= 128 && D % 4 == 0; }
 /* The tensor-core EVAL_ATTN kernel's shape (k-steps of 8 dimensions). */
 static inline int kc_tc_shape(int G, int D) { return G == 4 && D <= 128 && D % 8 == 0; }
 
+/* The wgmma EVAL_ATTN kernel's shape (whole 128-byte swizzle rows of fp16 dimensions). */
+static inline int kc_wg_shape(int G, int D) { return G == 4 && (D == 64 || D == 128); }
+
 /* EVAL_ATTN kernels: k_rows everywhere; k_attn_gqa where kc_gqa_shape (else k_rows); k_attn_tc
  * (scores on tensor cores in 3xTF32; TCPV: the weighted sum of values too) where kc_tc_shape
- * (else as GQA). */
-enum { KC_ATTN_ROWS = 0, KC_ATTN_GQA = 1, KC_ATTN_TC = 2, KC_ATTN_TCPV = 3 };
+ * (else as GQA); k_attn_wg (both products on wgmma in 3xfp16) where kc_wg_shape in an sm_90a
+ * build (else as TCPV, and TCPV recomputes a launch whose operands exceed fp16's range). */
+enum { KC_ATTN_ROWS = 0, KC_ATTN_GQA = 1, KC_ATTN_TC = 2, KC_ATTN_TCPV = 3, KC_ATTN_WG = 4 };
 
-/* SQEXP_CUDA_ATTN's value (NULL when unset): rows, gqa, tc, tcpv; anything else is the default,
- * tcpv (gpu_agree 6/6 and the fastest on the H200: docs/cuda.md, "The attention rows"). */
+/* SQEXP_CUDA_ATTN's value (NULL when unset): rows, gqa, tc, tcpv, wg; anything else is the
+ * default, wg (docs/cuda.md, "The attention rows"). */
 static inline int kc_attn_kind(const char *env) {
   if (env && !strcmp(env, "rows")) return KC_ATTN_ROWS;
   if (env && !strcmp(env, "gqa")) return KC_ATTN_GQA;
   if (env && !strcmp(env, "tc")) return KC_ATTN_TC;
-  return KC_ATTN_TCPV;
+  if (env && !strcmp(env, "tcpv")) return KC_ATTN_TCPV;
+  return KC_ATTN_WG;
 }
 
 /* n_y: KV heads (REF_* modes: n_rows per head) or plans (EVAL_* modes, a.head fixed). */

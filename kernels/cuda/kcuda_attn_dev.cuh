@@ -488,5 +488,6 @@ __device__ __forceinline__ void gqa_rank_init(const kc_attn_args &a, int64_t t, 
 int kca_launch_gqa(const kc_attn_args *a, int n_y, sq_err *e);     /* EVAL_ATTN, k_attn_gqa */
 int kca_launch_ref_gqa(const kc_attn_args *a, int n_y, sq_err *e); /* REF_ATTN, k_ref_gqa */
 int kca_launch_tc(const kc_attn_args *a, int n_y, sq_err *e);      /* EVAL_ATTN, k_attn_tc (tc / tcpv) */
+int kca_launch_wg(const kc_attn_args *a, int n_y, sq_err *e);      /* EVAL_ATTN, k_attn_wg (sm_90a) */
 
 #endif

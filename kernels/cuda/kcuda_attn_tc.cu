@@ -1,7 +1,7 @@
 /* kcuda_attn_tc: k_attn_tc, the default EVAL_ATTN kernel for G = 4 (SQEXP_CUDA_ATTN=tcpv or unset;
  * tc = scores only): k_attn_gqa's layout with a block's 64 query rows on tensor cores in 3xTF32.
  * docs/cuda.md, "The attention rows". */
-#include "kcuda_attn_dev.cuh"
+#include "kcuda_attn_tcb.cuh"
 
 /* EVAL_ATTN with the scores on tensor cores (SQEXP_CUDA_ATTN=tc, and =tcpv, the default, with
  * PVTC; same shape as k_attn_gqa with D % 8 == 0). The block and warp layout, the cp.async double
@@ -28,9 +28,7 @@
  * ties (repeated keys) thus go through the chain and the tie-break, as in k_attn_gqa.
  * PVTC: the weighted sum of values on tensor cores too (3xTF32; phase C after a third barrier: O
  * = alpha O + P V, P in A-fragment order from phase B, the value rows padded to TC_VPAD). */
-#define TC_LDS 40        /* score tile row stride (floats): conflict-free float2 stores */
 #define TC_VPAD 8        /* value rows (PVTC): conflict-free B fragments */
-#define TC_EPS 6e-5f     /* margin / (|q| |k|): ~2x the worst-case 3xTF32-vs-chain bound */
 
 __device__ __forceinline__ void tf32_split(float x, uint32_t *hi, uint32_t *lo) {
   uint32_t h = __float_as_uint(x) & 0xffffe000u;
@@ -55,28 +53,6 @@ __device__ __forceinline__ void mma_tf32(float *c, const uint32_t *a, const uint
                "{%0,%1,%2,%3};\n"
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-/* rank_offer for tensor-core scores: v = tc s^ of this lane's key, err its margin; q4 the head's
- * query and kh0 the plan's effective key of sequence-local index 0 (global memory). */
-template <int TWO>
-__device__ __forceinline__ void rank_offer_tc(rank_slots *R, int K, int cand, float v, float err, int base,
-                                              const float4 *q4, const float *kh0, int D) {
-  uint32_t mask = __ballot_sync(0xffffffffu, cand);
-  if (!mask) return;
-  do {
-    int src = __ffs(mask) - 1;
-    mask &= mask - 1;
-    float cv = __shfl_sync(0xffffffffu, v, src), ce = __shfl_sync(0xffffffffu, err, src);
-    int cj = base + src;
-    int amb = (R->c0 < K && cj != R->r0 && fabsf(cv - R->v0) <= ce) ||
-              (TWO && R->c1 < K && cj != R->r1 && fabsf(cv - R->v1) <= ce);
-    if (__any_sync(0xffffffffu, amb)) /* too close to call: the chain's own value */
-      cv = gqa_score_g(q4, (const float4 *)(kh0 + (int64_t)cj * D), D >> 2);
-    R->c0 += cj != R->r0 && (cv > R->v0 || (cv == R->v0 && cj < R->r0));
-    if (TWO) R->c1 += cj != R->r1 && (cv > R->v1 || (cv == R->v1 && cj < R->r1));
-  } while (mask);
-  rank_set_thr(R, K, TWO);
 }
 
 /* PVTC: weight p of row 4 w + gi and key `lane` of the tile into its A-fragment slot (as the
@@ -112,7 +88,8 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
   int plan = blockIdx.y, live = t < n_tok;
   int64_t kb = 0, ke = 0;
   const float *qg = a.q + (t * a.Hq + a.head * GG) * D; /* the 4 heads' queries, adjacent rows */
-  float qn[GG];
+  tc_row_state S;
+  tc_row_init(S);
   {
     /* rows 4w + gi into A-fragment order: a0 (r, c), a1 (r + 8, c), a2 (r, c + 4), a3 (r + 8, c + 4)
      * with r = lane / 4, c = lane % 4 of the 16 x 8 block (m-tile, k-step) */
@@ -135,7 +112,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
         tf32_split(x, &hi, &lo);
         qff[at] = __uint_as_float(hi), qfl[at] = __uint_as_float(lo);
       }
-      qn[gi] = sqrtf(warp_sum_f(ss));
+      S.qn[gi] = sqrtf(warp_sum_f(ss));
     }
   }
   if (lane == 0) {
@@ -159,12 +136,13 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
   tiles_start(ntile, KB, KE, stages, stage_eval); /* tile 0 is in flight while the reference keys are scored */
   const int K = a.topk;
   const float4 *q4 = (const float4 *)qg;
-  rank_slots R[GG];
-  if (live) gqa_rank_init<GG, TWO, 1>(a, t, kb, q4, Kh, D4, (float *)ps, R);
+  if (live) gqa_rank_init<GG, TWO, 1>(a, t, kb, q4, Kh, D4, (float *)ps, S.R);
   const float c = 1.0f / sqrtf((float)D);
-  float o[GG][GQA_NDL], m[GG], l[GG];
-  gqa_state_init(o, m, l);
-  double sb = 0, ss_ = 0, ssh = 0, s2 = 0, sxh = 0;
+  float o[GG][GQA_NDL];
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++)
+#pragma unroll
+    for (int i = 0; i < GQA_NDL; i++) o[gi][i] = 0.0f;
   const int mat = warp >> 3, mt = (warp >> 1) & 3, nb = (warp & 1) * 16;
   for (int64_t it = 0; it < ntile; it++) {
     const int64_t j0 = KB + it * TILE;
@@ -218,64 +196,20 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
       }
     }
     __syncthreads(); /* the score tiles and norms are complete */
-    if (live && j0 + nt > kb && j0 < ke) { /* warp-uniform: the tile holds causal keys of this token */
-      int64_t j = j0 + lane;
-      int valid = lane < nt && j >= kb && j < ke;
-      float sh[GG], sr[GG];
+    float p[GG], alpha[GG];
+    const int act = tc_phase_b<TWO>(S, sc, kn, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
+    if (PVTC) { /* the weights in A-fragment order (zeros when the tile holds no causal key) */
 #pragma unroll
       for (int gi = 0; gi < GG; gi++) {
-        sh[gi] = valid ? sc[(4 * warp + gi) * TC_LDS + lane] : -INFINITY;
-        sr[gi] = valid ? sc[64 * TC_LDS + (4 * warp + gi) * TC_LDS + lane] : 0.0f;
+        tc_put_weight(ps_all, warp, gi, lane, p[gi]);
+        if (lane == 0) alpha_s[4 * warp + gi] = alpha[gi];
       }
-      if (valid) {
+    } else if (act) { /* k_attn_gqa's weighted sum of values (alpha is exactly 1 where the max stayed) */
 #pragma unroll
-        for (int gi = 0; gi < GG; gi++) {
-          sb += (double)sh[gi] - (double)sr[gi];
-          ss_ += sr[gi];
-          ssh += sh[gi];
-          s2 += (double)sr[gi] * sr[gi];
-          sxh += (double)sr[gi] * sh[gi];
-        }
-      }
-      int base = (int)(j0 - kb);
-      float knl = kn[lane];
+      for (int gi = 0; gi < GG; gi++)
 #pragma unroll
-      for (int gi = 0; gi < GG; gi++) {
-        float err = TC_EPS * qn[gi] * knl + 1e-30f;
-        rank_offer_tc<TWO>(&R[gi], K, valid && sh[gi] >= R[gi].thr - err, sh[gi], err, base, q4 + gi * D4,
-                           Kh + kb * D, D);
-      }
-      /* online softmax: k_attn_gqa's */
-      float p[GG];
-#pragma unroll
-      for (int gi = 0; gi < GG; gi++) {
-        float alpha = 1.0f;
-        if (__any_sync(0xffffffffu, sh[gi] > m[gi])) {
-          float mnew = fmaxf(m[gi], warp_max_f(sh[gi]));
-          alpha = expf((m[gi] - mnew) * c);
-          l[gi] *= alpha;
-          if (!PVTC) {
-#pragma unroll
-            for (int i = 0; i < GQA_NDL; i++) o[gi][i] *= alpha;
-          }
-          m[gi] = mnew;
-        }
-        p[gi] = valid ? expf((sh[gi] - m[gi]) * c) : 0.0f;
-        l[gi] += p[gi];
-        if (PVTC) {
-          tc_put_weight(ps_all, warp, gi, lane, p[gi]);
-          if (lane == 0) alpha_s[4 * warp + gi] = alpha;
-        }
-      }
-      if (!PVTC) { /* k_attn_gqa's weighted sum of values */
-        gqa_weighted_sum(o, p, ps, tv, ldv, j0 < kb ? (int)(kb - j0) : 0, j0 + nt > ke ? (int)(ke - j0) : nt, D);
-      }
-    } else if (PVTC) { /* no causal key here: weights 0, outputs unscaled */
-#pragma unroll
-      for (int gi = 0; gi < GG; gi++) {
-        tc_put_weight(ps_all, warp, gi, lane, 0.0f);
-        if (lane == 0) alpha_s[4 * warp + gi] = 1.0f;
-      }
+        for (int i = 0; i < GQA_NDL; i++) o[gi][i] *= alpha[gi];
+      gqa_weighted_sum(o, p, ps, tv, ldv, j0 < kb ? (int)(kb - j0) : 0, j0 + nt > ke ? (int)(ke - j0) : nt, D);
     }
     if (PVTC) { /* phase C: O (64 x D) = alpha O + P V on tensor cores (3xTF32); warp w owns rows
                  * 16 (w / 4) .. and dimensions 32 (w % 4) .. (4 n-tiles in o[n][]) */
@@ -330,8 +264,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
       }
   }
   if (!live) return;
-  double sums[5] = {sb, ss_, ssh, s2, sxh};
-  gqa_write_rows<GG, TWO>(a, plan, t, ke - kb, K, o, l, R, sums);
+  gqa_write_rows<GG, TWO>(a, plan, t, ke - kb, K, o, S.l, S.R, S.sums);
 }
 
 /* k_attn_tc's shared memory: the queries (A fragments, hi), k_attn_gqa's stages (PVTC: padded
@@ -355,7 +288,7 @@ static int launch_tc(const kc_attn_args *a, int n_y, sq_err *e) {
 }
 
 int kca_launch_tc(const kc_attn_args *a, int n_y, sq_err *e) {
-  int pv = a->gqa == KC_ATTN_TCPV;
+  int pv = a->gqa != KC_ATTN_TC; /* tcpv, and wg's fallback */
   if (a->topk > 32) return pv ? launch_tc<1, 1>(a, n_y, e) : launch_tc<1, 0>(a, n_y, e);
   return pv ? launch_tc<0, 1>(a, n_y, e) : launch_tc<0, 0>(a, n_y, e);
 }

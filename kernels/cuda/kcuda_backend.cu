@@ -38,6 +38,7 @@ struct kc_state {
   kern_layer L;
   kc_buf seq_off, q, k, v, randq, o_ref, topk_ref, randq_ref;
   kc_buf keff, vhat, rows, sums, krec, vrec;
+  kc_buf range_flag, wg_scratch; /* k_attn_wg's range check (one int) and split operands */
   kc_buf cb;
   cb_table cb_host;
   int cb_valid;
@@ -271,6 +272,7 @@ static kc_attn_args base_args(const kc_state *st) {
   a.o_ref = (const float *)st->o_ref.p;
   a.topk_ref = (const int32_t *)st->topk_ref.p;
   a.randq_ref = (const float *)st->randq_ref.p;
+  a.range_flag = (int *)st->range_flag.p;
   return a;
 }
 
@@ -292,6 +294,7 @@ static int cuda_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
   if (st->randq_on) tryCheck(upload(&st->randq, L->randq, nrq * sizeof(float), e));
   if (st->attn_on) {
     tryCheck(kc_buf_need(&st->o_ref, (size_t)(nt * Hq * D) * sizeof(float), e));
+    tryCheck(kc_buf_need(&st->range_flag, sizeof(int), e));
     tryCheck(kc_buf_need(&st->topk_ref, (size_t)(nt * Hq * L->topk) * sizeof(int32_t), e));
     kc_attn_args a = base_args(st);
     a.n_rows = nt * st->G;
@@ -399,6 +402,11 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   a.plan_stride = nt * D;
   a.rows_out = rows;
   int rc = SQ_OK;
+  if (st->attn_on && st->gqa == KC_ATTN_WG && kc_wg_shape((int)G, (int)D)) {
+    a.wg_scratch_bytes = kca_wg_scratch(n, nt, (int)D);
+    rc = kc_buf_need(&st->wg_scratch, a.wg_scratch_bytes, e);
+    a.wg_scratch = st->wg_scratch.p;
+  }
   ph_mark(st, KC_PH_ATTN);
   if (st->attn_on && !rc) {
     a.n_rows = n_attn;
@@ -504,7 +512,7 @@ static void cuda_destroy(kern_backend *b) {
   ph_report(st);
   for (int i = 0; st->ph.on && i <= KC_PH_N; i++) cudaEventDestroy(st->ph.ev[i]);
   kc_buf *all[] = {&st->seq_off, &st->q, &st->k, &st->v, &st->randq, &st->o_ref, &st->topk_ref,
-                   &st->randq_ref, &st->keff, &st->vhat, &st->rows, &st->sums, &st->krec,
+                   &st->randq_ref, &st->range_flag, &st->wg_scratch, &st->keff, &st->vhat, &st->rows, &st->sums, &st->krec,
                    &st->vrec, &st->cb, &st->mx, &st->md, &st->mC, &st->fast_mats, &st->fast_segs};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_buf_free(all[i]);
   kc_work_free(&st->wk);

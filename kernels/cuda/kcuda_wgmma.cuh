@@ -6,8 +6,7 @@
  * (kw_swz). The accumulator layout is the m16n8 one per 8 columns: d[4j + 0..3] hold rows
  * r = 16 (warp % 4) + lane / 4 and r + 8, columns 8 j + 2 (lane % 4) + {0, 1}, as
  * {(r, c), (r, c + 1), (r + 8, c), (r + 8, c + 1)}.
- * The kw_mma_n* bodies are generated (64 operands do not fit a readable macro); the PTX is in
- * the ISA's "Asynchronous Warpgroup Level Matrix Multiply-Accumulate" section. */
+ * The PTX is in the ISA's "Asynchronous Warpgroup Level Matrix Multiply-Accumulate" section. */
 #ifndef SQEXP_KCUDA_WGMMA_CUH
 #define SQEXP_KCUDA_WGMMA_CUH
 #include <stdint.h>
@@ -37,6 +36,16 @@ __device__ __forceinline__ uint64_t kw_desc(uint32_t addr) {
   return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
 }
 
+/* An MN-major operand (TB = 1: row k of 128 bytes holds 64 consecutive n, the 128-byte swizzle on
+ * 8-row atoms, i.e. element (k, n) at kw_swz(rows, k, n) of a [rows = K][N] row-major tile): the
+ * stride offset is still 1024 B between 8-row atoms (along k), the leading offset the next 64 n,
+ * rows x 128 B (CUTLASS's canonical Swizzle<3,4,3> o ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))). A
+ * k-step of 16 is 16 rows: 2048 B. */
+__device__ __forceinline__ uint64_t kw_desc_mn(uint32_t addr, int rows) {
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)((rows * 128) >> 4) << 16 | (uint64_t)(1024 >> 4) << 32 |
+         (uint64_t)1 << 62;
+}
+
 __device__ __forceinline__ void kw_fence(void) { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void kw_commit(void) { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 /* Wait until at most N committed groups are still in flight. */
@@ -52,28 +61,43 @@ __device__ __forceinline__ void kw_fence_regs(float *d) {
 /* Generic-proxy writes to shared memory (st.shared) become visible to wgmma's reads. */
 __device__ __forceinline__ void kw_fence_proxy(void) { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
+/* The accumulator operand lists ("+f"(d[b]) .. "+f"(d[b + n - 1])) of the shapes below. */
+#define KW_ACC4(b) "+f"(d[b]), "+f"(d[b + 1]), "+f"(d[b + 2]), "+f"(d[b + 3])
+#define KW_ACC8(b) KW_ACC4(b), KW_ACC4(b + 4)
+#define KW_ACC16(b) KW_ACC8(b), KW_ACC8(b + 8)
+#define KW_ACC32(b) KW_ACC16(b), KW_ACC16(b + 16)
+#define KW_ACC64(b) KW_ACC32(b), KW_ACC32(b + 32)
+
+/* D[64 x N] (+)= A . B for N = 128, 64 (the fast encoder), 32, 16 (the attention, k_attn_wg):
+ * N / 2 accumulators per thread; accumulate = 0 overwrites d. TB = 1: B is MN-major (kw_desc_mn). */
 __device__ __forceinline__ void kw_mma_n128(float *d, uint64_t da, uint64_t db, int accumulate) {
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
                "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : KW_ACC64(0)
                : "l"(da), "l"(db), "r"(accumulate));
 }
 
 __device__ __forceinline__ void kw_mma_n64(float *d, uint64_t da, uint64_t db, int accumulate) {
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
                "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+               : KW_ACC32(0)
                : "l"(da), "l"(db), "r"(accumulate));
+}
+
+template <int TB = 0>
+__device__ __forceinline__ void kw_mma_n32(float *d, uint64_t da, uint64_t db, int accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, p, 1, 1, 0, %19;\n}\n"
+               : KW_ACC16(0)
+               : "l"(da), "l"(db), "r"(accumulate), "n"(TB));
+}
+
+template <int TB = 0>
+__device__ __forceinline__ void kw_mma_n16(float *d, uint64_t da, uint64_t db, int accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, 0, %11;\n}\n"
+               : KW_ACC8(0)
+               : "l"(da), "l"(db), "r"(accumulate), "n"(TB));
 }
 
 #endif

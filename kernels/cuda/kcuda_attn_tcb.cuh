@@ -1,0 +1,105 @@
+/* kcuda_attn_tcb: what the tensor-core eval kernels share (k_attn_tc, mma.sync in 3xTF32, and
+ * k_attn_wg, wgmma in 3xfp16): the score tiles' layout, the recall margin and phase B -- per
+ * tile, with lane = key, the logit sums, the rank counts and the online softmax from the score
+ * tiles the tensor cores wrote. docs/cuda.md, "The attention rows". */
+#ifndef SQEXP_KCUDA_ATTN_TCB_CUH
+#define SQEXP_KCUDA_ATTN_TCB_CUH
+#include "kcuda_attn_dev.cuh"
+
+#define TC_LDS 40        /* score tile row stride (floats): conflict-free float2 stores */
+#define TC_EPS 6e-5f     /* margin / (|q| |k|): ~2x the worst-case 3xTF32-vs-chain bound */
+
+/* rank_offer for tensor-core scores: v = tc s^ of this lane's key, err its margin; q4 the head's
+ * query and kh0 the plan's effective key of sequence-local index 0 (global memory). */
+template <int TWO>
+__device__ __forceinline__ void rank_offer_tc(rank_slots *R, int K, int cand, float v, float err, int base,
+                                              const float4 *q4, const float *kh0, int D) {
+  uint32_t mask = __ballot_sync(0xffffffffu, cand);
+  if (!mask) return;
+  do {
+    int src = __ffs(mask) - 1;
+    mask &= mask - 1;
+    float cv = __shfl_sync(0xffffffffu, v, src), ce = __shfl_sync(0xffffffffu, err, src);
+    int cj = base + src;
+    int amb = (R->c0 < K && cj != R->r0 && fabsf(cv - R->v0) <= ce) ||
+              (TWO && R->c1 < K && cj != R->r1 && fabsf(cv - R->v1) <= ce);
+    if (__any_sync(0xffffffffu, amb)) /* too close to call: the chain's own value */
+      cv = gqa_score_g(q4, (const float4 *)(kh0 + (int64_t)cj * D), D >> 2);
+    R->c0 += cj != R->r0 && (cv > R->v0 || (cv == R->v0 && cj < R->r0));
+    if (TWO) R->c1 += cj != R->r1 && (cv > R->v1 || (cv == R->v1 && cj < R->r1));
+  } while (mask);
+  rank_set_thr(R, K, TWO);
+}
+
+/* A warp's token (its 4 heads: rows 4 warp + gi of the tile) in one key tile. */
+struct tc_row_state {
+  float m[4], l[4];   /* running max and this lane's part of the normaliser, per head */
+  float qn[4];        /* |q| per head (the recall margins) */
+  double sums[5];     /* this lane's logit sums: s^ - s, s, s^, s^2, s s^ */
+  rank_slots R[4];
+};
+
+/* Phase B for one warp and tile (keys j0 .. j0 + nt - 1; the token's causal range [kb, ke)): with
+ * lane = key, its scores from sc ([2][64][TC_LDS]: s^, then s), kn its effective key's norm; the
+ * logit sums, the rank counts and the online softmax (k_attn_gqa's: the max moves only when a key
+ * beats it, by one vote; otherwise the rescale factor is exactly 1). p: this lane's weights (0 for
+ * a key outside the causal range), alpha: the rows' rescale factors. Returns 0 (p = 0, alpha = 1)
+ * when the tile holds no causal key of the token. q4: the token's queries, Kh: the plan's effective
+ * keys (global memory), for the recall's exact rescoring. */
+template <int TWO>
+__device__ __forceinline__ int tc_phase_b(tc_row_state &S, const float *sc, const float *kn, int warp, int live,
+                                          int64_t j0, int nt, int64_t kb, int64_t ke, int K, const float4 *q4,
+                                          const float *Kh, int D, float c, float (&p)[4], float (&alpha)[4]) {
+  const int lane = threadIdx.x & 31, GG = 4;
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) p[gi] = 0.0f, alpha[gi] = 1.0f;
+  if (!(live && j0 + nt > kb && j0 < ke)) return 0; /* warp-uniform */
+  int64_t j = j0 + lane;
+  int valid = lane < nt && j >= kb && j < ke;
+  float sh[GG], sr[GG];
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    sh[gi] = valid ? sc[(4 * warp + gi) * TC_LDS + lane] : -INFINITY;
+    sr[gi] = valid ? sc[64 * TC_LDS + (4 * warp + gi) * TC_LDS + lane] : 0.0f;
+  }
+  if (valid) {
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) {
+      S.sums[0] += (double)sh[gi] - (double)sr[gi];
+      S.sums[1] += sr[gi];
+      S.sums[2] += sh[gi];
+      S.sums[3] += (double)sr[gi] * sr[gi];
+      S.sums[4] += (double)sr[gi] * sh[gi];
+    }
+  }
+  int base = (int)(j0 - kb);
+  float knl = kn[lane];
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    float err = TC_EPS * S.qn[gi] * knl + 1e-30f;
+    rank_offer_tc<TWO>(&S.R[gi], K, valid && sh[gi] >= S.R[gi].thr - err, sh[gi], err, base, q4 + gi * (D >> 2),
+                       Kh + kb * D, D);
+  }
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    if (__any_sync(0xffffffffu, sh[gi] > S.m[gi])) {
+      float mnew = fmaxf(S.m[gi], warp_max_f(sh[gi]));
+      alpha[gi] = expf((S.m[gi] - mnew) * c);
+      S.l[gi] *= alpha[gi];
+      S.m[gi] = mnew;
+    }
+    p[gi] = valid ? expf((sh[gi] - S.m[gi]) * c) : 0.0f;
+    S.l[gi] += p[gi];
+  }
+  return 1;
+}
+
+/* Before the key loop: no max, empty normalisers and sums (the rank slots are gqa_rank_init's). */
+__device__ __forceinline__ void tc_row_init(tc_row_state &S) {
+#pragma unroll
+  for (int gi = 0; gi < 4; gi++) S.m[gi] = -INFINITY, S.l[gi] = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 5; i++) S.sums[i] = 0.0;
+}
+
+#endif

@@ -1,0 +1,355 @@
+/* kcuda_attn_wg: k_attn_wg, the default EVAL_ATTN kernel for G = 4 and D = 64, 128
+ * (SQEXP_CUDA_ATTN=wg or unset): k_attn_tc's blocks and phase B with the two matrix products on
+ * Hopper's warpgroup MMA (wgmma, sm_90a) in 3xfp16. docs/cuda.md, "The attention rows". */
+#include <cuda_fp16.h>
+#include "kcuda_attn_tcb.cuh"
+#include "kcuda_wgmma.cuh"
+
+/* The operands are split once per launch (k_wg_split), not per block: every x becomes fp16 hi +
+ * lo x 2^-11 (the fast encoder's split: hi = x rounded to fp16, lo = (x - hi) 2^11 rounded, so
+ * x = hi + lo 2^-11 to ~2^-22 relative) in row-major arrays: the plans' effective keys and
+ * decoded values and the head's keys, plus the effective keys' norms (the recall margins). A key
+ * is used by every later block of its sequence (~32 at Mistral's 1,024-token sequences), so
+ * splitting it in the kernel cost each block-tile ~230 instructions per thread (measured: 1,350
+ * per warp and tile in all, at 1.61 ms per (plan, head)).
+ *
+ * Per tile of 32 keys, with the block's 64 query rows (16 tokens x 4 heads; row 4 w + gi = token
+ * w, head gi; their queries split once per block) and 4 warpgroups:
+ *   - staging (cp.async, double-buffered): the six hi / lo tiles straight into the 128-byte
+ *     swizzle layout wgmma reads (16-byte unit u of key row r at unit u ^ (r & 7)): K-major for
+ *     the keys (Q K^T) and, the same bytes read MN-major (wgmma's transposed B), for the values;
+ *   - phase A: warpgroup g computes S^ (g < 2) or S (g >= 2) for keys 16 (g % 2) ..: Q hi . K hi
+ *     into one accumulator, Q hi . K lo + Q lo . K hi into another, added x 2^-11 (the lo . lo
+ *     term, ~2^-22, is dropped): as accurate as k_attn_tc's 3xTF32 (fp16 and tf32 both keep 11
+ *     significant bits, and hi here is rounded, not truncated), so TC_EPS stays its margin;
+ *   - phase B: tc_phase_b (k_attn_tc's), the weights split into P hi | lo (A operand: k 0..31 hi,
+ *     32..63 lo of one 128-byte row);
+ *   - phase C: warpgroup g: O[:, D/4 g ..] = alpha O + P V, 3xfp16 likewise.
+ * fp16's range is the price: k_wg_split, or the block for its queries, raises a.range_flag when
+ * an operand would not fit (|x| >= 65520 rounds to infinity), and the launcher recomputes the
+ * launch with k_attn_tc (real activations are far below). */
+#define WG_LO_SCALE 2048.0f
+#define WG_HALF_INF 65520.0f /* |x| from here rounds to an infinite fp16 */
+#define WG_NARR 6            /* staged tiles: keff hi, keff lo, k hi, k lo, v hi, v lo */
+
+template <int D>
+struct wg_cfg {
+  static_assert(D == 64 || D == 128, "whole 128-byte swizzle rows of dimensions");
+  enum : int {
+    NK = D / 8,                      /* 16-byte units (8 fp16) per row */
+    NPV = D / 4,                     /* output dimensions per warpgroup */
+    Q_BYTES = 64 * D * 2,            /* the queries' hi (then lo) */
+    T_BYTES = TILE * D * 2,          /* one staged tile */
+    STAGE = WG_NARR * T_BYTES,
+    P_BYTES = 64 * 128,              /* the weights: 64 rows of hi | lo */
+    OFF_QH = 0,
+    OFF_QL = Q_BYTES,
+    OFF_STAGE = 2 * Q_BYTES,         /* two stages */
+    OFF_P = OFF_STAGE + 2 * STAGE,
+    OFF_SC = OFF_P + P_BYTES,        /* [2][64][TC_LDS] scores; the rank slots' scratch before tile 0 */
+    OFF_ALPHA = OFF_SC + 2 * 64 * TC_LDS * 4,
+    OFF_RANGE = OFF_ALPHA + 64 * 4,  /* int64 [2][GQA_WARPS]: the warps' key ranges */
+    SMEM = OFF_RANGE + 2 * GQA_WARPS * 8
+  };
+  static_assert(Q_BYTES % 1024 == 0 && T_BYTES % 1024 == 0 && OFF_P % 1024 == 0,
+                "wgmma operands start 1024-byte aligned (the swizzle is on address bits)");
+  static_assert(2 * Q_BYTES >= 64 * D * 4, "the outputs reuse the queries' space");
+  static_assert(GQA_WARPS * 4 * 32 <= 2 * 64 * TC_LDS, "the rank slots' scratch fits the score tiles");
+};
+
+/* The split operands of one launch (n plans, nt tokens), fp16 [rows][D] each. */
+struct wg_ops {
+  __half *keff_h, *keff_l, *vhat_h, *vhat_l; /* [n * nt][D] */
+  __half *k_h, *k_l;                         /* [nt][D]: the head's keys */
+  float *keff_norm;                          /* [n * nt], then TILE floats that a last tile's lanes
+                                                past the keys may read (and not use) */
+};
+static size_t wg_ops_bytes(int n, int64_t nt, int D) {
+  return (size_t)(4 * n + 2) * (size_t)nt * D * sizeof(__half) + ((size_t)n * nt + TILE) * sizeof(float);
+}
+static wg_ops wg_ops_at(void *buf, int n, int64_t nt, int D) {
+  wg_ops o;
+  __half *h = (__half *)buf;
+  size_t one = (size_t)n * nt * D;
+  o.keff_h = h, o.keff_l = h + one, o.vhat_h = h + 2 * one, o.vhat_l = h + 3 * one;
+  o.k_h = h + 4 * one, o.k_l = o.k_h + (size_t)nt * D;
+  o.keff_norm = (float *)(o.k_l + (size_t)nt * D);
+  return o;
+}
+
+__device__ __forceinline__ uint32_t wg_smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* fp16 hi and lo x 2^11 of two floats as half2 bits. */
+__device__ __forceinline__ void wg_split2(float x, float y, uint32_t *hi, uint32_t *lo) {
+  __half2 h = __floats2half2_rn(x, y);
+  float2 b = __half22float2(h);
+  __half2 l = __floats2half2_rn((x - b.x) * WG_LO_SCALE, (y - b.y) * WG_LO_SCALE);
+  *hi = *(uint32_t *)&h;
+  *lo = *(uint32_t *)&l;
+}
+
+/* One warp per row: rows r of src (row r at src + r * stride, D floats) into hi / lo [r][D];
+ * norm[r] = |row| when norm is set; flag when an element does not fit fp16. */
+__global__ void k_wg_split(const float *src, int64_t rows, int64_t stride, int D, __half *hi, __half *lo,
+                           float *norm, int *flag) {
+  const int lane = threadIdx.x & 31;
+  int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  if (r >= rows) return;
+  const float *x = src + r * stride;
+  float ss = 0.0f, mx = 0.0f;
+  for (int d = 4 * lane; d < D; d += 128) {
+    float4 v = *(const float4 *)(x + d);
+    uint2 h, l;
+    wg_split2(v.x, v.y, &h.x, &l.x);
+    wg_split2(v.z, v.w, &h.y, &l.y);
+    *(uint2 *)(hi + r * D + d) = h;
+    *(uint2 *)(lo + r * D + d) = l;
+    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    mx = fmaxf(mx, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+  }
+  if (mx >= WG_HALF_INF) atomicOr(flag, 1);
+  if (norm) {
+    ss = warp_sum_f(ss);
+    if (lane == 0) norm[r] = sqrtf(ss);
+  }
+}
+
+/* The queries of warp w's token (rows 4 w + gi) into Q hi / lo (K-major, 128-byte swizzle); qn:
+ * their norms; m: the largest |q|. */
+template <int D>
+__device__ __forceinline__ void wg_split_queries(const float *qg, int live, unsigned char *sm, float (&qn)[4],
+                                                 float *m) {
+  typedef wg_cfg<D> C;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+  for (int gi = 0; gi < 4; gi++) {
+    const int r = 4 * warp + gi;
+    float ss = 0.0f;
+    for (int d = 2 * lane; d < D; d += 64) {
+      float x = live ? qg[gi * D + d] : 0.0f, y = live ? qg[gi * D + d + 1] : 0.0f;
+      ss = fmaf(x, x, ss);
+      ss = fmaf(y, y, ss);
+      *m = fmaxf(*m, fmaxf(fabsf(x), fabsf(y)));
+      uint32_t hi, lo;
+      wg_split2(x, y, &hi, &lo);
+      *(uint32_t *)(sm + C::OFF_QH + kw_swz(64, r, d)) = hi;
+      *(uint32_t *)(sm + C::OFF_QL + kw_swz(64, r, d)) = lo;
+    }
+    qn[gi] = sqrtf(warp_sum_f(ss));
+  }
+}
+
+/* Keys j0 .. j0 + n - 1 of the six split arrays (pitch D) into one stage, cp.async, each tile in
+ * the swizzle layout (rows past n keep what they held). */
+template <int D>
+__device__ __forceinline__ void wg_stage(unsigned char *stage, const __half *const (&src)[WG_NARR], int64_t j0,
+                                         int n) {
+  typedef wg_cfg<D> C;
+#pragma unroll
+  for (int a = 0; a < WG_NARR; a++)
+    for (int u = threadIdx.x; u < TILE * C::NK; u += blockDim.x) {
+      const int r = u / C::NK, c = u % C::NK;
+      if (r < n) cp_async16(stage + a * C::T_BYTES + kw_swz(TILE, r, 8 * c), src[a] + (j0 + r) * D + 8 * c);
+    }
+}
+
+/* D[64 x N] (+)= A . B (one k-step) for the two widths the kernel uses. */
+template <int N, int TB>
+__device__ __forceinline__ void wg_mma(float *d, uint64_t da, uint64_t db, int acc) {
+  if constexpr (N == 32) kw_mma_n32<TB>(d, da, db, acc);
+  else kw_mma_n16<TB>(d, da, db, acc);
+}
+
+/* 3xfp16 over nks k-steps: d (+)= Ah Bh, then + (Ah Bl + Al Bh) 2^-11 (descriptors of k-step 0;
+ * sa(ks) / sb(ks): k-step ks's descriptor advance). */
+template <int N, int TB, class FA, class FB>
+__device__ __forceinline__ void wg_3x(float *d, int acc, uint64_t ah, uint64_t al, FA sa, uint64_t bh, uint64_t bl,
+                                      FB sb, int nks) {
+  float cor[N / 2];
+  kw_fence();
+#pragma unroll
+  for (int ks = 0; ks < nks; ks++) {
+    const uint64_t oa = sa(ks), ob = sb(ks);
+    wg_mma<N, TB>(d, kw_desc_add(ah, oa), kw_desc_add(bh, ob), acc || ks > 0);
+    wg_mma<N, TB>(cor, kw_desc_add(ah, oa), kw_desc_add(bl, ob), ks > 0);
+    wg_mma<N, TB>(cor, kw_desc_add(al, oa), kw_desc_add(bh, ob), 1);
+  }
+  kw_commit();
+  kw_wait<0>();
+  kw_fence_regs<N / 2>(d);
+  kw_fence_regs<N / 2>(cor);
+#pragma unroll
+  for (int i = 0; i < N / 2; i++) d[i] += cor[i] * (1.0f / WG_LO_SCALE);
+}
+
+template <int D, int TWO>
+__global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, wg_ops ops) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  typedef wg_cfg<D> C;
+  enum { GG = 4, W = GQA_WARPS, NPV = C::NPV };
+  static_assert(W == 16, "64 query rows, 4 warpgroups");
+  extern __shared__ __align__(1024) unsigned char sm[];
+  unsigned char *stages = sm + C::OFF_STAGE;
+  float *sc = (float *)(sm + C::OFF_SC), *alpha_s = (float *)(sm + C::OFF_ALPHA);
+  int64_t *blk_kb = (int64_t *)(sm + C::OFF_RANGE), *blk_ke = blk_kb + W;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  const int wg = warp >> 2, wq = warp & 3;
+  const int64_t nt_all = a.n_rows / GG;
+  int64_t t = (int64_t)(gridDim.x - 1 - blockIdx.x) * W + warp;
+  int plan = blockIdx.y, live = t < nt_all;
+  int64_t kb = 0, ke = 0;
+  if (live) {
+    kb = a.seq_off[seq_of(a.seq_off, a.n_seq, t)];
+    ke = t + 1;
+  }
+  const float *qg = a.q + (t * a.Hq + a.head * GG) * D; /* the 4 heads' queries, adjacent rows */
+  float mx = 0.0f;                                      /* the largest |q| this thread split */
+  tc_row_state S;
+  tc_row_init(S);
+  wg_split_queries<D>(qg, live, sm, S.qn, &mx);
+  /* never-written value rows must be finite: P (zero there) times them enters the products */
+  for (int i = threadIdx.x; i < 2 * C::T_BYTES / 16; i += blockDim.x)
+    for (int s = 0; s < 2; s++)
+      ((uint4 *)(stages + s * C::STAGE + 4 * C::T_BYTES))[i] = make_uint4(0, 0, 0, 0);
+  int64_t KB, KE;
+  gqa_union_range<W>(live, kb, ke, blk_kb, blk_ke, &KB, &KE); /* (its barrier) */
+  const int64_t po = (int64_t)plan * nt_all * D;
+  const __half *const src[WG_NARR] = {ops.keff_h + po, ops.keff_l + po, ops.k_h,
+                                      ops.k_l,         ops.vhat_h + po, ops.vhat_l + po};
+  const float *kn_g = ops.keff_norm + (int64_t)plan * nt_all;
+  const float *Kh = a.keff + plan * a.plan_stride; /* fp32, for the recall's exact rescoring */
+  const int64_t ntile = tile_count(KB, KE);
+  if (ntile > 0) {
+    wg_stage<D>(stages, src, KB, tile_len(KE, KB));
+    cp_async_commit();
+  }
+  const int K = a.topk;
+  const float4 *q4 = (const float4 *)qg;
+  if (live) gqa_rank_init<GG, TWO, 1>(a, t, kb, q4, Kh, D / 4, sc + warp * GG * 32, S.R);
+  const float c = 1.0f / sqrtf((float)D);
+  float o[NPV / 2]; /* O[64][D]: warpgroup wg's dimensions NPV wg .. in the accumulator layout */
+#pragma unroll
+  for (int i = 0; i < NPV / 2; i++) o[i] = 0.0f;
+  const uint64_t dqh = kw_desc(wg_smem_addr(sm + C::OFF_QH)), dql = kw_desc(wg_smem_addr(sm + C::OFF_QL));
+  /* k-step advances: K-major operands move 32 B inside a 128-byte row, then to the next 64-k chunk
+   * (kw_desc_step); the values (MN-major) move 16 rows of 128 B */
+  auto q_step = [](int ks) { return kw_desc_step(64, ks); };
+  auto k_step = [](int ks) { return kw_desc_step(TILE, ks); };
+  auto v_step = [](int ks) { return (uint64_t)(ks * 16 * 128 >> 4); };
+  const int mat = wg >> 1, half = wg & 1; /* phase A: S^ (mat 0: keff) or S (1: k), keys 16 half .. */
+  /* stage 0's descriptors; stage 1 is STAGE bytes on */
+  const uint32_t st0 = wg_smem_addr(stages);
+  const uint64_t dkh0 = kw_desc(st0 + 2 * mat * C::T_BYTES + half * 16 * 128);
+  const uint64_t dvh0 = kw_desc_mn(st0 + 4 * C::T_BYTES + (NPV * wg >> 6) * TILE * 128 + (NPV * wg & 63) * 2, TILE);
+  const uint64_t dph = kw_desc(wg_smem_addr(sm + C::OFF_P));
+  const uint64_t t_off = (uint64_t)(C::T_BYTES >> 4), s_off = (uint64_t)(C::STAGE >> 4);
+  const uint64_t p_lo = kw_desc_step(64, 2); /* P's lo: k-steps 2, 3 of its rows */
+  const int r0 = 16 * wq + gid; /* this thread's accumulator rows: r0, r0 + 8 */
+  for (int64_t it = 0; it < ntile; it++) {
+    const int64_t j0 = KB + it * TILE;
+    const int nt = tile_len(KE, j0);
+    cp_async_wait_all();
+    kw_fence_proxy(); /* the tile's bytes, written through the generic proxy, before wgmma reads them */
+    __syncthreads();  /* the tile is in, and every warpgroup is done with tile it-1's stage */
+    if (it + 1 < ntile) {
+      wg_stage<D>(stages + ((it + 1) & 1) * C::STAGE, src, j0 + TILE, tile_len(KE, j0 + TILE));
+      cp_async_commit();
+    }
+    const uint64_t so = (it & 1) ? s_off : 0;
+    { /* phase A: this warpgroup's 64 x 16 block of S^ or S */
+      float s16[8];
+      const uint64_t bh = kw_desc_add(dkh0, so);
+      wg_3x<16, 0>(s16, 0, dqh, dql, q_step, bh, kw_desc_add(bh, t_off), k_step, D / 16);
+      float *out = sc + mat * 64 * TC_LDS + r0 * TC_LDS + 16 * half + 2 * tig;
+#pragma unroll
+      for (int j = 0; j < 2; j++) {
+        *(float2 *)(out + 8 * j) = make_float2(s16[4 * j], s16[4 * j + 1]);
+        *(float2 *)(out + 8 * TC_LDS + 8 * j) = make_float2(s16[4 * j + 2], s16[4 * j + 3]);
+      }
+    }
+    __syncthreads(); /* the score tiles are complete */
+    float p[GG], alpha[GG];
+    const float *kn = kn_g + j0; /* (lanes past nt read no key's norm: tc_phase_b uses valid lanes only) */
+    tc_phase_b<TWO>(S, sc, kn, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) { /* the weights as P hi | lo (zeros without causal keys) */
+      const int r = 4 * warp + gi;
+      __half h = __float2half_rn(p[gi]);
+      __half l = __float2half_rn((p[gi] - __half2float(h)) * WG_LO_SCALE);
+      *(__half *)(sm + C::OFF_P + kw_swz(64, r, lane)) = h;
+      *(__half *)(sm + C::OFF_P + kw_swz(64, r, TILE + lane)) = l;
+      if (lane == 0) alpha_s[r] = alpha[gi];
+    }
+    kw_fence_proxy();
+    __syncthreads(); /* the weights and rescale factors of every row are in */
+    { /* phase C: O = alpha O + P V for this warpgroup's dimensions (V read MN-major) */
+      const float a0 = alpha_s[r0], a1 = alpha_s[r0 + 8];
+#pragma unroll
+      for (int i = 0; i < NPV / 2; i += 4) o[i] *= a0, o[i + 1] *= a0, o[i + 2] *= a1, o[i + 3] *= a1;
+      const uint64_t vh = kw_desc_add(dvh0, so);
+      wg_3x<NPV, 1>(o, 1, dph, kw_desc_add(dph, p_lo), q_step, vh, kw_desc_add(vh, t_off), v_step, TILE / 16);
+    }
+  }
+  __syncthreads(); /* every warpgroup is done with the queries and the last tile */
+  float *osm = (float *)sm; /* the outputs [64][D] in the queries' space, back to one warp per token */
+#pragma unroll
+  for (int j = 0; j < NPV / 8; j++) {
+    float *orow = osm + r0 * D + NPV * wg + 8 * j + 2 * tig;
+    *(float2 *)orow = make_float2(o[4 * j], o[4 * j + 1]);
+    *(float2 *)(orow + 8 * D) = make_float2(o[4 * j + 2], o[4 * j + 3]);
+  }
+  if (__syncthreads_or(mx >= WG_HALF_INF)) { /* a query beyond fp16: k_attn_tc recomputes the launch */
+    if (threadIdx.x == 0) atomicOr(a.range_flag, 1);
+    return;
+  }
+  float og[GG][GQA_NDL];
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++)
+    if (4 * lane < D) {
+      float4 x = *(const float4 *)(osm + (4 * warp + gi) * D + 4 * lane);
+      og[gi][0] = x.x, og[gi][1] = x.y, og[gi][2] = x.z, og[gi][3] = x.w;
+    }
+  if (!live) return;
+  gqa_write_rows<GG, TWO>(a, plan, t, ke - kb, K, og, S.l, S.R, S.sums);
+#endif
+}
+
+/* Split the launch's operands (n plans, a->head's keys) into ops; the flag as k_wg_split's. */
+static int wg_split_all(const kc_attn_args *a, int n, const wg_ops &ops, sq_err *e) {
+  const int64_t nt = a->n_rows / 4, D = a->D;
+  const int threads = 256, rows_per_block = threads / 32;
+  auto blocks = [&](int64_t rows) { return (unsigned)((rows + rows_per_block - 1) / rows_per_block); };
+  k_wg_split<<<blocks(n * nt), threads>>>(a->keff, n * nt, D, (int)D, ops.keff_h, ops.keff_l, ops.keff_norm,
+                                          a->range_flag);
+  launchCheck();
+  k_wg_split<<<blocks(n * nt), threads>>>(a->vhat, n * nt, D, (int)D, ops.vhat_h, ops.vhat_l, NULL, a->range_flag);
+  launchCheck();
+  k_wg_split<<<blocks(nt), threads>>>(a->k + a->head * D, nt, (int64_t)a->Hkv * D, (int)D, ops.k_h, ops.k_l, NULL,
+                                      a->range_flag);
+  launchCheck();
+  return SQ_OK;
+}
+
+template <int D, int TWO>
+static int launch_wg(const kc_attn_args *a, int n_y, const wg_ops &ops, sq_err *e) {
+  const int smem = wg_cfg<D>::SMEM;
+  dim3 grid((unsigned)((a->n_rows / 4 + GQA_WARPS - 1) / GQA_WARPS), (unsigned)n_y);
+  cudaCheck(cudaFuncSetAttribute(k_attn_wg<D, TWO>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  k_attn_wg<D, TWO><<<grid, GQA_WARPS * 32, smem>>>(*a, ops);
+  launchCheck();
+  return SQ_OK;
+}
+
+size_t kca_wg_scratch(int n_plans, int64_t n_tok, int D) { return wg_ops_bytes(n_plans, n_tok, D); }
+
+int kca_launch_wg(const kc_attn_args *a, int n_y, sq_err *e) {
+  const int64_t nt = a->n_rows / 4;
+  if (!a->wg_scratch || a->wg_scratch_bytes < wg_ops_bytes(n_y, nt, a->D))
+    return sq_fail(e, SQ_EFAIL, "%s:%d: k_attn_wg: scratch of %zu bytes, %zu needed", __FILE__, __LINE__,
+                   a->wg_scratch_bytes, wg_ops_bytes(n_y, nt, a->D));
+  const wg_ops ops = wg_ops_at(a->wg_scratch, n_y, nt, a->D);
+  tryCheck(wg_split_all(a, n_y, ops, e));
+  const int two = a->topk > 32;
+  if (a->D == 128) return two ? launch_wg<128, 1>(a, n_y, ops, e) : launch_wg<128, 0>(a, n_y, ops, e);
+  return two ? launch_wg<64, 1>(a, n_y, ops, e) : launch_wg<64, 0>(a, n_y, ops, e);
+}
