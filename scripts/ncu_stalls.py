@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""ncu_stalls.py CSV: per-instruction stall samples from `ncu -i REP --page source --csv
---print-source sass`, summed by opcode and by stall reason, and the 40 costliest instructions.
+"""ncu_stalls.py CSV [LISTING]: per-instruction stall samples from `ncu -i REP --page source --csv
+--print-source sass`, summed by opcode and by stall reason, and the 40 costliest instructions;
+the warp instructions executed, by opcode; with LISTING, every instruction in address order with
+its executed count and stall samples (to attribute a kernel's instructions to its phases).
 A profiling aid for the CUDA kernels (docs/cuda.md): which instructions the warps wait on."""
 import csv, sys, collections
 
-def main(path):
+def main(path, listing=None):
     f = open(path, newline="")
     first = f.readline()  # "Kernel Name", ... precedes the header
     if not first.startswith('"Kernel Name"'):
@@ -33,6 +35,20 @@ def main(path):
     print("costliest instructions:")
     top = sorted(rows, key=lambda r: -num(r.get(key, 0)))[:40]
     for r in top: print(f"  {num(r.get(key,0)):7.0f}  {r.get('Address','')}  {r.get('Source','')[:90]}")
+    ex = [c for c in cols if c.strip() == "Instructions Executed"]
+    if ex:
+        by_ex = collections.Counter(); tex = 0.0
+        for r in rows:
+            n = num(r.get(ex[0], 0)); tex += n
+            src = r.get("Source", "") or "?"
+            op = src.split()[1] if src.startswith("@") and len(src.split()) > 1 else src.split()[0]
+            by_ex[op.split(".")[0]] += n
+        print(f"warp instructions executed {tex:.0f}")
+        for op, n in by_ex.most_common(30): print(f"  {op:12s} {n:12.0f} {100*n/max(tex,1):5.1f}%")
+        if listing:
+            with open(listing, "w") as out:
+                for r in rows:
+                    out.write(f"{r.get('Address','')}  {num(r.get(ex[0],0)):11.0f}  {num(r.get(key,0)) if key else 0:7.0f}  {r.get('Source','')}\n")
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)

@@ -197,7 +197,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
     }
     __syncthreads(); /* the score tiles and norms are complete */
     float p[GG], alpha[GG];
-    const int act = tc_phase_b<TWO>(S, sc, kn, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
+    const int act = tc_phase_b<TWO>(S, sc, kn[lane], warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
     if (PVTC) { /* the weights in A-fragment order (zeros when the tile holds no causal key) */
 #pragma unroll
       for (int gi = 0; gi < GG; gi++) {

@@ -40,14 +40,15 @@ struct tc_row_state {
 };
 
 /* Phase B for one warp and tile (keys j0 .. j0 + nt - 1; the token's causal range [kb, ke)): with
- * lane = key, its scores from sc ([2][64][TC_LDS]: s^, then s), kn its effective key's norm; the
+ * lane = key, its scores from sc ([2][64][TC_LDS]: s^, then s), knl its effective key's norm; the
  * logit sums, the rank counts and the online softmax (k_attn_gqa's: the max moves only when a key
- * beats it, by one vote; otherwise the rescale factor is exactly 1). p: this lane's weights (0 for
+ * beats it, by one vote; otherwise the rescale factor is exactly 1; the weights as exp2 of the
+ * logit times c log2 e, within ~2 ulp of expf). p: this lane's weights (0 for
  * a key outside the causal range), alpha: the rows' rescale factors. Returns 0 (p = 0, alpha = 1)
  * when the tile holds no causal key of the token. q4: the token's queries, Kh: the plan's effective
  * keys (global memory), for the recall's exact rescoring. */
 template <int TWO>
-__device__ __forceinline__ int tc_phase_b(tc_row_state &S, const float *sc, const float *kn, int warp, int live,
+__device__ __forceinline__ int tc_phase_b(tc_row_state &S, const float *sc, float knl, int warp, int live,
                                           int64_t j0, int nt, int64_t kb, int64_t ke, int K, const float4 *q4,
                                           const float *Kh, int D, float c, float (&p)[4], float (&alpha)[4]) {
   const int lane = threadIdx.x & 31, GG = 4;
@@ -56,11 +57,12 @@ __device__ __forceinline__ int tc_phase_b(tc_row_state &S, const float *sc, cons
   if (!(live && j0 + nt > kb && j0 < ke)) return 0; /* warp-uniform */
   int64_t j = j0 + lane;
   int valid = lane < nt && j >= kb && j < ke;
+  const float *row = sc + 4 * warp * TC_LDS + lane; /* this lane's key in rows 4 warp + gi */
   float sh[GG], sr[GG];
 #pragma unroll
   for (int gi = 0; gi < GG; gi++) {
-    sh[gi] = valid ? sc[(4 * warp + gi) * TC_LDS + lane] : -INFINITY;
-    sr[gi] = valid ? sc[64 * TC_LDS + (4 * warp + gi) * TC_LDS + lane] : 0.0f;
+    sh[gi] = valid ? row[gi * TC_LDS] : -INFINITY;
+    sr[gi] = valid ? row[(64 + gi) * TC_LDS] : 0.0f;
   }
   if (valid) {
 #pragma unroll
@@ -72,23 +74,35 @@ __device__ __forceinline__ int tc_phase_b(tc_row_state &S, const float *sc, cons
       S.sums[4] += (double)sr[gi] * sh[gi];
     }
   }
-  int base = (int)(j0 - kb);
-  float knl = kn[lane];
+  /* the four heads' votes at once: most tiles of a row offer no candidate and move no max */
+  int cand[GG], any_cand = 0;
+  float err[GG];
 #pragma unroll
   for (int gi = 0; gi < GG; gi++) {
-    float err = TC_EPS * S.qn[gi] * knl + 1e-30f;
-    rank_offer_tc<TWO>(&S.R[gi], K, valid && sh[gi] >= S.R[gi].thr - err, sh[gi], err, base, q4 + gi * (D >> 2),
-                       Kh + kb * D, D);
+    err[gi] = TC_EPS * S.qn[gi] * knl + 1e-30f;
+    cand[gi] = valid && sh[gi] >= S.R[gi].thr - err[gi];
+    any_cand |= cand[gi];
   }
+  if (__any_sync(0xffffffffu, any_cand)) {
+    const int base = (int)(j0 - kb);
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++)
+      rank_offer_tc<TWO>(&S.R[gi], K, cand[gi], sh[gi], err[gi], base, q4 + gi * (D >> 2), Kh + kb * D, D);
+  }
+  unsigned up = 0;
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) up |= (unsigned)(sh[gi] > S.m[gi]) << gi;
+  up = __reduce_or_sync(0xffffffffu, up);
+  const float c2 = c * 1.4426950408889634f; /* exp(x c) = exp2(x c log2 e) */
 #pragma unroll
   for (int gi = 0; gi < GG; gi++) {
-    if (__any_sync(0xffffffffu, sh[gi] > S.m[gi])) {
+    if (up >> gi & 1) {
       float mnew = fmaxf(S.m[gi], warp_max_f(sh[gi]));
-      alpha[gi] = expf((S.m[gi] - mnew) * c);
+      alpha[gi] = exp2f((S.m[gi] - mnew) * c2);
       S.l[gi] *= alpha[gi];
       S.m[gi] = mnew;
     }
-    p[gi] = valid ? expf((sh[gi] - S.m[gi]) * c) : 0.0f;
+    p[gi] = valid ? exp2f((sh[gi] - S.m[gi]) * c2) : 0.0f;
     S.l[gi] += p[gi];
   }
   return 1;

@@ -31,6 +31,10 @@
 #define WG_LO_SCALE 2048.0f
 #define WG_HALF_INF 65520.0f /* |x| from here rounds to an infinite fp16 */
 #define WG_NARR 6            /* staged tiles: keff hi, keff lo, k hi, k lo, v hi, v lo */
+#ifndef WG_AW
+#define WG_AW 2 /* warpgroups in phase A: 2 (64 x 32 blocks; 51.4 ms in the bench on the H200) or 4 (64 x 16: twice the Q reads, 56.5 ms) */
+#endif
+#define WG_NA (64 / WG_AW) /* phase A's block width */
 
 template <int D>
 struct wg_cfg {
@@ -61,11 +65,11 @@ struct wg_cfg {
 struct wg_ops {
   __half *keff_h, *keff_l, *vhat_h, *vhat_l; /* [n * nt][D] */
   __half *k_h, *k_l;                         /* [nt][D]: the head's keys */
-  float *keff_norm;                          /* [n * nt], then TILE floats that a last tile's lanes
-                                                past the keys may read (and not use) */
+  float *keff_norm;                          /* [n * nt], then 2 TILE floats that the lanes past the
+                                                keys read a tile ahead (and do not use) */
 };
 static size_t wg_ops_bytes(int n, int64_t nt, int D) {
-  return (size_t)(4 * n + 2) * (size_t)nt * D * sizeof(__half) + ((size_t)n * nt + TILE) * sizeof(float);
+  return (size_t)(4 * n + 2) * (size_t)nt * D * sizeof(__half) + ((size_t)n * nt + 2 * TILE) * sizeof(float);
 }
 static wg_ops wg_ops_at(void *buf, int n, int64_t nt, int D) {
   wg_ops o;
@@ -139,19 +143,37 @@ __device__ __forceinline__ void wg_split_queries(const float *qg, int live, unsi
   }
 }
 
-/* Keys j0 .. j0 + n - 1 of the six split arrays (pitch D) into one stage, cp.async, each tile in
- * the swizzle layout (rows past n keep what they held). */
+/* This thread's share of staging a tile: the six split arrays (pitch D) x TILE rows x NK 16-byte
+ * units are PER = TILE NK units per array, one per thread when PER is the block (D = 128), or half
+ * the arrays each when it is half (D = 64). Its unit's row, shared-memory offset (the swizzle
+ * layout) and element offset are fixed for the kernel: a tile costs a predicate, an add and a
+ * cp.async per array. */
 template <int D>
-__device__ __forceinline__ void wg_stage(unsigned char *stage, const __half *const (&src)[WG_NARR], int64_t j0,
-                                         int n) {
-  typedef wg_cfg<D> C;
+struct wg_stager {
+  enum { PER = TILE * (D / 8), T = GQA_WARPS * 32, NPT = WG_NARR * PER / T };
+  static_assert(PER == T || 2 * PER == T, "one or two threads' worth of units per array");
+  int r, a0;
+  uint32_t soff;
+  int64_t goff;
+  __device__ __forceinline__ wg_stager() {
+    const int u = threadIdx.x % PER, c = u % (D / 8);
+    r = u / (D / 8);
+    a0 = threadIdx.x / PER;
+    soff = kw_swz(TILE, r, 8 * c) + a0 * wg_cfg<D>::T_BYTES;
+    goff = (int64_t)r * D + 8 * c;
+  }
+  /* keys j0 .. j0 + n - 1 into stage (rows past n keep what they held) */
+  __device__ __forceinline__ void run(unsigned char *stage, const __half *const (&src)[WG_NARR], int64_t j0,
+                                      int n) const {
+    if (r >= n) return;
+    const int64_t off = j0 * D + goff;
 #pragma unroll
-  for (int a = 0; a < WG_NARR; a++)
-    for (int u = threadIdx.x; u < TILE * C::NK; u += blockDim.x) {
-      const int r = u / C::NK, c = u % C::NK;
-      if (r < n) cp_async16(stage + a * C::T_BYTES + kw_swz(TILE, r, 8 * c), src[a] + (j0 + r) * D + 8 * c);
+    for (int k = 0; k < NPT; k++) {
+      const __half *base = PER == T ? src[k] : (a0 ? src[2 * k + 1] : src[2 * k]);
+      cp_async16(stage + soff + (PER == T ? k : 2 * k) * wg_cfg<D>::T_BYTES, base + off);
     }
-}
+  }
+};
 
 /* D[64 x N] (+)= A . B (one k-step) for the two widths the kernel uses. */
 template <int N, int TB>
@@ -160,22 +182,23 @@ __device__ __forceinline__ void wg_mma(float *d, uint64_t da, uint64_t db, int a
   else kw_mma_n16<TB>(d, da, db, acc);
 }
 
-/* 3xfp16 over nks k-steps: d (+)= Ah Bh, then + (Ah Bl + Al Bh) 2^-11 (descriptors of k-step 0;
- * sa(ks) / sb(ks): k-step ks's descriptor advance). */
-template <int N, int TB, class FA, class FB>
-__device__ __forceinline__ void wg_3x(float *d, int acc, uint64_t ah, uint64_t al, FA sa, uint64_t bh, uint64_t bl,
-                                      FB sb, int nks) {
-  float cor[N / 2];
-  kw_fence();
+/* 3xfp16 over NKS k-steps, issued (the caller fences before and commits, waits and folds after):
+ * d (+)= Ah Bh, cor = Ah Bl + Al Bh (then d += cor 2^-11, wg_fold). Operands by their
+ * descriptors' low words at k-step 0 (kw_lo; the high word is KW_HI), sa(ks) / sb(ks) the low
+ * word's advance at k-step ks. */
+template <int N, int TB, int NKS, class FA, class FB>
+__device__ __forceinline__ void wg_issue3x(float *d, float *cor, int acc, uint32_t ah, uint32_t al, FA sa, uint32_t bh,
+                                           uint32_t bl, FB sb) {
 #pragma unroll
-  for (int ks = 0; ks < nks; ks++) {
-    const uint64_t oa = sa(ks), ob = sb(ks);
-    wg_mma<N, TB>(d, kw_desc_add(ah, oa), kw_desc_add(bh, ob), acc || ks > 0);
-    wg_mma<N, TB>(cor, kw_desc_add(ah, oa), kw_desc_add(bl, ob), ks > 0);
-    wg_mma<N, TB>(cor, kw_desc_add(al, oa), kw_desc_add(bh, ob), 1);
+  for (int ks = 0; ks < NKS; ks++) {
+    const uint32_t oa = sa(ks), ob = sb(ks);
+    wg_mma<N, TB>(d, kw_mk(ah + oa, KW_HI), kw_mk(bh + ob, KW_HI), acc || ks > 0);
+    wg_mma<N, TB>(cor, kw_mk(ah + oa, KW_HI), kw_mk(bl + ob, KW_HI), ks > 0);
+    wg_mma<N, TB>(cor, kw_mk(al + oa, KW_HI), kw_mk(bh + ob, KW_HI), 1);
   }
-  kw_commit();
-  kw_wait<0>();
+}
+template <int N>
+__device__ __forceinline__ void wg_fold(float *d, float *cor) {
   kw_fence_regs<N / 2>(d);
   kw_fence_regs<N / 2>(cor);
 #pragma unroll
@@ -193,7 +216,9 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
   float *sc = (float *)(sm + C::OFF_SC), *alpha_s = (float *)(sm + C::OFF_ALPHA);
   int64_t *blk_kb = (int64_t *)(sm + C::OFF_RANGE), *blk_ke = blk_kb + W;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
-  const int wg = warp >> 2, wq = warp & 3;
+  /* the warpgroup through a shuffle: the compiler then treats it, and the descriptors made from
+   * it, as warp-uniform (uniform registers, as CUTLASS's canonical_warp_group_idx) */
+  const int wg = __shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0), wq = warp & 3;
   const int64_t nt_all = a.n_rows / GG;
   int64_t t = (int64_t)(gridDim.x - 1 - blockIdx.x) * W + warp;
   int plan = blockIdx.y, live = t < nt_all;
@@ -216,11 +241,12 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
   const int64_t po = (int64_t)plan * nt_all * D;
   const __half *const src[WG_NARR] = {ops.keff_h + po, ops.keff_l + po, ops.k_h,
                                       ops.k_l,         ops.vhat_h + po, ops.vhat_l + po};
-  const float *kn_g = ops.keff_norm + (int64_t)plan * nt_all;
+  const float *kn_g = ops.keff_norm + (int64_t)plan * nt_all; /* (padded: lanes past the keys read it) */
   const float *Kh = a.keff + plan * a.plan_stride; /* fp32, for the recall's exact rescoring */
   const int64_t ntile = tile_count(KB, KE);
+  const wg_stager<D> stager;
   if (ntile > 0) {
-    wg_stage<D>(stages, src, KB, tile_len(KE, KB));
+    stager.run(stages, src, KB, tile_len(KE, KB));
     cp_async_commit();
   }
   const int K = a.topk;
@@ -230,67 +256,109 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
   float o[NPV / 2]; /* O[64][D]: warpgroup wg's dimensions NPV wg .. in the accumulator layout */
 #pragma unroll
   for (int i = 0; i < NPV / 2; i++) o[i] = 0.0f;
-  const uint64_t dqh = kw_desc(wg_smem_addr(sm + C::OFF_QH)), dql = kw_desc(wg_smem_addr(sm + C::OFF_QL));
-  /* k-step advances: K-major operands move 32 B inside a 128-byte row, then to the next 64-k chunk
-   * (kw_desc_step); the values (MN-major) move 16 rows of 128 B */
-  auto q_step = [](int ks) { return kw_desc_step(64, ks); };
-  auto k_step = [](int ks) { return kw_desc_step(TILE, ks); };
-  auto v_step = [](int ks) { return (uint64_t)(ks * 16 * 128 >> 4); };
-  const int mat = wg >> 1, half = wg & 1; /* phase A: S^ (mat 0: keff) or S (1: k), keys 16 half .. */
-  /* stage 0's descriptors; stage 1 is STAGE bytes on */
-  const uint32_t st0 = wg_smem_addr(stages);
-  const uint64_t dkh0 = kw_desc(st0 + 2 * mat * C::T_BYTES + half * 16 * 128);
-  const uint64_t dvh0 = kw_desc_mn(st0 + 4 * C::T_BYTES + (NPV * wg >> 6) * TILE * 128 + (NPV * wg & 63) * 2, TILE);
-  const uint64_t dph = kw_desc(wg_smem_addr(sm + C::OFF_P));
-  const uint64_t t_off = (uint64_t)(C::T_BYTES >> 4), s_off = (uint64_t)(C::STAGE >> 4);
-  const uint64_t p_lo = kw_desc_step(64, 2); /* P's lo: k-steps 2, 3 of its rows */
+  /* descriptors' low words (kw_lo; high word KW_HI), and their k-step advances: K-major operands
+   * move 32 B inside a 128-byte row, then to the next 64-k chunk (kw_desc_step); the values
+   * (MN-major) 16 rows of 128 B */
+  const uint32_t sb = wg_smem_addr(sm);
+  const uint32_t dqh = kw_lo(sb + C::OFF_QH, 16), dql = kw_lo(sb + C::OFF_QL, 16);
+  auto q_step = [](int ks) { return (uint32_t)kw_desc_step(64, ks); };
+  auto k_step = [](int ks) { return (uint32_t)kw_desc_step(TILE, ks); };
+  auto v_step = [](int ks) { return (uint32_t)(ks * 16 * 128 >> 4); };
+  /* phase A: warpgroup wg < WG_AW computes S^ (mat 0: keff) or S (1: k) for keys WG_NA half .. */
+  const int mat = wg / (WG_AW / 2), half = wg % (WG_AW / 2);
+  /* stage 0's operands; stage 1 is STAGE bytes on */
+  const uint32_t dkh0 = kw_lo(sb + C::OFF_STAGE + 2 * mat * C::T_BYTES + half * WG_NA * 128, 16);
+  const uint32_t dvh0 = kw_lo(sb + C::OFF_STAGE + 4 * C::T_BYTES + (NPV * wg >> 6) * TILE * 128 + (NPV * wg & 63) * 2,
+                              TILE * 128);
+  const uint32_t dph = kw_lo(sb + C::OFF_P, 16);
+  const uint32_t t_off = C::T_BYTES >> 4, s_off = C::STAGE >> 4;
+  const uint32_t p_lo = (uint32_t)kw_desc_step(64, 2); /* P's lo: k-steps 2, 3 of its rows */
+  /* this lane's weights in P (kw_swz(64, 4 warp + gi, lane) and (.., 32 + lane), unrolled: the
+   * row's low 3 bits are 4 (warp & 1) + gi) */
+  const uint32_t p_base = C::OFF_P + 4 * warp * 128 + (lane & 7) * 2, p_x = (lane >> 3) ^ (4 * (warp & 1));
   const int r0 = 16 * wq + gid; /* this thread's accumulator rows: r0, r0 + 8 */
-  for (int64_t it = 0; it < ntile; it++) {
-    const int64_t j0 = KB + it * TILE;
-    const int nt = tile_len(KE, j0);
+  const uint32_t so1 = s_off;
+  /* phase A of the tile in stage `st` (0, 1): this warpgroup's 64 x 16 block of S^ or S, issued */
+  auto issue_a = [&](float *s16, float *cor, int st) {
+    const uint32_t bh = dkh0 + (st ? so1 : 0);
+    wg_issue3x<WG_NA, 0, D / 16>(s16, cor, 0, dqh, dql, q_step, bh, bh + t_off, k_step);
+  };
+  auto put_scores = [&](const float *s16) {
+    float *out = sc + mat * 64 * TC_LDS + r0 * TC_LDS + WG_NA * half + 2 * tig;
+#pragma unroll
+    for (int j = 0; j < WG_NA / 8; j++) {
+      *(float2 *)(out + 8 * j) = make_float2(s16[4 * j], s16[4 * j + 1]);
+      *(float2 *)(out + 8 * TC_LDS + 8 * j) = make_float2(s16[4 * j + 2], s16[4 * j + 3]);
+    }
+  };
+  /* The pipeline: tile it's phase C is issued together with tile it+1's phase A, so that the
+   * tensor cores run one's latency behind the other's, and a tile takes two barriers: scores
+   * written -> phase B -> (weights in, next tile landed) -> C(it) + A(it+1) -> scores written. */
+  float knl = 0.0f; /* this lane's key's |keff| in the tile (the recall margins), loaded a tile ahead */
+  if (ntile > 0) {
     cp_async_wait_all();
     kw_fence_proxy(); /* the tile's bytes, written through the generic proxy, before wgmma reads them */
-    __syncthreads();  /* the tile is in, and every warpgroup is done with tile it-1's stage */
-    if (it + 1 < ntile) {
-      wg_stage<D>(stages + ((it + 1) & 1) * C::STAGE, src, j0 + TILE, tile_len(KE, j0 + TILE));
+    __syncthreads();
+    if (wg < WG_AW) {
+      float s16[WG_NA / 2], cor[WG_NA / 2];
+      kw_fence();
+      issue_a(s16, cor, 0);
+      kw_commit();
+      kw_wait<0>();
+      wg_fold<WG_NA>(s16, cor);
+      put_scores(s16);
+    }
+    knl = kn_g[KB + lane];
+    __syncthreads(); /* tile 0's scores are complete */
+  }
+  for (int64_t it = 0; it < ntile; it++) {
+    const int64_t j0 = KB + it * TILE;
+    const int nt = tile_len(KE, j0), more = it + 1 < ntile;
+    if (more) { /* into the stage tile it-1 used (its phase C is done: last iteration's barrier) */
+      stager.run(stages + ((it + 1) & 1) * C::STAGE, src, j0 + TILE, tile_len(KE, j0 + TILE));
       cp_async_commit();
     }
-    const uint64_t so = (it & 1) ? s_off : 0;
-    { /* phase A: this warpgroup's 64 x 16 block of S^ or S */
-      float s16[8];
-      const uint64_t bh = kw_desc_add(dkh0, so);
-      wg_3x<16, 0>(s16, 0, dqh, dql, q_step, bh, kw_desc_add(bh, t_off), k_step, D / 16);
-      float *out = sc + mat * 64 * TC_LDS + r0 * TC_LDS + 16 * half + 2 * tig;
-#pragma unroll
-      for (int j = 0; j < 2; j++) {
-        *(float2 *)(out + 8 * j) = make_float2(s16[4 * j], s16[4 * j + 1]);
-        *(float2 *)(out + 8 * TC_LDS + 8 * j) = make_float2(s16[4 * j + 2], s16[4 * j + 3]);
-      }
-    }
-    __syncthreads(); /* the score tiles are complete */
+    const float kn_next = more ? kn_g[j0 + TILE + lane] : 0.0f;
     float p[GG], alpha[GG];
-    const float *kn = kn_g + j0; /* (lanes past nt read no key's norm: tc_phase_b uses valid lanes only) */
-    tc_phase_b<TWO>(S, sc, kn, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
+    tc_phase_b<TWO>(S, sc, knl, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
 #pragma unroll
     for (int gi = 0; gi < GG; gi++) { /* the weights as P hi | lo (zeros without causal keys) */
-      const int r = 4 * warp + gi;
       __half h = __float2half_rn(p[gi]);
       __half l = __float2half_rn((p[gi] - __half2float(h)) * WG_LO_SCALE);
-      *(__half *)(sm + C::OFF_P + kw_swz(64, r, lane)) = h;
-      *(__half *)(sm + C::OFF_P + kw_swz(64, r, TILE + lane)) = l;
-      if (lane == 0) alpha_s[r] = alpha[gi];
+      *(__half *)(sm + p_base + gi * 128 + ((p_x ^ gi) << 4)) = h;
+      *(__half *)(sm + p_base + gi * 128 + ((p_x ^ 4 ^ gi) << 4)) = l;
+      if (lane == 0) alpha_s[4 * warp + gi] = alpha[gi];
     }
+    cp_async_wait_all();
     kw_fence_proxy();
-    __syncthreads(); /* the weights and rescale factors of every row are in */
-    { /* phase C: O = alpha O + P V for this warpgroup's dimensions (V read MN-major) */
+    __syncthreads(); /* the weights and rescale factors are in, tile it+1 has landed, sc is read */
+    { /* phase C: O = alpha O + P V for this warpgroup's dimensions (V read MN-major); phase A(it+1) */
       const float a0 = alpha_s[r0], a1 = alpha_s[r0 + 8];
 #pragma unroll
       for (int i = 0; i < NPV / 2; i += 4) o[i] *= a0, o[i + 1] *= a0, o[i + 2] *= a1, o[i + 3] *= a1;
-      const uint64_t vh = kw_desc_add(dvh0, so);
-      wg_3x<NPV, 1>(o, 1, dph, kw_desc_add(dph, p_lo), q_step, vh, kw_desc_add(vh, t_off), v_step, TILE / 16);
+      const uint32_t vh = dvh0 + ((it & 1) ? so1 : 0);
+      float corc[NPV / 2];
+      if (wg < WG_AW) {
+        float s16[WG_NA / 2], cor[WG_NA / 2];
+        kw_fence();
+        wg_issue3x<NPV, 1, TILE / 16>(o, corc, 1, dph, dph + p_lo, q_step, vh, vh + t_off, v_step);
+        issue_a(s16, cor, (int)((it + 1) & 1));
+        kw_commit();
+        kw_wait<0>();
+        wg_fold<NPV>(o, corc);
+        wg_fold<WG_NA>(s16, cor);
+        if (more) put_scores(s16);
+      } else {
+        kw_fence();
+        wg_issue3x<NPV, 1, TILE / 16>(o, corc, 1, dph, dph + p_lo, q_step, vh, vh + t_off, v_step);
+        kw_commit();
+        kw_wait<0>();
+        wg_fold<NPV>(o, corc);
+      }
     }
+    knl = kn_next;
+    __syncthreads(); /* tile it+1's scores are complete; stage it & 1 is free */
   }
-  __syncthreads(); /* every warpgroup is done with the queries and the last tile */
   float *osm = (float *)sm; /* the outputs [64][D] in the queries' space, back to one warp per token */
 #pragma unroll
   for (int j = 0; j < NPV / 8; j++) {

@@ -46,6 +46,20 @@ __device__ __forceinline__ uint64_t kw_desc_mn(uint32_t addr, int rows) {
          (uint64_t)1 << 62;
 }
 
+/* The same descriptors as two 32-bit words: lo = start address >> 4 | leading offset >> 4 << 16
+ * (the only part that moves), hi = stride offset >> 4 | the swizzle mode (KW_HI: 1024 B, 128-byte
+ * swizzle). A kernel that keeps lo in a warp-uniform value lets the compiler hold it in a uniform
+ * register and advance it with one uniform add per k-step. */
+#define KW_HI (uint32_t)((1024 >> 4) | (1u << 30))
+__device__ __forceinline__ uint32_t kw_lo(uint32_t addr, uint32_t lead_bytes) {
+  return ((addr & 0x3FFFF) >> 4) | (lead_bytes >> 4) << 16;
+}
+__device__ __forceinline__ uint64_t kw_mk(uint32_t lo, uint32_t hi) {
+  uint64_t d;
+  asm("mov.b64 %0, {%1, %2};" : "=l"(d) : "r"(lo), "r"(hi));
+  return d;
+}
+
 __device__ __forceinline__ void kw_fence(void) { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void kw_commit(void) { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 /* Wait until at most N committed groups are still in flight. */
