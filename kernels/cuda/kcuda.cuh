@@ -89,6 +89,18 @@ typedef struct {
   kc_buf xhat;  /* float [rows][D] */
 } kc_work;
 
+/* One input's projection by one rotation (a side of one head's eval rows), kept for the other
+ * plans of an eval batch that use the same rotation: the SpectralQuant plans of a head all point
+ * at its calibrated basis, so their sides share the device copy of the matrix, the unit rows'
+ * norms and y = rot . u, and only quantise and reconstruct on their own. */
+typedef struct {
+  const float *rot_host; /* the key: the plan's rotation (NULL: an unused slot), its normalize flag */
+  int normalize, is_key;
+  int have_y;            /* y and norm hold the projection */
+  kc_buf rot;            /* double [D*D]: the device copy */
+  kc_buf y, norm;        /* double [n][D], float [n] */
+} kc_proj;
+
 typedef struct kc_state kc_state;
 
 /* Host-side helpers (kcuda_quant.cu). */
@@ -102,10 +114,11 @@ int kc_upload_mats(kc_work *w, const plan_side *p, kc_mats *m, sq_err *e);
 /* The pipeline of one side over n device rows (row i at x + i*stride floats):
  *   project (norm, rot in double) -> quantize (idx, yh) -> reconstruct xhat -> QJL (signs, |r|).
  * Results stay in w: idx, norm, sg, rnorm; xhat (float) when want_xhat; keff (the effective key
- * xhat + c*S^T signs) written to keff when non-NULL (it may equal w->xhat). */
+ * xhat + c*S^T signs) written to keff when non-NULL (it may equal w->xhat). pj (a rotated side,
+ * or NULL): the projection comes from it when it has one, else is stored in it. */
 int kc_side_run(cublasHandle_t cb_h, const kc_side *s, const kc_mats *m, const float *cb_dev,
                 kc_work *w, const float *x, int64_t n, int64_t stride, float *xhat_out,
-                float *keff_out, sq_err *e);
+                float *keff_out, kc_proj *pj, sq_err *e);
 /* The first step alone (norms, unit rows as doubles), for the bench's precision table. */
 int kc_prep(const kc_side *s, const float *x, int64_t stride, int64_t n, double *u, float *norm16,
             sq_err *e);

@@ -208,7 +208,9 @@ __device__ __forceinline__ double block_sum_dd(double v, double *scr) {
  * exponentials, in shared memory, so each score is computed once instead of three times (the
  * dot products were the kernel's time); the values and their order are the recomputing path's, so
  * longer rows, which recompute, give the same results. */
+#ifndef PROBS_CACHE /* (a test build sets it small, to run the recomputing path on short rows) */
 #define PROBS_CACHE 2048
+#endif
 __device__ __forceinline__ void probs_scores(const float *qs, const float *K, int64_t ks, const float *Kh, int D,
                                              int64_t j, float *s, float *sh) {
   *s = dotf(qs, K + j * ks, D);

@@ -13,6 +13,7 @@
 
 /* Rows of one side pipeline at a time (bounds the fp64 work buffers: 64k x D x 8 bytes each). */
 #define KC_ROW_CHUNK ((int64_t)1 << 16)
+#define KC_PROJ_SLOTS 8 /* distinct (rotation, normalize, side) per eval batch with a shared projection */
 /* Device bytes a plan batch of eval may take for its decoded keys/values and per-row outputs. */
 #define KC_EVAL_BYTES ((int64_t)4 << 30)
 /* Rows of calibration data converted to double at once in moments(). */
@@ -39,6 +40,7 @@ struct kc_state {
   kc_buf seq_off, q, k, v, randq, o_ref, topk_ref, randq_ref;
   kc_buf keff, vhat, rows, sums, krec, vrec;
   kc_buf range_flag, wg_scratch; /* k_attn_wg's range check (one int) and split operands */
+  kc_proj proj[KC_PROJ_SLOTS];   /* this eval batch's shared projections (code_side) */
   kc_buf cb;
   cb_table cb_host;
   int cb_valid;
@@ -193,7 +195,7 @@ static int cuda_encode(kern_backend *b, const plan_side *p, const cb_table *cb, 
   return encode_host_rows(st, x, n, stride, s.D, s.code_bytes, codes,
                           [&](const float *xd, int64_t nc, uint8_t *cd) {
                             tryCheck(kc_side_run(st->blas, &s, &mt, (const float *)st->cb.p, &st->wk, xd, nc,
-                                                 s.D, NULL, NULL, e));
+                                                 s.D, NULL, NULL, NULL, e));
                             return kc_pack(&s, &st->wk, nc, cd, e);
                           }, e);
 }
@@ -335,6 +337,38 @@ static int check_plan(const kc_state *st, const plan_side *p, int i, const char 
   return SQ_OK;
 }
 
+/* The shared-projection slot of a rotated plan side in this eval batch (kc_proj): the one with its
+ * rotation, normalize flag and side, else a free one (claimed), else NULL (computed alone). */
+static kc_proj *proj_slot(kc_state *st, const plan_side *p, int is_key) {
+  if (!p->rot || st->L.n_tok > KC_ROW_CHUNK) return NULL; /* (one chunk: the projection of all rows) */
+  for (int i = 0; i < KC_PROJ_SLOTS; i++) {
+    kc_proj *s = &st->proj[i];
+    if (!s->rot_host) {
+      s->rot_host = p->rot, s->normalize = p->normalize, s->is_key = is_key, s->have_y = 0;
+      return s;
+    }
+    if (s->rot_host == p->rot && s->normalize == p->normalize && s->is_key == is_key) return s;
+  }
+  return NULL;
+}
+
+/* The device matrices of p: a shared slot's copy of the rotation when it has one and p has no
+ * QJL matrix, else uploaded (and the rotation kept in a fresh slot). */
+static int side_mats(kc_state *st, const plan_side *p, kc_proj *pj, kc_mats *mt, sq_err *e) {
+  const size_t rot_bytes = (size_t)p->D * p->D * sizeof(double);
+  if (pj && pj->have_y && p->qjl_rows == 0) {
+    mt->rot = (double *)pj->rot.p;
+    mt->S = NULL;
+    return SQ_OK;
+  }
+  tryCheck(kc_upload_mats(&st->wk, p, mt, e));
+  if (pj && !pj->have_y) {
+    tryCheck(kc_buf_need(&pj->rot, rot_bytes, e));
+    cudaCheck(cudaMemcpyAsync(pj->rot.p, mt->rot, rot_bytes, cudaMemcpyDeviceToDevice));
+  }
+  return SQ_OK;
+}
+
 /* Decode one side of plan i over all eval tokens of `head`: keff (keys) or vhat (values) and the
  * per-token reconstruction statistics. */
 static int code_side(kc_state *st, const plan_side *p, const kc_side *s, int head, int is_key,
@@ -342,14 +376,15 @@ static int code_side(kc_state *st, const plan_side *p, const kc_side *s, int hea
   const kern_layer *L = &st->L;
   int64_t D = L->head_dim, stride = (int64_t)L->n_kv_heads * D;
   const float *x = (const float *)(is_key ? st->k.p : st->v.p) + (int64_t)head * D;
+  kc_proj *pj = proj_slot(st, p, is_key);
   kc_mats mt;
-  tryCheck(kc_upload_mats(&st->wk, p, &mt, e));
+  tryCheck(side_mats(st, p, pj, &mt, e));
   for (int64_t r0 = 0; r0 < L->n_tok; r0 += KC_ROW_CHUNK) {
     int64_t nc = L->n_tok - r0 < KC_ROW_CHUNK ? L->n_tok - r0 : KC_ROW_CHUNK;
     const float *xr = x + r0 * stride;
     float *xh_out = is_key ? NULL : dst + r0 * D;
     tryCheck(kc_side_run(st->blas, s, &mt, (const float *)st->cb.p, &st->wk, xr, nc, stride, xh_out,
-                         is_key ? dst + r0 * D : NULL, e));
+                         is_key ? dst + r0 * D : NULL, pj, e));
     const float *xh = is_key ? (const float *)st->wk.xhat.p : xh_out;
     tryCheck(kc_rec_stats(xr, stride, xh, nc, (int)D, rec + r0 * 3, e));
   }
@@ -381,6 +416,7 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   double *krec = (double *)st->krec.p, *vrec = (double *)st->vrec.p, *rows = (double *)st->rows.p;
   double *sums = (double *)st->sums.p;
   ph_mark(st, KC_PH_CODE);
+  for (int i = 0; i < KC_PROJ_SLOTS; i++) st->proj[i].rot_host = NULL, st->proj[i].have_y = 0;
   for (int i = 0; i < n; i++) {
     empty_metrics(&out[i]);
     tryCheck(code_side(st, &plans[i]->k, &ks[i], head, 1, keff + i * nt * D, krec + i * nt * 3, e));
@@ -515,6 +551,11 @@ static void cuda_destroy(kern_backend *b) {
                    &st->randq_ref, &st->range_flag, &st->wg_scratch, &st->keff, &st->vhat, &st->rows, &st->sums, &st->krec,
                    &st->vrec, &st->cb, &st->mx, &st->md, &st->mC, &st->fast_mats, &st->fast_segs};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_buf_free(all[i]);
+  for (int i = 0; i < KC_PROJ_SLOTS; i++) {
+    kc_buf_free(&st->proj[i].rot);
+    kc_buf_free(&st->proj[i].y);
+    kc_buf_free(&st->proj[i].norm);
+  }
   kc_work_free(&st->wk);
   kc_solver_free(st->solver);
   if (st->blas) cublasDestroy(st->blas);
