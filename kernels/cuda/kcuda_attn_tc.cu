@@ -256,12 +256,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_tc(kc_attn_args a) {
       *(float2 *)(orow + 8 * D) = make_float2(o[n][2], o[n][3]);
     }
     __syncthreads();
-#pragma unroll
-    for (int gi = 0; gi < GG; gi++)
-      if (4 * lane < D) {
-        float4 x = *(const float4 *)(osm + (4 * warp + gi) * D + 4 * lane);
-        o[gi][0] = x.x, o[gi][1] = x.y, o[gi][2] = x.z, o[gi][3] = x.w;
-      }
+    tc_gather_rows(osm, warp, D, o);
   }
   if (!live) return;
   gqa_write_rows<GG, TWO>(a, plan, t, ke - kb, K, o, S.l, S.R, S.sums);

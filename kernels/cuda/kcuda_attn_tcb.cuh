@@ -108,6 +108,18 @@ __device__ __forceinline__ int tc_phase_b(tc_row_state &S, const float *sc, floa
   return 1;
 }
 
+/* The end of the tensor-core kernels: warp w's token's 4 output rows (4 w + gi of osm, [64][D])
+ * back to k_attn_gqa's layout, lane = 4 adjacent dimensions, for gqa_write_rows. */
+__device__ __forceinline__ void tc_gather_rows(const float *osm, int warp, int D, float (&o)[4][GQA_NDL]) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int gi = 0; gi < 4; gi++)
+    if (4 * lane < D) {
+      float4 x = *(const float4 *)(osm + (4 * warp + gi) * D + 4 * lane);
+      o[gi][0] = x.x, o[gi][1] = x.y, o[gi][2] = x.z, o[gi][3] = x.w;
+    }
+}
+
 /* Before the key loop: no max, empty normalisers and sums (the rank slots are gqa_rank_init's). */
 __device__ __forceinline__ void tc_row_init(tc_row_state &S) {
 #pragma unroll

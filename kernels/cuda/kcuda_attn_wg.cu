@@ -15,16 +15,21 @@
  *
  * Per tile of 32 keys, with the block's 64 query rows (16 tokens x 4 heads; row 4 w + gi = token
  * w, head gi; their queries split once per block) and 4 warpgroups:
- *   - staging (cp.async, double-buffered): the six hi / lo tiles straight into the 128-byte
- *     swizzle layout wgmma reads (16-byte unit u of key row r at unit u ^ (r & 7)): K-major for
- *     the keys (Q K^T) and, the same bytes read MN-major (wgmma's transposed B), for the values;
- *   - phase A: warpgroup g computes S^ (g < 2) or S (g >= 2) for keys 16 (g % 2) ..: Q hi . K hi
- *     into one accumulator, Q hi . K lo + Q lo . K hi into another, added x 2^-11 (the lo . lo
+ *   - staging (cp.async, two stages): the six hi / lo tiles straight into the 128-byte swizzle
+ *     layout wgmma reads (16-byte unit u of key row r at unit u ^ (r & 7)): K-major for the keys
+ *     (Q K^T) and, the same bytes read MN-major (wgmma's transposed B), for the values;
+ *   - phase A: warpgroup g < WG_AW computes S^ (g = 0) or S (g = 1) for the tile's 32 keys: Q hi .
+ *     K hi into one accumulator, Q hi . K lo + Q lo . K hi into another, added x 2^-11 (the lo . lo
  *     term, ~2^-22, is dropped): as accurate as k_attn_tc's 3xTF32 (fp16 and tf32 both keep 11
  *     significant bits, and hi here is rounded, not truncated), so TC_EPS stays its margin;
- *   - phase B: tc_phase_b (k_attn_tc's), the weights split into P hi | lo (A operand: k 0..31 hi,
- *     32..63 lo of one 128-byte row);
- *   - phase C: warpgroup g: O[:, D/4 g ..] = alpha O + P V, 3xfp16 likewise.
+ *   - phase B (all warps): tc_phase_b (k_attn_tc's), the weights split into P hi | lo (A operand:
+ *     k 0..31 hi, 32..63 lo of one 128-byte row);
+ *   - phase C: warpgroup g: O[:, D/4 g ..] = alpha O + P V, 3xfp16 likewise, issued together with
+ *     the next tile's phase A (one wait for both), so a tile takes two barriers.
+ * Measured on the H200 (the bench's 48 (plan, head), attention GPU time): the in-kernel split 77.3
+ * ms, split once per launch 65.9, with the staging, descriptor and phase B trims 56.5, phase A on
+ * two warpgroups 51.4 (k_attn_tc: 93.0). Tried and dropped: three stages with phase A of the next
+ * tile in flight during phase B (55.5 ms: the accumulators held through phase B spill).
  * fp16's range is the price: k_wg_split, or the block for its queries, raises a.range_flag when
  * an operand would not fit (|x| >= 65520 rounds to infinity), and the launcher recomputes the
  * launch with k_attn_tc (real activations are far below). */
@@ -32,7 +37,7 @@
 #define WG_HALF_INF 65520.0f /* |x| from here rounds to an infinite fp16 */
 #define WG_NARR 6            /* staged tiles: keff hi, keff lo, k hi, k lo, v hi, v lo */
 #ifndef WG_AW
-#define WG_AW 2 /* warpgroups in phase A: 2 (64 x 32 blocks; 51.4 ms in the bench on the H200) or 4 (64 x 16: twice the Q reads, 56.5 ms) */
+#define WG_AW 2 /* warpgroups in phase A: 2 (64 x 32 blocks), or 4 (64 x 16: twice the Q reads) */
 #endif
 #define WG_NA (64 / WG_AW) /* phase A's block width */
 
@@ -48,7 +53,7 @@ struct wg_cfg {
     P_BYTES = 64 * 128,              /* the weights: 64 rows of hi | lo */
     OFF_QH = 0,
     OFF_QL = Q_BYTES,
-    OFF_STAGE = 2 * Q_BYTES,         /* two stages */
+    OFF_STAGE = 2 * Q_BYTES,         /* two stages of WG_NARR tiles */
     OFF_P = OFF_STAGE + 2 * STAGE,
     OFF_SC = OFF_P + P_BYTES,        /* [2][64][TC_LDS] scores; the rank slots' scratch before tile 0 */
     OFF_ALPHA = OFF_SC + 2 * 64 * TC_LDS * 4,
@@ -371,12 +376,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
     return;
   }
   float og[GG][GQA_NDL];
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++)
-    if (4 * lane < D) {
-      float4 x = *(const float4 *)(osm + (4 * warp + gi) * D + 4 * lane);
-      og[gi][0] = x.x, og[gi][1] = x.y, og[gi][2] = x.z, og[gi][3] = x.w;
-    }
+  tc_gather_rows(osm, warp, D, og);
   if (!live) return;
   gqa_write_rows<GG, TWO>(a, plan, t, ke - kb, K, og, S.l, S.R, S.sums);
 #endif

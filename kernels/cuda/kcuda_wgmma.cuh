@@ -1,7 +1,8 @@
-/* kcuda_wgmma: the Hopper warpgroup MMA (wgmma.mma_async, sm_90a) as the fast encoder uses it:
- * D[64 x N] (+)= A[64 x 16] . B[16 x N], fp16 operands read from shared memory through matrix
- * descriptors, fp32 accumulators in registers. Both operands are K-major (row r of A and row n of
- * B hold their 16 k-values contiguously) in the 128-byte swizzle layout that TMA's SWIZZLE_128B
+/* kcuda_wgmma: the Hopper warpgroup MMA (wgmma.mma_async, sm_90a) as the fast encoder and
+ * k_attn_wg use it: D[64 x N] (+)= A[64 x 16] . B[16 x N], fp16 operands read from shared memory
+ * through matrix descriptors, fp32 accumulators in registers. Both operands are K-major (row r of
+ * A and row n of B hold their 16 k-values contiguously; B may be MN-major instead, TB = 1, kw_lo)
+ * in the 128-byte swizzle layout that TMA's SWIZZLE_128B
  * writes: 8-row atoms of 128-byte rows, the 16-byte unit u of row r stored at unit u ^ (r & 7)
  * (kw_swz). The accumulator layout is the m16n8 one per 8 columns: d[4j + 0..3] hold rows
  * r = 16 (warp % 4) + lane / 4 and r + 8, columns 8 j + 2 (lane % 4) + {0, 1}, as
@@ -36,20 +37,13 @@ __device__ __forceinline__ uint64_t kw_desc(uint32_t addr) {
   return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
 }
 
-/* An MN-major operand (TB = 1: row k of 128 bytes holds 64 consecutive n, the 128-byte swizzle on
- * 8-row atoms, i.e. element (k, n) at kw_swz(rows, k, n) of a [rows = K][N] row-major tile): the
- * stride offset is still 1024 B between 8-row atoms (along k), the leading offset the next 64 n,
- * rows x 128 B (CUTLASS's canonical Swizzle<3,4,3> o ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))). A
- * k-step of 16 is 16 rows: 2048 B. */
-__device__ __forceinline__ uint64_t kw_desc_mn(uint32_t addr, int rows) {
-  return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)((rows * 128) >> 4) << 16 | (uint64_t)(1024 >> 4) << 32 |
-         (uint64_t)1 << 62;
-}
-
 /* The same descriptors as two 32-bit words: lo = start address >> 4 | leading offset >> 4 << 16
  * (the only part that moves), hi = stride offset >> 4 | the swizzle mode (KW_HI: 1024 B, 128-byte
  * swizzle). A kernel that keeps lo in a warp-uniform value lets the compiler hold it in a uniform
- * register and advance it with one uniform add per k-step. */
+ * register and advance it with one uniform add per k-step. The leading offset matters only for
+ * an MN-major operand (TB = 1: row k of 128 bytes holds 64 consecutive n, i.e. element (k, n) at
+ * kw_swz(rows, k, n) of a row-major [rows = K][N] tile): the next 64 n, rows x 128 B (CUTLASS's
+ * canonical Swizzle<3,4,3> o ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))); a k-step of 16 is 16 rows. */
 #define KW_HI (uint32_t)((1024 >> 4) | (1u << 30))
 __device__ __forceinline__ uint32_t kw_lo(uint32_t addr, uint32_t lead_bytes) {
   return ((addr & 0x3FFFF) >> 4) | (lead_bytes >> 4) << 16;
