@@ -26,8 +26,10 @@ int prov_dump_fingerprint(const dump_t *d, char hex[65], int64_t *size, sq_err *
  * 3: the calibration's eigendecomposition runs on the backend (cuda: cuSOLVER on the GPU, whose
  * round-off differs from GSL's; cpu numbers are unchanged). 4: the CUDA eval attention scores on
  * tensor cores in 3xTF32 and sums the softmax normaliser and the probs sums in other orders (CUDA
- * metrics move at the round-off level; cpu numbers are unchanged). */
-#define SQEXP_RESULTS_VERSION 4
+ * metrics move at the round-off level; cpu numbers are unchanged). 5: the CUDA eval attention on
+ * wgmma in 3xfp16 (k_attn_wg) and the softmax weights as exp2 (CUDA metrics move at the round-off
+ * level again; cpu numbers are unchanged). */
+#define SQEXP_RESULTS_VERSION 5
 
 /* PROV_READ is all read work (much of it hidden behind calibration and eval by the prefetch
  * thread); PROV_READ_WAIT is the part the run waited for. PROV_PLAN / PROV_PLAN_WAIT likewise for
