@@ -287,6 +287,94 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_probs(kc_attn_args a) {
   }
 }
 
+/* probs rows, a block per (sequence, plan) when the sequence's probs rows fit one block
+ * (probs_last x G <= PROBS_SEQ_ROWS, D <= 128): warp r owns row r (position r / G of the last
+ * probs_last, head r % G), and the block stages each tile of 32 keys (the dump's and the plan's
+ * effective keys) once for all its rows, instead of every row's block reading every key from L2
+ * (k_probs: 16 blocks per sequence read the same keys). The same three passes, each over all
+ * tiles; lane = key; the scores are the fmaf chain of k_probs (dotf: fma4 in dimension order),
+ * so every score and exponential is k_probs's; the row sums are summed in another order. */
+#define PROBS_SEQ_ROWS 32
+__global__ void k_probs_seq(kc_attn_args a) {
+  extern __shared__ float4 sm4[];
+  const int D = a.D, ldk = D + KPAD, D4 = D >> 2, R = a.probs_last * a.G, stage = 2 * TILE * ldk;
+  float *qs = (float *)sm4, *stages = qs + R * D; /* [R][D] queries; 2 x (k, keff) [TILE][ldk] */
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, plan = blockIdx.y;
+  const int64_t s = blockIdx.x, kb = a.seq_off[s], len = a.seq_off[s + 1] - kb;
+  const int64_t P = len < a.probs_last ? len : a.probs_last;
+  const int i = warp / a.G, live = i < P;
+  const int64_t t = kb + len - P + i, ke = live ? t + 1 : kb, KE = kb + len;
+  double *out = a.rows_out + ((int64_t)plan * a.n_rows + s * R + warp) * a.n_fields;
+  if (live)
+    for (int d = lane; d < D; d += 32) qs[warp * D + d] = a.q[(t * a.Hq + a.head * a.G + warp % a.G) * D + d];
+  const float *K = a.k + (int64_t)a.head * D, *Kh = a.keff + plan * a.plan_stride;
+  const int64_t kst = (int64_t)a.Hkv * D, ntile = tile_count(kb, KE);
+  auto stage_keys = [=](float *dst, int64_t j0, int n) {
+    load_tile_async(dst, ldk, K, kst, j0, n, D);
+    load_tile_async(dst + TILE * ldk, ldk, Kh, D, j0, n, D);
+  };
+  const float4 *q4 = (const float4 *)(qs + warp * D);
+  const float c = 1.0f / sqrtf((float)D);
+  float mx = -INFINITY, mh = -INFINITY;
+  double sx = 0, shh = 0, pd = 0, pn = 0, ph2 = 0;
+  for (int pass = 0; pass < 3; pass++) { /* maxima, normalisers, products of the weights */
+    tiles_start(ntile, kb, KE, stages, stage_keys); /* (the previous pass ended on a barrier) */
+    for (int64_t it = 0; it < ntile; it++) {
+      const int64_t j0 = kb + it * TILE, j = j0 + lane;
+      tiles_next(it, ntile, j0, KE, stages, stage, stage_keys);
+      if (!live || j0 >= ke) continue; /* warp-uniform */
+      if (j >= ke) continue;
+      const float *tk = stages + (it & 1) * stage;
+      const float4 *kr = (const float4 *)(tk + lane * ldk), *hr = (const float4 *)(tk + (TILE + lane) * ldk);
+      float x = 0.0f, xh = 0.0f;
+#pragma unroll 4
+      for (int d = 0; d < D4; d++) {
+        float4 qq = q4[d];
+        x = fma4(qq, kr[d], x);
+        xh = fma4(qq, hr[d], xh);
+      }
+      if (pass == 0) {
+        mx = fmaxf(mx, x);
+        mh = fmaxf(mh, xh);
+        continue;
+      }
+      const float ex = expf((x - mx) * c), eh = expf((xh - mh) * c);
+      if (pass == 1) {
+        sx += (double)ex;
+        shh += (double)eh;
+        continue;
+      }
+      const float p = (float)((double)ex / sx);
+      const double ph = (double)eh / shh;
+      pd += ph * p;
+      pn += (double)p * p;
+      ph2 += ph * ph;
+    }
+    if (pass == 0) mx = warp_max_f(mx), mh = warp_max_f(mh);
+    if (pass == 1) sx = warp_sum_dd(sx), shh = warp_sum_dd(shh);
+    __syncthreads(); /* every warp is done with the stages before the next pass refills them */
+  }
+  pd = warp_sum_dd(pd), pn = warp_sum_dd(pn), ph2 = warp_sum_dd(ph2);
+  if (lane == 0) {
+    out[0] = live ? pd : 0.0;
+    out[1] = live ? pn : 0.0;
+    out[2] = live ? ph2 : 0.0;
+  }
+}
+
+static int launch_probs(const kc_attn_args *a, int n_y, sq_err *e) {
+  const int R = a->probs_last * a->G;
+  if (R <= PROBS_SEQ_ROWS && a->D <= 128 && (int64_t)a->n_seq * R == a->n_rows) {
+    const size_t smem = ((size_t)R * a->D + 2 * 2 * (size_t)TILE * (a->D + KPAD)) * sizeof(float);
+    cudaCheck(cudaFuncSetAttribute(k_probs_seq, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    k_probs_seq<<<dim3((unsigned)a->n_seq, (unsigned)n_y), R * 32, smem>>>(*a);
+  } else {
+    k_probs<<<dim3((unsigned)a->n_rows, (unsigned)n_y), ROW_WARPS * 32, (size_t)a->D * sizeof(float)>>>(*a);
+  }
+  launchCheck();
+  return SQ_OK;
+}
+
 static size_t rows_smem(int mode, int D) {
   size_t f = (size_t)ROW_WARPS * D + (size_t)TILE * (D + KPAD) + (size_t)TILE * D;
   if (mode == KC_EVAL_ATTN) f += (size_t)TILE * (D + KPAD);
@@ -340,10 +428,7 @@ int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e) {
   case KC_REF_RANDQ: return launch_rows<KC_REF_RANDQ>(a, grid, e);
   case KC_EVAL_ATTN: return launch_eval_attn(a, n_y, grid, e);
   case KC_EVAL_RANDQ: return launch_rows<KC_EVAL_RANDQ>(a, grid, e);
-  case KC_EVAL_PROBS:
-    k_probs<<<dim3((unsigned)a->n_rows, (unsigned)n_y), ROW_WARPS * 32, (size_t)a->D * sizeof(float)>>>(*a);
-    launchCheck();
-    return SQ_OK;
+  case KC_EVAL_PROBS: return launch_probs(a, n_y, e);
   default: return sq_fail(e, SQ_EFAIL, "%s:%d: unknown attention mode %d", __FILE__, __LINE__, mode);
   }
 }
