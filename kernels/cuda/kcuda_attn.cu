@@ -1,8 +1,9 @@
 /* kcuda_attn: fused attention rows on the GPU. One warp owns one query row (k_rows) or one token
  * and its GQA group (k_attn_gqa); its lanes take 32 keys at a time (each lane a whole dot
  * product), an online softmax folds them in, and the lanes then own output dimensions for the
- * weighted sum of values. k_attn_tc (the default EVAL_ATTN for G = 4) keeps k_attn_gqa's layout
- * but computes the scores (and with PVTC the weighted sums) of a block's 64 rows on tensor cores.
+ * weighted sum of values. k_attn_tc and k_attn_wg (the default EVAL_ATTN for G = 4) keep
+ * k_attn_gqa's layout but compute the scores and the weighted sums of a block's 64 rows on tensor
+ * cores (mma.sync in 3xTF32; wgmma in 3xfp16).
  * No T x T matrix exists anywhere: per row the state is the running max,
  * the normaliser, the output values spread over the lanes, the logit sums and the top-k state.
  * Modes:
@@ -12,9 +13,11 @@
  *   EVAL_ATTN  per (token, query head of the KV head) and plan: cos(o_ref, o^), top-k recall,
  *              and the sums of s^-s, s, s^, s^2, s*s^ over its causal keys
  *   EVAL_RANDQ per (sequence, random query) and plan: cos(o_ref, o^)
- * plus k_probs (a block per row, three passes: maxima, normalisers, products of the weights).
- * This file: k_rows, k_probs and the dispatch (kc_attn_launch); the group kernels are in
- * kcuda_attn_gqa.cu and kcuda_attn_tc.cu, what they share in kcuda_attn_dev.cuh. */
+ * plus k_probs (a block per row, three passes: maxima, normalisers, products of the weights) and
+ * k_probs_seq (the same passes, a block per sequence and a warp per row).
+ * This file: k_rows, k_probs, k_probs_seq and the dispatch (kc_attn_launch); the group kernels
+ * are in kcuda_attn_gqa.cu, kcuda_attn_tc.cu and kcuda_attn_wg.cu, what they share in
+ * kcuda_attn_dev.cuh and kcuda_attn_tcb.cuh. */
 #include "kcuda_attn_dev.cuh"
 
 /* Grid: x = row blocks, y = KV head (reference modes) or plan (eval modes). Rows per y:
