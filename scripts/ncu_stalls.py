@@ -48,7 +48,9 @@ def main(path, listing=None):
         if listing:
             with open(listing, "w") as out:
                 for r in rows:
-                    out.write(f"{r.get('Address','')}  {num(r.get(ex[0],0)):11.0f}  {num(r.get(key,0)) if key else 0:7.0f}  {r.get('Source','')}\n")
+                    stalls = num(r.get(key, 0)) if key else 0
+                    out.write(f"{r.get('Address','')}  {num(r.get(ex[0], 0)):11.0f}  {stalls:7.0f}  "
+                              f"{r.get('Source','')}\n")
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)

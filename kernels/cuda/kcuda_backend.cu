@@ -547,9 +547,10 @@ static void cuda_destroy(kern_backend *b) {
   kc_state *st = state_of(b);
   ph_report(st);
   for (int i = 0; st->ph.on && i <= KC_PH_N; i++) cudaEventDestroy(st->ph.ev[i]);
-  kc_buf *all[] = {&st->seq_off, &st->q, &st->k, &st->v, &st->randq, &st->o_ref, &st->topk_ref,
-                   &st->randq_ref, &st->range_flag, &st->wg_scratch, &st->keff, &st->vhat, &st->rows, &st->sums, &st->krec,
-                   &st->vrec, &st->cb, &st->mx, &st->md, &st->mC, &st->fast_mats, &st->fast_segs};
+  kc_buf *all[] = {&st->seq_off,    &st->q,          &st->k,    &st->v,    &st->randq,     &st->o_ref,
+                   &st->topk_ref,   &st->randq_ref,  &st->keff, &st->vhat, &st->rows,      &st->sums,
+                   &st->krec,       &st->vrec,       &st->cb,   &st->mx,   &st->md,        &st->mC,
+                   &st->fast_mats,  &st->fast_segs,  &st->range_flag,      &st->wg_scratch};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_buf_free(all[i]);
   for (int i = 0; i < KC_PROJ_SLOTS; i++) {
     kc_buf_free(&st->proj[i].rot);
