@@ -283,7 +283,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
   const uint32_t p_base = C::OFF_P + 4 * warp * 128 + (lane & 7) * 2, p_x = (lane >> 3) ^ (4 * (warp & 1));
   const int r0 = 16 * wq + gid; /* this thread's accumulator rows: r0, r0 + 8 */
   const uint32_t so1 = s_off;
-  /* phase A of the tile in stage `st` (0, 1): this warpgroup's 64 x 16 block of S^ or S, issued */
+  /* phase A of the tile in stage `st` (0, 1): this warpgroup's 64 x WG_NA block of S^ or S, issued */
   auto issue_a = [&](float *s16, float *cor, int st) {
     const uint32_t bh = dkh0 + (st ? so1 : 0);
     wg_issue3x<WG_NA, 0, D / 16>(s16, cor, 0, dqh, dql, q_step, bh, bh + t_off, k_step);
