@@ -77,35 +77,30 @@ __device__ __forceinline__ void kw_fence_proxy(void) { asm volatile("fence.proxy
 #define KW_ACC64(b) KW_ACC32(b), KW_ACC32(b + 32)
 
 /* D[64 x N] (+)= A . B for N = 128, 64 (the fast encoder), 32, 16 (the attention, k_attn_wg):
- * N / 2 accumulators per thread; accumulate = 0 overwrites d. TB = 1: B is MN-major (kw_desc_mn). */
-__device__ __forceinline__ void kw_mma_n128(float *d, uint64_t da, uint64_t db, int accumulate) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-               : KW_ACC64(0)
-               : "l"(da), "l"(db), "r"(accumulate));
-}
-
-__device__ __forceinline__ void kw_mma_n64(float *d, uint64_t da, uint64_t db, int accumulate) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-               : KW_ACC32(0)
-               : "l"(da), "l"(db), "r"(accumulate));
-}
-
-template <int TB = 0>
-__device__ __forceinline__ void kw_mma_n32(float *d, uint64_t da, uint64_t db, int accumulate) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, p, 1, 1, 0, %19;\n}\n"
-               : KW_ACC16(0)
-               : "l"(da), "l"(db), "r"(accumulate), "n"(TB));
-}
-
-template <int TB = 0>
-__device__ __forceinline__ void kw_mma_n16(float *d, uint64_t da, uint64_t db, int accumulate) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, 0, %11;\n}\n"
-               : KW_ACC8(0)
-               : "l"(da), "l"(db), "r"(accumulate), "n"(TB));
-}
+ * N / 2 accumulators per thread; accumulate = 0 overwrites d. TB = 1: B is MN-major (kw_lo).
+ * KW_MMA(N, accumulator list, operand numbers of da, db, accumulate, TB, accumulator operands)
+ * writes kw_mma_nN: the PTX needs the operand numbers as literal text. */
+#define KW_MMA(N, DREGS, OA, OB, OP, OT, ACC)                                                            \
+  template <int TB = 0>                                                                                \
+  __device__ __forceinline__ void kw_mma_n##N(float *d, uint64_t da, uint64_t db, int accumulate) {   \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " OP ", 0;\n"                                        \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.f16.f16 " DREGS ", " OA ", " OB           \
+                 ", p, 1, 1, 0, " OT ";\n}\n"                                                            \
+                 : ACC(0)                                                                              \
+                 : "l"(da), "l"(db), "r"(accumulate), "n"(TB));                                        \
+  }
+KW_MMA(128,
+       "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+       "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+       "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+       "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}",
+       "%64", "%65", "%66", "%67", KW_ACC64)
+KW_MMA(64,
+       "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+       "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}",
+       "%32", "%33", "%34", "%35", KW_ACC32)
+KW_MMA(32, "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}", "%16", "%17", "%18", "%19", KW_ACC16)
+KW_MMA(16, "{%0,%1,%2,%3,%4,%5,%6,%7}", "%8", "%9", "%10", "%11", KW_ACC8)
+#undef KW_MMA
 
 #endif
