@@ -219,6 +219,18 @@ __device__ __forceinline__ void probs_scores(const float *qs, const float *K, in
   *s = dotf(qs, K + j * ks, D);
   *sh = dotf(qs, Kh + j * D, D);
 }
+/* The passes' arithmetic, shared with k_probs_seq: a key's two weights before normalising (the
+ * scores x, xh against the row's maxima), then its terms of <p, p^>, |p|^2 and |p^|^2. */
+__device__ __forceinline__ float2 probs_exp(float x, float xh, float mx, float mh, float c) {
+  return make_float2(expf((x - mx) * c), expf((xh - mh) * c));
+}
+__device__ __forceinline__ void probs_add(float2 ex, double sx, double shh, double *pd, double *pn, double *ph2) {
+  const float p = (float)((double)ex.x / sx);
+  const double ph = (double)ex.y / shh;
+  *pd += ph * p;
+  *pn += (double)p * p;
+  *ph2 += ph * ph;
+}
 __global__ void __launch_bounds__(ROW_WARPS * 32) k_probs(kc_attn_args a) {
   extern __shared__ float qs[]; /* [D] */
   __shared__ float fscr[ROW_WARPS];
@@ -258,7 +270,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_probs(kc_attn_args a) {
     float2 x;
     if (cached) x = cache[j - kb];
     else probs_scores(qs, K, ks, Kh, D, j, &x.x, &x.y);
-    float2 ex = make_float2(expf((x.x - mx) * c), expf((x.y - mh) * c));
+    float2 ex = probs_exp(x.x, x.y, mx, mh, c);
     if (cached) cache[j - kb] = ex;
     sx += (double)ex.x;
     shh += (double)ex.y;
@@ -272,13 +284,9 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_probs(kc_attn_args a) {
     else {
       float2 x;
       probs_scores(qs, K, ks, Kh, D, j, &x.x, &x.y);
-      ex = make_float2(expf((x.x - mx) * c), expf((x.y - mh) * c));
+      ex = probs_exp(x.x, x.y, mx, mh, c);
     }
-    float p = (float)((double)ex.x / sx);
-    double ph = (double)ex.y / shh;
-    pd += ph * p;
-    pn += (double)p * p;
-    ph2 += ph * ph;
+    probs_add(ex, sx, shh, &pd, &pn, &ph2);
   }
   pd = block_sum_dd(pd, dscr);
   pn = block_sum_dd(pn, dscr);
@@ -341,17 +349,13 @@ __global__ void k_probs_seq(kc_attn_args a) {
         mh = fmaxf(mh, xh);
         continue;
       }
-      const float ex = expf((x - mx) * c), eh = expf((xh - mh) * c);
+      const float2 ex = probs_exp(x, xh, mx, mh, c);
       if (pass == 1) {
-        sx += (double)ex;
-        shh += (double)eh;
+        sx += (double)ex.x;
+        shh += (double)ex.y;
         continue;
       }
-      const float p = (float)((double)ex / sx);
-      const double ph = (double)eh / shh;
-      pd += ph * p;
-      pn += (double)p * p;
-      ph2 += ph * ph;
+      probs_add(ex, sx, shh, &pd, &pn, &ph2);
     }
     if (pass == 0) mx = warp_max_f(mx), mh = warp_max_f(mh);
     if (pass == 1) sx = warp_sum_dd(sx), shh = warp_sum_dd(shh);
