@@ -688,12 +688,12 @@ int sweep_heads(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sweep_layer_sum
     const int more = !rc && hi + 1 < s->n_heads;
     if (more) sweep_plans_init(r, b, layer, hi + 1, next), sweep_plans_start(next, ahead);
     if (!rc) rc = sweep_head_eval(r, b, layer, hi, cur, ls, e);
-    sweep_plans_free(cur);
     if (!more) break;
+    sweep_plans_free(cur);
     sweep_plans *t = cur;
     cur = next, next = t;
   }
-  sweep_plans_free(cur); /* stopped or failed with the next head's plans started: wait, free */
+  sweep_plans_free(cur); /* the last head's, or (stopped, failed) the next head's: wait, free */
   return rc;
 }
 
