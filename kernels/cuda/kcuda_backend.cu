@@ -337,10 +337,23 @@ static int check_plan(const kc_state *st, const plan_side *p, int i, const char 
   return SQ_OK;
 }
 
-/* The shared-projection slot of a rotated plan side in this eval batch (kc_proj): the one with its
- * rotation, normalize flag and side, else a free one (claimed), else NULL (computed alone). */
-static kc_proj *proj_slot(kc_state *st, const plan_side *p, int is_key) {
-  if (!p->rot || st->L.n_tok > KC_ROW_CHUNK) return NULL; /* (one chunk: the projection of all rows) */
+/* Does another plan of the batch project this side (K: is_key) with the same rotation? Only those
+ * sides take a kc_proj slot: a rotation used once (TurboQuant's, one per plan) would only fill
+ * the slots that later SpectralQuant plans of the batch could share. */
+static int side_shared(const plan_pair *const *plans, int n, int i, int is_key) {
+  const plan_side *p = is_key ? &plans[i]->k : &plans[i]->v;
+  for (int j = 0; j < n; j++) {
+    const plan_side *q = is_key ? &plans[j]->k : &plans[j]->v;
+    if (j != i && q->rot == p->rot && q->normalize == p->normalize) return 1;
+  }
+  return 0;
+}
+
+/* The shared-projection slot of a rotated plan side in this eval batch (kc_proj), when `shared`
+ * (side_shared): the one with its rotation, normalize flag and side, else a free one (claimed),
+ * else NULL (computed alone). */
+static kc_proj *proj_slot(kc_state *st, const plan_side *p, int is_key, int shared) {
+  if (!shared || !p->rot || st->L.n_tok > KC_ROW_CHUNK) return NULL; /* (one chunk: all rows' projection) */
   for (int i = 0; i < KC_PROJ_SLOTS; i++) {
     kc_proj *s = &st->proj[i];
     if (!s->rot_host) {
@@ -371,12 +384,12 @@ static int side_mats(kc_state *st, const plan_side *p, kc_proj *pj, kc_mats *mt,
 
 /* Decode one side of plan i over all eval tokens of `head`: keff (keys) or vhat (values) and the
  * per-token reconstruction statistics. */
-static int code_side(kc_state *st, const plan_side *p, const kc_side *s, int head, int is_key,
+static int code_side(kc_state *st, const plan_side *p, const kc_side *s, int head, int is_key, int shared,
                      float *dst, double *rec, sq_err *e) {
   const kern_layer *L = &st->L;
   int64_t D = L->head_dim, stride = (int64_t)L->n_kv_heads * D;
   const float *x = (const float *)(is_key ? st->k.p : st->v.p) + (int64_t)head * D;
-  kc_proj *pj = proj_slot(st, p, is_key);
+  kc_proj *pj = proj_slot(st, p, is_key, shared);
   kc_mats mt;
   tryCheck(side_mats(st, p, pj, &mt, e));
   for (int64_t r0 = 0; r0 < L->n_tok; r0 += KC_ROW_CHUNK) {
@@ -416,11 +429,13 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   double *krec = (double *)st->krec.p, *vrec = (double *)st->vrec.p, *rows = (double *)st->rows.p;
   double *sums = (double *)st->sums.p;
   ph_mark(st, KC_PH_CODE);
-  for (int i = 0; i < KC_PROJ_SLOTS; i++) st->proj[i].rot_host = NULL, st->proj[i].have_y = 0;
+  for (int i = 0; i < KC_PROJ_SLOTS; i++) st->proj[i].rot_host = NULL; /* (proj_slot resets what it claims) */
   for (int i = 0; i < n; i++) {
     empty_metrics(&out[i]);
-    tryCheck(code_side(st, &plans[i]->k, &ks[i], head, 1, keff + i * nt * D, krec + i * nt * 3, e));
-    tryCheck(code_side(st, &plans[i]->v, &vs[i], head, 0, vhat + i * nt * D, vrec + i * nt * 3, e));
+    tryCheck(code_side(st, &plans[i]->k, &ks[i], head, 1, side_shared(plans, n, i, 1), keff + i * nt * D,
+                       krec + i * nt * 3, e));
+    tryCheck(code_side(st, &plans[i]->v, &vs[i], head, 0, side_shared(plans, n, i, 0), vhat + i * nt * D,
+                       vrec + i * nt * 3, e));
   }
   double *hs = (double *)sq_xmalloc((size_t)n * 16 * sizeof(double));
   tryCheck(kc_colsum(krec, n, nt, 3, sums, e));
