@@ -430,6 +430,13 @@ int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e) {
   dim3 grid((unsigned)((a->n_rows + ROW_WARPS - 1) / ROW_WARPS), (unsigned)n_y);
   switch (mode) {
   case KC_REF_ATTN:
+#ifdef SQEXP_CUDA_SM90A
+    if (a->gqa == KC_ATTN_WG && kc_wg_shape(a->G, a->D) && a->topk <= 64 && a->range_flag && a->wg_scratch) {
+      int done = 0;
+      tryCheck(kca_launch_ref_wg(a, n_y, &done, e));
+      if (done) return SQ_OK;
+    }
+#endif
     if (a->gqa != KC_ATTN_ROWS && kc_gqa_shape(a->G, a->D) && a->topk <= 64) return kca_launch_ref_gqa(a, n_y, e);
     return launch_rows<KC_REF_ATTN>(a, grid, e);
   case KC_REF_RANDQ: return launch_rows<KC_REF_RANDQ>(a, grid, e);

@@ -28,8 +28,10 @@ typedef struct {
   size_t wg_scratch_bytes;
 } kc_attn_args;
 
-/* The scratch k_attn_wg needs for a launch of n_plans plans over n_tok tokens of head_dim D. */
+/* The scratch k_attn_wg needs for a launch of n_plans plans over n_tok tokens of head_dim D, and
+ * k_ref_wg for a layer's reference rows (its values split). */
 size_t kca_wg_scratch(int n_plans, int64_t n_tok, int D);
+size_t kca_ref_wg_scratch(int64_t n_tok, int Hkv, int D);
 
 /* The group-per-warp EVAL_ATTN kernel's shape. */
 static inline int kc_gqa_shape(int G, int D) { return G == 4 && D <= 128 && D % 4 == 0; }

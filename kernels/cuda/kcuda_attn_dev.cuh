@@ -489,5 +489,7 @@ int kca_launch_gqa(const kc_attn_args *a, int n_y, sq_err *e);     /* EVAL_ATTN,
 int kca_launch_ref_gqa(const kc_attn_args *a, int n_y, sq_err *e); /* REF_ATTN, k_ref_gqa */
 int kca_launch_tc(const kc_attn_args *a, int n_y, sq_err *e);      /* EVAL_ATTN, k_attn_tc (tc / tcpv) */
 int kca_launch_wg(const kc_attn_args *a, int n_y, sq_err *e);      /* EVAL_ATTN, k_attn_wg (sm_90a) */
+/* REF_ATTN, k_ref_wg (sm_90a); done = 0 when a value is beyond fp16's range (nothing computed) */
+int kca_launch_ref_wg(const kc_attn_args *a, int n_y, int *done, sq_err *e);
 
 #endif

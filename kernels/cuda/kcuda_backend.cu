@@ -300,6 +300,11 @@ static int cuda_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
     tryCheck(kc_buf_need(&st->topk_ref, (size_t)(nt * Hq * L->topk) * sizeof(int32_t), e));
     kc_attn_args a = base_args(st);
     a.n_rows = nt * st->G;
+    if (st->gqa == KC_ATTN_WG && kc_wg_shape(st->G, (int)D)) { /* k_ref_wg's split values */
+      a.wg_scratch_bytes = kca_ref_wg_scratch(nt, (int)Hkv, (int)D);
+      tryCheck(kc_buf_need(&st->wg_scratch, a.wg_scratch_bytes, e));
+      a.wg_scratch = st->wg_scratch.p;
+    }
     a.o_out = (float *)st->o_ref.p;
     a.topk_out = (int32_t *)st->topk_ref.p;
     tryCheck(kc_attn_launch(KC_REF_ATTN, &a, (int)Hkv, e));
