@@ -275,6 +275,7 @@ static kc_attn_args base_args(const kc_state *st) {
   a.topk_ref = (const int32_t *)st->topk_ref.p;
   a.randq_ref = (const float *)st->randq_ref.p;
   a.range_flag = (int *)st->range_flag.p;
+  a.gqa = st->gqa; /* (the reference rows' kernel too: without it they ran k_rows, KC_ATTN_ROWS = 0) */
   return a;
 }
 
