@@ -26,6 +26,7 @@ typedef struct {
   int *range_flag;           /* device int for k_attn_wg's range check (NULL: k_attn_wg is not used) */
   void *wg_scratch;          /* k_attn_wg's split operands, kca_wg_scratch bytes (NULL: not used) */
   size_t wg_scratch_bytes;
+  const double *lg_a, *lg_w, *lg_s; /* this head's logit-sum terms (kcuda_logit.cuh; NULL: k_attn_wg is not used) */
 } kc_attn_args;
 
 /* The scratch k_attn_wg needs for a launch of n_plans plans over n_tok tokens of head_dim D, and

@@ -395,13 +395,15 @@ __device__ __forceinline__ void gqa_weighted_sum(float (&o)[4][GQA_NDL], const f
 
 /* The group kernels' end: per query head gi of token t, the cosine of the plan's output (o: this
  * lane's GQA_NDL dimensions, l: its part of the normaliser) with the reference output, the top-k
- * recall from the rank slots, and in gi = 0's row the group's pair sums (sb, s, s^, s^2, s s^). */
-template <int GG, int TWO>
+ * recall from the rank slots, and in gi = 0's row the group's pair sums (sb, s, s^, s^2, s s^);
+ * with EXT the sums are not written there (k_wg_split wrote them, kcuda_logit) and sums unused. */
+template <int GG, int TWO, int EXT = 0>
 __device__ __forceinline__ void gqa_write_rows(const kc_attn_args &a, int plan, int64_t t, int64_t avail, int K,
                                                const float (&o)[GG][GQA_NDL], const float (&l)[GG],
                                                const rank_slots (&R)[GG], double sums[5]) {
   const int D = a.D, lane = threadIdx.x & 31;
-  for (int i = 0; i < 5; i++) sums[i] = warp_sum_dd(sums[i]);
+  if (!EXT)
+    for (int i = 0; i < 5; i++) sums[i] = warp_sum_dd(sums[i]);
 #pragma unroll
   for (int gi = 0; gi < GG; gi++) {
     int g = a.head * GG + gi;
@@ -423,7 +425,8 @@ __device__ __forceinline__ void gqa_write_rows(const kc_attn_args &a, int plan, 
     if (lane == 0) {
       out[0] = cs;
       out[1] = (double)hits / (double)(avail < K ? avail : K);
-      for (int i = 0; i < 5; i++) out[2 + i] = gi == 0 ? sums[i] : 0.0;
+      if (!EXT || gi != 0)
+        for (int i = 0; i < 5; i++) out[2 + i] = gi == 0 ? sums[i] : 0.0;
       out[7] = gi == 0 ? (double)(avail * GG) : 0.0;
     }
   }

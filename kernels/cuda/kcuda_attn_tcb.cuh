@@ -40,14 +40,15 @@ struct tc_row_state {
 };
 
 /* Phase B for one warp and tile (keys j0 .. j0 + nt - 1; the token's causal range [kb, ke)): with
- * lane = key, its scores from sc ([2][64][TC_LDS]: s^, then s), knl its effective key's norm; the
- * logit sums, the rank counts and the online softmax (k_attn_gqa's: the max moves only when a key
+ * lane = key, its scores from sc ([2][64][TC_LDS]: s^, then s; s only read when SUMS), knl its
+ * effective key's norm; the logit sums (when SUMS: k_attn_wg has them from kcuda_logit), the
+ * rank counts and the online softmax (k_attn_gqa's: the max moves only when a key
  * beats it, by one vote; otherwise the rescale factor is exactly 1; the weights as exp2 of the
  * logit times c log2 e, within ~2 ulp of expf). p: this lane's weights (0 for
  * a key outside the causal range), alpha: the rows' rescale factors. Returns 0 (p = 0, alpha = 1)
  * when the tile holds no causal key of the token. q4: the token's queries, Kh: the plan's effective
  * keys (global memory), for the recall's exact rescoring. */
-template <int TWO>
+template <int TWO, int SUMS = 1>
 __device__ __forceinline__ int tc_phase_b(tc_row_state &S, const float *sc, float knl, int warp, int live,
                                           int64_t j0, int nt, int64_t kb, int64_t ke, int K, const float4 *q4,
                                           const float *Kh, int D, float c, float (&p)[4], float (&alpha)[4]) {
@@ -62,9 +63,9 @@ __device__ __forceinline__ int tc_phase_b(tc_row_state &S, const float *sc, floa
 #pragma unroll
   for (int gi = 0; gi < GG; gi++) {
     sh[gi] = valid ? row[gi * TC_LDS] : -INFINITY;
-    sr[gi] = valid ? row[(64 + gi) * TC_LDS] : 0.0f;
+    sr[gi] = SUMS && valid ? row[(64 + gi) * TC_LDS] : 0.0f;
   }
-  if (valid) {
+  if (SUMS && valid) {
 #pragma unroll
     for (int gi = 0; gi < GG; gi++) {
       S.sums[0] += (double)sh[gi] - (double)sr[gi];

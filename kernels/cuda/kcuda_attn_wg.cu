@@ -35,11 +35,12 @@
  * launch with k_attn_tc (real activations are far below). */
 #define WG_LO_SCALE 2048.0f
 #define WG_HALF_INF 65520.0f /* |x| from here rounds to an infinite fp16 */
-#define WG_NARR 6            /* staged tiles: keff hi, keff lo, k hi, k lo, v hi, v lo */
-#ifndef WG_AW
-#define WG_AW 2 /* warpgroups in phase A: 2 (64 x 32 blocks), or 4 (64 x 16: twice the Q reads) */
+#define WG_NARR 4            /* staged tiles: keff hi, keff lo, v hi, v lo */
+#define WG_VARR 2            /* the first value tile among them */
+#ifndef WG_AS
+#define WG_AS 2 /* warpgroups in phase A: 1 (a 64 x 32 block), or 2 (64 x 16 each) */
 #endif
-#define WG_NA (64 / WG_AW) /* phase A's block width */
+#define WG_NA (TILE / WG_AS) /* phase A's block width */
 
 template <int D>
 struct wg_cfg {
@@ -69,22 +70,31 @@ struct wg_cfg {
 /* The split operands of one launch (n plans, nt tokens), fp16 [rows][D] each. */
 struct wg_ops {
   __half *keff_h, *keff_l, *vhat_h, *vhat_l; /* [n * nt][D] */
-  __half *k_h, *k_l;                         /* [nt][D]: the head's keys */
   float *keff_norm;                          /* [n * nt], then 2 TILE floats that the lanes past the
                                                 keys read a tile ahead (and do not use) */
 };
 static size_t wg_ops_bytes(int n, int64_t nt, int D) {
-  return (size_t)(4 * n + 2) * (size_t)nt * D * sizeof(__half) + ((size_t)n * nt + 2 * TILE) * sizeof(float);
+  return (size_t)(4 * n) * (size_t)nt * D * sizeof(__half) + ((size_t)n * nt + 2 * TILE) * sizeof(float);
 }
 static wg_ops wg_ops_at(void *buf, int n, int64_t nt, int D) {
   wg_ops o;
   __half *h = (__half *)buf;
   size_t one = (size_t)n * nt * D;
   o.keff_h = h, o.keff_l = h + one, o.vhat_h = h + 2 * one, o.vhat_l = h + 3 * one;
-  o.k_h = h + 4 * one, o.k_l = o.k_h + (size_t)nt * D;
-  o.keff_norm = (float *)(o.k_l + (size_t)nt * D);
+  o.keff_norm = (float *)(h + 4 * one);
   return o;
 }
+
+/* The logit sums' per-key terms (kcuda_logit.cuh) that k_wg_split adds for the plans' effective
+ * keys: row t of plan p gets, in fields 2..6 of its rows_out row (p, t G) (the token's first query
+ * head), s^ - s, s, s^, s^2, s s^ summed over the causal pairs of key t: k^.A - k.A, k.A, k^.A,
+ * k.W, k^.W. a = NULL: not wanted (the values). */
+struct wg_lg {
+  const double *a, *w, *s12; /* the head's A_j, W_j [nt][D] and k_j . A_j, k_j . W_j [nt][2] */
+  double *rows;
+  int64_t nt, n_rows;
+  int G, n_fields;
+};
 
 __device__ __forceinline__ uint32_t wg_smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
@@ -98,16 +108,26 @@ __device__ __forceinline__ void wg_split2(float x, float y, uint32_t *hi, uint32
 }
 
 /* One warp per row: rows r of src (row r at src + r * stride, D floats) into hi / lo [r][D];
- * norm[r] = |row| when norm is set; flag when an element does not fit fp16. */
+ * norm[r] = |row| when norm is set; flag when an element does not fit fp16; lg's terms (plan
+ * r / nt, key r % nt) when lg.a is set. */
 __global__ void k_wg_split(const float *src, int64_t rows, int64_t stride, int D, __half *hi, __half *lo,
-                           float *norm, int *flag) {
+                           float *norm, int *flag, wg_lg lg) {
   const int lane = threadIdx.x & 31;
   int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   if (r >= rows) return;
   const float *x = src + r * stride;
+  const int64_t t = lg.a ? r % lg.nt : 0;
   float ss = 0.0f, mx = 0.0f;
+  double da = 0.0, dw = 0.0;
   for (int d = 4 * lane; d < D; d += 128) {
     float4 v = *(const float4 *)(x + d);
+    if (lg.a) {
+      const double *ar = lg.a + t * D + d, *wr = lg.w + t * D + d;
+      da = fma((double)v.x, ar[0], da), dw = fma((double)v.x, wr[0], dw);
+      da = fma((double)v.y, ar[1], da), dw = fma((double)v.y, wr[1], dw);
+      da = fma((double)v.z, ar[2], da), dw = fma((double)v.z, wr[2], dw);
+      da = fma((double)v.w, ar[3], da), dw = fma((double)v.w, wr[3], dw);
+    }
     uint2 h, l;
     wg_split2(v.x, v.y, &h.x, &l.x);
     wg_split2(v.z, v.w, &h.y, &l.y);
@@ -120,6 +140,15 @@ __global__ void k_wg_split(const float *src, int64_t rows, int64_t stride, int D
   if (norm) {
     ss = warp_sum_f(ss);
     if (lane == 0) norm[r] = sqrtf(ss);
+  }
+  if (lg.a) {
+    da = warp_sum_dd(da);
+    dw = warp_sum_dd(dw);
+    if (lane == 0) {
+      const double s1 = lg.s12[2 * t], s2 = lg.s12[2 * t + 1];
+      double *f = lg.rows + ((r / lg.nt) * lg.n_rows + t * lg.G) * lg.n_fields + 2;
+      f[0] = da - s1, f[1] = s1, f[2] = da, f[3] = s2, f[4] = dw;
+    }
   }
 }
 
@@ -240,12 +269,11 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
   /* never-written value rows must be finite: P (zero there) times them enters the products */
   for (int i = threadIdx.x; i < 2 * C::T_BYTES / 16; i += blockDim.x)
     for (int s = 0; s < 2; s++)
-      ((uint4 *)(stages + s * C::STAGE + 4 * C::T_BYTES))[i] = make_uint4(0, 0, 0, 0);
+      ((uint4 *)(stages + s * C::STAGE + WG_VARR * C::T_BYTES))[i] = make_uint4(0, 0, 0, 0);
   int64_t KB, KE;
   gqa_union_range<W>(live, kb, ke, blk_kb, blk_ke, &KB, &KE); /* (its barrier) */
   const int64_t po = (int64_t)plan * nt_all * D;
-  const __half *const src[WG_NARR] = {ops.keff_h + po, ops.keff_l + po, ops.k_h,
-                                      ops.k_l,         ops.vhat_h + po, ops.vhat_l + po};
+  const __half *const src[WG_NARR] = {ops.keff_h + po, ops.keff_l + po, ops.vhat_h + po, ops.vhat_l + po};
   const float *kn_g = ops.keff_norm + (int64_t)plan * nt_all; /* (padded: lanes past the keys read it) */
   const float *Kh = a.keff + plan * a.plan_stride; /* fp32, for the recall's exact rescoring */
   const int64_t ntile = tile_count(KB, KE);
@@ -269,11 +297,13 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
   auto q_step = [](int ks) { return (uint32_t)kw_desc_step(64, ks); };
   auto k_step = [](int ks) { return (uint32_t)kw_desc_step(TILE, ks); };
   auto v_step = [](int ks) { return (uint32_t)(ks * 16 * 128 >> 4); };
-  /* phase A: warpgroup wg < WG_AW computes S^ (mat 0: keff) or S (1: k) for keys WG_NA half .. */
-  const int mat = wg / (WG_AW / 2), half = wg % (WG_AW / 2);
+  /* phase A: warpgroup wg < WG_AS computes S^ for keys WG_NA wg .. (the true scores' sums come
+   * from kcuda_logit) */
+  const int half = wg % WG_AS;
   /* stage 0's operands; stage 1 is STAGE bytes on */
-  const uint32_t dkh0 = kw_lo(sb + C::OFF_STAGE + 2 * mat * C::T_BYTES + half * WG_NA * 128, 16);
-  const uint32_t dvh0 = kw_lo(sb + C::OFF_STAGE + 4 * C::T_BYTES + (NPV * wg >> 6) * TILE * 128 + (NPV * wg & 63) * 2,
+  const uint32_t dkh0 = kw_lo(sb + C::OFF_STAGE + half * WG_NA * 128, 16);
+  const uint32_t dvh0 = kw_lo(sb + C::OFF_STAGE + WG_VARR * C::T_BYTES + (NPV * wg >> 6) * TILE * 128 +
+                                  (NPV * wg & 63) * 2,
                               TILE * 128);
   const uint32_t dph = kw_lo(sb + C::OFF_P, 16);
   const uint32_t t_off = C::T_BYTES >> 4, s_off = C::STAGE >> 4;
@@ -289,7 +319,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
     wg_issue3x<WG_NA, 0, D / 16>(s16, cor, 0, dqh, dql, q_step, bh, bh + t_off, k_step);
   };
   auto put_scores = [&](const float *s16) {
-    float *out = sc + mat * 64 * TC_LDS + r0 * TC_LDS + WG_NA * half + 2 * tig;
+    float *out = sc + r0 * TC_LDS + WG_NA * half + 2 * tig;
 #pragma unroll
     for (int j = 0; j < WG_NA / 8; j++) {
       *(float2 *)(out + 8 * j) = make_float2(s16[4 * j], s16[4 * j + 1]);
@@ -304,7 +334,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
     cp_async_wait_all();
     kw_fence_proxy(); /* the tile's bytes, written through the generic proxy, before wgmma reads them */
     __syncthreads();
-    if (wg < WG_AW) {
+    if (wg < WG_AS) {
       float s16[WG_NA / 2], cor[WG_NA / 2];
       kw_fence();
       issue_a(s16, cor, 0);
@@ -325,7 +355,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
     }
     const float kn_next = more ? kn_g[j0 + TILE + lane] : 0.0f;
     float p[GG], alpha[GG];
-    tc_phase_b<TWO>(S, sc, knl, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
+    tc_phase_b<TWO, 0>(S, sc, knl, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
 #pragma unroll
     for (int gi = 0; gi < GG; gi++) { /* the weights as P hi | lo (zeros without causal keys) */
       __half h = __float2half_rn(p[gi]);
@@ -343,7 +373,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
       for (int i = 0; i < NPV / 2; i += 4) o[i] *= a0, o[i + 1] *= a0, o[i + 2] *= a1, o[i + 3] *= a1;
       const uint32_t vh = dvh0 + ((it & 1) ? so1 : 0);
       float corc[NPV / 2];
-      if (wg < WG_AW) {
+      if (wg < WG_AS) {
         float s16[WG_NA / 2], cor[WG_NA / 2];
         kw_fence();
         wg_issue3x<NPV, 1, TILE / 16>(o, corc, 1, dph, dph + p_lo, q_step, vh, vh + t_off, v_step);
@@ -378,22 +408,23 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
   float og[GG][GQA_NDL];
   tc_gather_rows(osm, warp, D, og);
   if (!live) return;
-  gqa_write_rows<GG, TWO>(a, plan, t, ke - kb, K, og, S.l, S.R, S.sums);
+  gqa_write_rows<GG, TWO, 1>(a, plan, t, ke - kb, K, og, S.l, S.R, S.sums);
 #endif
 }
 
-/* Split the launch's operands (n plans, a->head's keys) into ops; the flag as k_wg_split's. */
+/* Split the launch's operands (n plans) into ops, the effective keys with their logit-sum terms
+ * (a->lg_*); the flag as k_wg_split's. */
 static int wg_split_all(const kc_attn_args *a, int n, const wg_ops &ops, sq_err *e) {
   const int64_t nt = a->n_rows / 4, D = a->D;
   const int threads = 256, rows_per_block = threads / 32;
   auto blocks = [&](int64_t rows) { return (unsigned)((rows + rows_per_block - 1) / rows_per_block); };
+  wg_lg lg = {a->lg_a, a->lg_w, a->lg_s, a->rows_out, nt, a->n_rows, 4, a->n_fields};
   k_wg_split<<<blocks(n * nt), threads>>>(a->keff, n * nt, D, (int)D, ops.keff_h, ops.keff_l, ops.keff_norm,
-                                          a->range_flag);
+                                          a->range_flag, lg);
   launchCheck();
-  k_wg_split<<<blocks(n * nt), threads>>>(a->vhat, n * nt, D, (int)D, ops.vhat_h, ops.vhat_l, NULL, a->range_flag);
-  launchCheck();
-  k_wg_split<<<blocks(nt), threads>>>(a->k + a->head * D, nt, (int64_t)a->Hkv * D, (int)D, ops.k_h, ops.k_l, NULL,
-                                      a->range_flag);
+  wg_lg none = {};
+  k_wg_split<<<blocks(n * nt), threads>>>(a->vhat, n * nt, D, (int)D, ops.vhat_h, ops.vhat_l, NULL, a->range_flag,
+                                          none);
   launchCheck();
   return SQ_OK;
 }
@@ -599,7 +630,7 @@ int kca_launch_ref_wg(const kc_attn_args *a, int n_y, int *done, sq_err *e) {
   __half *vh = (__half *)a->wg_scratch, *vl = vh + rows * a->D;
   int over = 0;
   cudaCheck(cudaMemsetAsync(a->range_flag, 0, sizeof(int)));
-  k_wg_split<<<(unsigned)((rows + 7) / 8), 256>>>(a->v, rows, a->D, a->D, vh, vl, NULL, a->range_flag);
+  k_wg_split<<<(unsigned)((rows + 7) / 8), 256>>>(a->v, rows, a->D, a->D, vh, vl, NULL, a->range_flag, wg_lg{});
   launchCheck();
   cudaCheck(cudaMemcpy(&over, a->range_flag, sizeof over, cudaMemcpyDeviceToHost));
   if (over) return SQ_OK; /* a value beyond fp16's range: the caller runs k_ref_gqa */

@@ -10,6 +10,7 @@
 #include "kcuda.cuh"
 #include "kcuda_attn.cuh"
 #include "kcuda_fast.cuh"
+#include "kcuda_logit.cuh"
 
 /* Rows of one side pipeline at a time (bounds the fp64 work buffers: 64k x D x 8 bytes each). */
 #define KC_ROW_CHUNK ((int64_t)1 << 16)
@@ -40,6 +41,7 @@ struct kc_state {
   kc_buf seq_off, q, k, v, randq, o_ref, topk_ref, randq_ref;
   kc_buf keff, vhat, rows, sums, krec, vrec;
   kc_buf range_flag, wg_scratch; /* k_attn_wg's range check (one int) and split operands */
+  kc_logit lg;                   /* k_attn_wg's logit-sum terms of the loaded layer (kcuda_logit.cuh) */
   kc_proj proj[KC_PROJ_SLOTS];   /* this eval batch's shared projections (code_side) */
   kc_buf cb;
   cb_table cb_host;
@@ -282,6 +284,7 @@ static kc_attn_args base_args(const kc_state *st) {
 static int cuda_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
   kc_state *st = state_of(b);
   st->loaded = 0;
+  st->lg.ready = 0;
   if (kern_check_layer(L, KC_TOPK_MAX, e)) return SQ_EINPUT;
   st->L = *L;
   st->G = L->n_q_heads / L->n_kv_heads;
@@ -310,6 +313,9 @@ static int cuda_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
     a.topk_out = (int32_t *)st->topk_ref.p;
     tryCheck(kc_attn_launch(KC_REF_ATTN, &a, (int)Hkv, e));
   }
+  if (st->attn_on && st->gqa == KC_ATTN_WG && kc_wg_shape(st->G, (int)D))
+    tryCheck(kc_logit_prep(&st->lg, (const float *)st->q.p, (const float *)st->k.p, L->seq_off,
+                           (const int64_t *)st->seq_off.p, L->n_seq, nt, (int)Hq, (int)Hkv, (int)D, e));
   if (st->randq_on) {
     tryCheck(kc_buf_need(&st->randq_ref, nrq * sizeof(float), e));
     kc_attn_args a = base_args(st);
@@ -463,6 +469,11 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
     a.wg_scratch_bytes = kca_wg_scratch(n, nt, (int)D);
     rc = kc_buf_need(&st->wg_scratch, a.wg_scratch_bytes, e);
     a.wg_scratch = st->wg_scratch.p;
+    if (st->lg.ready) {
+      a.lg_a = (const double *)st->lg.a.p + (int64_t)head * nt * D;
+      a.lg_w = (const double *)st->lg.w.p + (int64_t)head * nt * D;
+      a.lg_s = (const double *)st->lg.s.p + (int64_t)head * nt * 2;
+    }
   }
   ph_mark(st, KC_PH_ATTN);
   if (st->attn_on && !rc) {
@@ -571,7 +582,8 @@ static void cuda_destroy(kern_backend *b) {
   kc_buf *all[] = {&st->seq_off,    &st->q,          &st->k,    &st->v,    &st->randq,     &st->o_ref,
                    &st->topk_ref,   &st->randq_ref,  &st->keff, &st->vhat, &st->rows,      &st->sums,
                    &st->krec,       &st->vrec,       &st->cb,   &st->mx,   &st->md,        &st->mC,
-                   &st->fast_mats,  &st->fast_segs,  &st->range_flag,      &st->wg_scratch};
+                   &st->fast_mats,  &st->fast_segs,  &st->range_flag,      &st->wg_scratch,
+                   &st->lg.a,       &st->lg.w,       &st->lg.s, &st->lg.b, &st->lg.tiles};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_buf_free(all[i]);
   for (int i = 0; i < KC_PROJ_SLOTS; i++) {
     kc_buf_free(&st->proj[i].rot);
