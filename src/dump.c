@@ -9,7 +9,7 @@
 #include <unistd.h>
 #include "dump.h"
 #include "dump_internal.h"
-#include "f16.h"
+#include "f16_rows.h"
 
 typedef struct {
   hid_t file;
@@ -539,21 +539,21 @@ static int64_t slab_rows(hid_t ds, int64_t rows, size_t row_bytes) {
   return n < rows ? n : rows;
 }
 
+/* Convert n stored elements to float32 (f16_rows.h: F16C where the CPU has it, bit-identical to
+ * f16.h) and count the non-finite ones; the dataset's first is located by its row (row0 is the
+ * slab's first), head and dim. For float32, raw is dst (read in place) and only the count runs. */
 static void convert_rows(int dtype, const void *raw, float *dst, int64_t n, nonfinite *nf, int64_t row0, int row_len,
                          int D) {
-  for (int64_t i = 0; i < n; i++) {
-    float x = dtype == DUMP_F32   ? ((const float *)raw)[i]
-              : dtype == DUMP_F16 ? f16_to_f32(((const uint16_t *)raw)[i])
-                                  : bf16_to_f32(((const uint16_t *)raw)[i]);
-    dst[i] = x;
-    if (x - x != 0.0f) { /* NaN or Inf: x - x is NaN for both */
-      if (nf->count++ == 0) {
-        nf->row = row0 + i / row_len;
-        nf->head = (int)((i % row_len) / D);
-        nf->dim = (int)(i % D);
-      }
-    }
+  int64_t first = 0;
+  int64_t bad = dtype == DUMP_F32   ? f32_rows_nonfinite(dst, n, &first)
+                : dtype == DUMP_F16 ? f16_rows_to_f32((const uint16_t *)raw, dst, n, &first)
+                                    : bf16_rows_to_f32((const uint16_t *)raw, dst, n, &first);
+  if (bad && nf->count == 0) {
+    nf->row = row0 + first / row_len;
+    nf->head = (int)((first % row_len) / D);
+    nf->dim = (int)(first % D);
   }
+  nf->count += bad;
 }
 
 /* The sequence token of query row r (query rows follow their sequences' tokens in order). */

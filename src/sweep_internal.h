@@ -85,11 +85,11 @@ typedef struct {
 
 /* ---- reading the next layer in the background ----
  * While layer i is calibrated and evaluated, one thread reads the next layer that has work
- * (HDF5 read + fp16 -> fp32, single-threaded inside HDF5) into a second buffer: two layers are
- * resident at most. HDF5 1.10 from Debian is built without thread-safety, so while that thread
- * runs it is the ONLY HDF5 caller: every other HDF5 call (reading a layer, dump_close) comes after
- * sweep_pf_join. Its error surfaces as the usual sq_err when that layer is taken. SQEXP_PREFETCH=0
- * reads every layer in line instead (the serial reference). */
+ * (HDF5 read, single-threaded inside HDF5, + fp16 -> fp32 by src/f16_rows.c) into a second
+ * buffer: two layers are resident at most. HDF5 1.10 from Debian is built without thread-safety,
+ * so while that thread runs it is the ONLY HDF5 caller: every other HDF5 call (reading a layer,
+ * dump_close) comes after sweep_pf_join. Its error surfaces as the usual sq_err when that layer is
+ * taken. SQEXP_PREFETCH=0 reads every layer in line instead (the serial reference). */
 typedef struct {
   dump_t *d;
   int enabled;      /* SQEXP_PREFETCH is not "0" */

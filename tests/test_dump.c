@@ -384,6 +384,40 @@ Test(dump, inf_in_queries_refused_with_location) {
   expect_read_refused(0, nd, 3);
 }
 
+/* Overwrite one fp16 or bf16 element of a layer dataset with a raw 16-bit pattern (written in
+ * the dataset's own type, so no conversion touches the bits). */
+static void poke_raw16(const char *path, int64_t row, int head, int dim, uint16_t bits) {
+  hid_t f = reopen_rw(), ds = H5Dopen2(f, path, H5P_DEFAULT), sp = H5Dget_space(ds), t = H5Dget_type(ds);
+  hsize_t start[3] = {(hsize_t)row, (hsize_t)head, (hsize_t)dim}, one[3] = {1, 1, 1};
+  H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, one, NULL);
+  hid_t msp = H5Screate_simple(3, one, NULL);
+  cr_assert_geq(H5Dwrite(ds, t, msp, sp, H5P_DEFAULT, &bits), 0);
+  H5Sclose(msp);
+  H5Tclose(t);
+  H5Sclose(sp);
+  H5Dclose(ds);
+  H5Fclose(f);
+}
+
+/* The same locations as the float32 tests above, through the fp16 (F16C where present) and bf16
+ * conversions: the first in row-major order is reported, every one counted. */
+Test(dump, nan_refused_with_location_float16) {
+  write_valid(DUMP_F16);
+  poke_raw16("/layers/3/k", 12, 0, 2, 0x7c01); /* signalling NaN, after the first */
+  poke_raw16("/layers/3/k", 9, 1, 5, 0xfc00);  /* -Inf */
+  poke_raw16("/layers/3/k", 15, 1, 7, 0x7e00); /* the dataset's last element */
+  const char *nd[] = {"/layers/3/k", "3 non-finite", "layer 3, token 9, head 1, dim 5"};
+  expect_read_refused(1, nd, 3);
+}
+
+Test(dump, inf_in_queries_refused_with_location_bfloat16) {
+  write_valid(DUMP_BF16);
+  poke_raw16("/layers/1/q", 3, 2, 0, 0x7f80);  /* +Inf */
+  poke_raw16("/layers/1/q", 10, 0, 7, 0xffc1); /* NaN with a payload */
+  const char *nd[] = {"/layers/1/q", "2 non-finite", "layer 1, query row 3 (token 8), head 2, dim 0"};
+  expect_read_refused(0, nd, 3);
+}
+
 Test(dump, nonfinite_allowed_when_asked) {
   write_valid(DUMP_F16);
   hid_t f = reopen_rw(), ds = H5Dopen2(f, "/layers/1/v", H5P_DEFAULT), sp = H5Dget_space(ds);
