@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,10 +74,23 @@ typedef struct {
   int64_t n_lines;
 } store_file;
 
+/* The background fsync of store_sync_async: one thread per store, started on first use. mu
+ * guards pending, busy, quit and err; th and started belong to the store's (one) caller. A
+ * request posted while one is pending merges into it (one fsync of each file covers every write
+ * made before it starts). */
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;         /* signalled on a new request, a finished fsync, and quit */
+  pthread_t th;
+  int started, pending, busy, quit;
+  sq_err err;                /* the thread's first fsync failure (code SQ_OK: none); sticky */
+} store_syncer;
+
 struct store {
   char dir[1024];
   int lock_fd;               /* DIR/.lock, write-locked while this store is open */
   store_file rows, spectra;
+  store_syncer bg;
 };
 
 /* One writer per directory: a POSIX record lock on DIR/.lock (released by the kernel when the
@@ -669,7 +684,103 @@ static int store_write_line(store_file *f, json_t *o, sq_err *e) {
   return SQ_OK;
 }
 
+/* ---- fsync: blocking (store_sync) or on the store's thread (store_sync_async) ---- */
+
+static int store_fsync_files(store *s, sq_err *e) {
+  if (fsync(s->rows.fd) != 0) return sq_fail(e, SQ_EFAIL, "fsync %s: %s", s->rows.path, strerror(errno));
+  if (fsync(s->spectra.fd) != 0) return sq_fail(e, SQ_EFAIL, "fsync %s: %s", s->spectra.path, strerror(errno));
+  return SQ_OK;
+}
+
+/* The background thread's error, if it met one: copied into e. Sticky, because after a failed
+ * fsync the kernel may have dropped the dirty pages, so a later fsync that succeeds proves
+ * nothing about the lost lines; every later call fails with it too. */
+static int store_bg_error(store *s, sq_err *e) {
+  if (!s->bg.started) return SQ_OK; /* no thread: nothing could have been recorded */
+  pthread_mutex_lock(&s->bg.mu);
+  int rc = s->bg.err.code;
+  if (rc) *e = s->bg.err;
+  pthread_mutex_unlock(&s->bg.mu);
+  return rc;
+}
+
+static void *store_bg_main(void *arg) {
+  store *s = arg;
+  store_syncer *b = &s->bg;
+  pthread_mutex_lock(&b->mu);
+  for (;;) {
+    while (!b->pending && !b->quit) pthread_cond_wait(&b->cv, &b->mu);
+    if (!b->pending) break; /* quit, and nothing left to do */
+    b->pending = 0, b->busy = 1;
+    pthread_mutex_unlock(&b->mu); /* fsync unlocked: the caller keeps appending meanwhile */
+    sq_err e;
+    int rc = store_fsync_files(s, &e);
+    pthread_mutex_lock(&b->mu);
+    if (rc && !b->err.code) b->err = e;
+    b->busy = 0;
+    pthread_cond_broadcast(&b->cv);
+  }
+  pthread_mutex_unlock(&b->mu);
+  return NULL;
+}
+
+/* Start the thread with SIGINT/SIGTERM blocked (the mask is inherited), so the sweep's handler
+ * keeps running on the main thread. 1 if it runs. */
+static int store_bg_start(store *s) {
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  pthread_mutex_init(&s->bg.mu, NULL);
+  pthread_cond_init(&s->bg.cv, NULL);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  s->bg.started = pthread_create(&s->bg.th, NULL, store_bg_main, s) == 0;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (!s->bg.started) pthread_cond_destroy(&s->bg.cv), pthread_mutex_destroy(&s->bg.mu);
+  return s->bg.started;
+}
+
+/* Drop a request not yet started (the caller's own fsync is about to cover it) and wait out one
+ * in progress, so that no background fsync runs once this returns. */
+static void store_bg_settle(store *s) {
+  if (!s->bg.started) return;
+  pthread_mutex_lock(&s->bg.mu);
+  s->bg.pending = 0;
+  while (s->bg.busy) pthread_cond_wait(&s->bg.cv, &s->bg.mu);
+  pthread_mutex_unlock(&s->bg.mu);
+}
+
+int store_sync(store *s, sq_err *e) {
+  store_bg_settle(s);
+  if (store_bg_error(s, e)) return e->code;
+  return store_fsync_files(s, e);
+}
+
+int store_sync_async(store *s, sq_err *e) {
+  if (store_bg_error(s, e)) return e->code;
+  if (!s->bg.started && !store_bg_start(s)) return store_sync(s, e); /* no thread: in line */
+  pthread_mutex_lock(&s->bg.mu);
+  s->bg.pending = 1;
+  pthread_cond_signal(&s->bg.cv);
+  pthread_mutex_unlock(&s->bg.mu);
+  return SQ_OK;
+}
+
+/* Finish a pending request (close must not lose it), then end the thread. */
+static void store_bg_stop(store *s) {
+  if (!s->bg.started) return;
+  pthread_mutex_lock(&s->bg.mu);
+  s->bg.quit = 1;
+  pthread_cond_signal(&s->bg.cv);
+  pthread_mutex_unlock(&s->bg.mu);
+  pthread_join(s->bg.th, NULL);
+  pthread_cond_destroy(&s->bg.cv);
+  pthread_mutex_destroy(&s->bg.mu);
+  s->bg.started = 0;
+}
+
 int store_append_row(store *s, const store_row *r, sq_err *e) {
+  if (store_bg_error(s, e)) return e->code;
   json_t *o = store_row_to_json(r);
   int rc = store_write_line(&s->rows, o, e);
   json_decref(o);
@@ -682,6 +793,7 @@ int store_append_row(store *s, const store_row *r, sq_err *e) {
 }
 
 int store_append_spectrum(store *s, const store_spectrum *sp, sq_err *e) {
+  if (store_bg_error(s, e)) return e->code;
   json_t *o = store_spectrum_to_json(sp);
   int rc = store_write_line(&s->spectra, o, e);
   json_decref(o);
@@ -693,14 +805,9 @@ int store_append_spectrum(store *s, const store_spectrum *sp, sq_err *e) {
   return rc;
 }
 
-int store_sync(store *s, sq_err *e) {
-  if (fsync(s->rows.fd) != 0) return sq_fail(e, SQ_EFAIL, "fsync %s: %s", s->rows.path, strerror(errno));
-  if (fsync(s->spectra.fd) != 0) return sq_fail(e, SQ_EFAIL, "fsync %s: %s", s->spectra.path, strerror(errno));
-  return SQ_OK;
-}
-
 void store_close(store *s) {
   if (!s) return;
+  store_bg_stop(s); /* before the files it syncs are closed */
   if (s->lock_fd > 0) close(s->lock_fd); /* releases the lock */
   if (s->rows.fd >= 0) close(s->rows.fd);
   if (s->spectra.fd >= 0) close(s->spectra.fd);

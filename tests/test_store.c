@@ -1,5 +1,6 @@
 /* Result store: append + read back, torn trailing line recovery, the finished set, identity
- * checks (a different config or dump is refused unless --fresh, naming what changed). */
+ * checks (a different config or dump is refused unless --fresh, naming what changed), fsync on
+ * the store's thread (store_sync_async: nothing lost, its error reported by a later call). */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "prov.h"
@@ -394,6 +396,91 @@ Test(store, one_writer_per_directory) {
   int st;
   waitpid(pid, &st, 0);
   cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "free again once the writer is gone: %s", e.msg);
+  store_close(s);
+  remove_root();
+}
+
+/* store_sync_async: rows appended before, between and after background fsyncs (many requests,
+ * merged while one is pending) are all there after store_close and a reopen. */
+Test(store, sync_async_keeps_every_row) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  store_identity id;
+  id_init(&id, "aaaa", "ffff");
+  store *s;
+  sq_err e = {0};
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  store_row r;
+  enum { HEADS = 64, PER = 5 };
+  for (int h = 0; h < HEADS; h++) {
+    for (int i = 0; i < PER; i++) {
+      row_init(&r, i % 2 ? "sq:b=3,x" : "tq:b=3,y", h / 8, h % 8 + 8 * i, 0.5 + h / 1000.0);
+      cr_assert_eq(store_append_row(s, &r, &e), SQ_OK, "%s", e.msg);
+    }
+    cr_assert_eq(store_sync_async(s, &e), SQ_OK, "%s", e.msg);
+    if (h == HEADS / 2) cr_assert_eq(store_sync(s, &e), SQ_OK, "blocking sync amid async ones: %s", e.msg);
+  }
+  row_init(&r, "last", 99, 0, 0.25); /* after the last request: store_close must not lose it */
+  cr_assert_eq(store_append_row(s, &r, &e), SQ_OK, "%s", e.msg);
+  store_close(s);
+
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  cr_expect_eq(store_n_rows(s), HEADS * PER + 1);
+  for (int h = 0; h < HEADS; h++)
+    for (int i = 0; i < PER; i++)
+      cr_expect(store_has_row(s, i % 2 ? "sq:b=3,x" : "tq:b=3,y", h / 8, h % 8 + 8 * i), "head %d row %d", h, i);
+  cr_expect(store_has_row(s, "last", 99, 0));
+  cr_assert_eq(store_sync_async(s, &e), SQ_OK, "%s", e.msg); /* a request, then close at once */
+  store_close(s);
+  store_row *out;
+  int64_t n;
+  cr_assert_eq(store_read_rows(dir, &out, &n, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(n, HEADS * PER + 1);
+  cr_expect_eq(out[0].m.attn_cos, 0.5);
+  cr_expect_str_eq(out[n - 1].key, "last");
+  free(out);
+  remove_root();
+}
+
+/* A failing background fsync (the spectra file is a link to /dev/null, whose fsync is EINVAL)
+ * is reported by the next call that takes an sq_err, naming the file, and by every later one. */
+Test(store, sync_async_error_reported_later) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  store_identity id;
+  id_init(&id, "aaaa", "ffff");
+  store *s;
+  sq_err e = {0};
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  store_close(s);
+  const char *spectra = path_in(dir, STORE_SPECTRA_FILE);
+  cr_assert_eq(unlink(spectra), 0);
+  cr_assert_eq(symlink("/dev/null", spectra), 0);
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  store_row r;
+  row_init(&r, "sq:b=3,x", 0, 0, 0.9);
+  cr_assert_eq(store_append_row(s, &r, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(store_sync_async(s, &e), SQ_OK, "the request itself succeeds: %s", e.msg);
+  /* appends go on until the thread's failure is seen (bounded: 10 s) */
+  int rc = SQ_OK;
+  for (int i = 1; i < 10000 && rc == SQ_OK; i++) {
+    row_init(&r, "sq:b=3,x", 0, i, 0.9);
+    rc = store_append_row(s, &r, &e);
+    if (rc == SQ_OK) nanosleep(&(struct timespec){0, 1000000}, NULL);
+  }
+  cr_assert_eq(rc, SQ_EFAIL, "the background fsync error was never reported");
+  cr_expect(strstr(e.msg, "fsync ") && strstr(e.msg, spectra), "message names the file: %s", e.msg);
+  cr_expect(strstr(e.msg, "Invalid argument"), "%s", e.msg);
+  char first[sizeof e.msg];
+  snprintf(first, sizeof first, "%s", e.msg);
+  sq_err e2 = {0};
+  cr_expect_eq(store_sync_async(s, &e2), SQ_EFAIL, "sticky");
+  cr_expect_str_eq(e2.msg, first);
+  sq_err e3 = {0};
+  cr_expect_eq(store_sync(s, &e3), SQ_EFAIL, "sticky");
+  cr_expect_str_eq(e3.msg, first);
   store_close(s);
   remove_root();
 }
