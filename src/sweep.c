@@ -411,7 +411,7 @@ int sweep_calibrate(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e) 
     }
     if (store_append_spectrum(r->st, &sp, e)) return e->code;
   }
-  return store_sync(r->st, e);
+  return store_sync_async(r->st, e); /* (the fsync on the store's thread; the run ends with store_sync) */
 }
 
 void sweep_draw_randq(uint64_t seed, int layer, int head, int64_t n, float *dst) {
@@ -666,7 +666,7 @@ static int sweep_head_eval(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int 
     r->prov.phase_s[PROV_WRITE] += prov_mono() - t2;
   }
   double t3 = prov_mono();
-  if (!rc) rc = store_sync(r->st, e);
+  if (!rc) rc = store_sync_async(r->st, e); /* the head's rows reach the disk while the next head runs */
   r->prov.phase_s[PROV_WRITE] += prov_mono() - t3;
   return rc;
 }
