@@ -91,6 +91,11 @@ struct kern_backend {
    * H < 1, D < 1 or a non-finite entry (naming the head); SQ_EFAIL naming the head whose solver
    * did not converge. */
   int (*eigh)(kern_backend *, const double *C, int H, int D, double *eigval, double *evec, sq_err *);
+  /* Host buffers for large layer data (NULL: plain malloc / free). cuda: malloc'ed and registered
+   * page-locked (cudaHostRegister; left pageable when that fails), so that load_layer's and
+   * moments' uploads run at the link's speed; never NULL. host_free takes only host_alloc's. */
+  void *(*host_alloc)(size_t bytes);
+  void (*host_free)(void *p);
 };
 
 int kern_cpu_create(kern_backend **out, int threads, sq_err *e);

@@ -612,10 +612,15 @@ static int read_ds(dump_t *d, int layer, const char *name, int64_t rows, int hea
   return rc;
 }
 
-static void ensure(float **buf, size_t have, size_t need) {
+static void layer_free(const dump_layer *l, void *p) {
+  if (l->host_free) l->host_free(p);
+  else free(p);
+}
+
+static void ensure(dump_layer *l, float **buf, size_t have, size_t need) {
   if (*buf && have >= need) return;
-  free(*buf);
-  *buf = sq_xmalloc(need * sizeof(float));
+  layer_free(l, *buf);
+  *buf = l->host_alloc ? (float *)l->host_alloc(need * sizeof(float)) : (float *)sq_xmalloc(need * sizeof(float));
 }
 
 int dump_read_layer(dump_t *d, int idx, dump_layer *out, sq_err *e) {
@@ -627,9 +632,9 @@ int dump_read_layer(dump_t *d, int idx, dump_layer *out, sq_err *e) {
   size_t q_have = (size_t)(out->n_q_rows * out->n_q_heads * out->head_dim);
   size_t kv_need = (size_t)(d->n_tokens * d->n_kv_heads * d->head_dim);
   size_t q_need = (size_t)(d->n_q_rows * d->n_q_heads * d->head_dim);
-  ensure(&out->k, kv_have, kv_need);
-  ensure(&out->v, kv_have, kv_need);
-  ensure(&out->q, q_have, q_need);
+  ensure(out, &out->k, kv_have, kv_need);
+  ensure(out, &out->v, kv_have, kv_need);
+  ensure(out, &out->q, q_have, q_need);
   out->layer = d->layers[idx];
   out->n_tokens = d->n_tokens;
   out->n_q_rows = d->n_q_rows;
@@ -644,8 +649,11 @@ int dump_read_layer(dump_t *d, int idx, dump_layer *out, sq_err *e) {
 
 void dump_layer_free(dump_layer *l) {
   if (!l) return;
-  free(l->k);
-  free(l->v);
-  free(l->q);
+  layer_free(l, l->k);
+  layer_free(l, l->v);
+  layer_free(l, l->q);
+  void *(*ha)(size_t) = l->host_alloc;
+  void (*hf)(void *) = l->host_free;
   memset(l, 0, sizeof *l);
+  l->host_alloc = ha, l->host_free = hf; /* (the buffer may be filled again) */
 }

@@ -41,6 +41,10 @@ typedef struct {
   int64_t n_tokens, n_q_rows;
   int n_kv_heads, n_q_heads, head_dim;
   float *k, *v, *q;
+  /* How k, v, q are allocated (set before the first read; NULL: malloc / free). The sweep gives
+   * the backend's host_alloc, so that a GPU backend uploads from page-locked memory. */
+  void *(*host_alloc)(size_t bytes);
+  void (*host_free)(void *p);
 } dump_layer;
 
 int dump_open(dump_t *d, const char *path, int allow_nonfinite, sq_err *e);

@@ -823,6 +823,9 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
   for (int li = 0; li < s->n_layers; li++) want[li] = sweep_layer_pending(r, d->layers[s->layer_idx[li]]);
   sweep_pf pf;
   sweep_pf_init(&pf, &s->dump);
+  /* both layer buffers (they are swapped) from the backend's host allocator: page-locked for cuda */
+  b.raw.host_alloc = pf.buf.host_alloc = r->be->host_alloc;
+  b.raw.host_free = pf.buf.host_free = r->be->host_free;
   int rc = SQ_OK;
   for (int li = 0; li < s->n_layers && !rc && !sweep_stop_signal; li++) {
     int layer = d->layers[s->layer_idx[li]];
