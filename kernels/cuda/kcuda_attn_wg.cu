@@ -209,10 +209,11 @@ struct wg_stager {
   }
 };
 
-/* D[64 x N] (+)= A . B (one k-step) for the two widths the kernel uses. */
+/* D[64 x N] (+)= A . B (one k-step) for the widths the kernels use. */
 template <int N, int TB>
 __device__ __forceinline__ void wg_mma(float *d, uint64_t da, uint64_t db, int acc) {
-  if constexpr (N == 32) kw_mma_n32<TB>(d, da, db, acc);
+  if constexpr (N == 64) kw_mma_n64<TB>(d, da, db, acc);
+  else if constexpr (N == 32) kw_mma_n32<TB>(d, da, db, acc);
   else kw_mma_n16<TB>(d, da, db, acc);
 }
 
@@ -439,6 +440,296 @@ static int launch_wg(const kc_attn_args *a, int n_y, const wg_ops &ops, sq_err *
   return SQ_OK;
 }
 
+/* ---- k_attn_ws: k_attn_wg's arithmetic with the block's warps specialised ----
+ * In k_attn_wg every warp runs phase B and then waits while the tensor cores run phases C and A,
+ * so a tile costs their sum. Here warpgroups 0, 1 (the tensor group) only issue wgmma and stage
+ * tiles, warpgroups 2, 3 (the softmax group) only run phase B, two tokens per warp, and the two
+ * overlap: S^ is computed two tiles ahead of the weighted sum, so while the softmax group works
+ * on tile it + 1, the tensor group runs phase C of tile it and phase A of tile it + 2.
+ *   - named barriers pass the tiles: S_READY[it & 1] (scores of tile it in sc[it & 1]: tensor
+ *     group arrives, softmax group waits), P_READY[it & 1] (weights and rescale factors of tile it
+ *     in P[it & 1], alpha[it & 1]: the reverse); the tensor group's own barrier orders its staging;
+ *   - three stages of tiles: phase C(it) reads stage it % 3, phase A(it + 2) stage (it + 2) % 3,
+ *     and tile it + 3 is staged into stage it % 3 once both tensor warpgroups are done with C(it);
+ *   - the tensor group holds O (each warpgroup D / 2 of its dimensions); the softmax group holds
+ *     the rows' online-softmax state and rank slots, and writes the rows at the end.
+ * The scores, weights and sums are k_attn_wg's operation for operation, so the rows are
+ * identical to k_attn_wg's. */
+#define WS_NST 3
+enum { WS_BAR_S = 1, WS_BAR_P = 3, WS_BAR_T = 5, WS_BAR_R = 6, WS_BAR_O = 7 };
+__device__ __forceinline__ void ws_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void ws_arrive(int id, int n) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+template <int N>
+__device__ __forceinline__ void ws_cp_wait(void) { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+template <int D>
+struct ws_cfg {
+  static_assert(D == 64 || D == 128, "whole 128-byte swizzle rows of dimensions");
+  enum : int {
+    NPV = D / 2, /* output dimensions per tensor warpgroup */
+    Q_BYTES = 64 * D * 2,
+    T_BYTES = TILE * D * 2,
+    STAGE = WG_NARR * T_BYTES,
+    P_BYTES = 64 * 128,
+    SC_FLOATS = 64 * TC_LDS,
+    OFF_QH = 0,
+    OFF_QL = Q_BYTES,
+    OFF_STAGE = 2 * Q_BYTES,
+    OFF_P = OFF_STAGE + WS_NST * STAGE, /* [2] */
+    OFF_SC = OFF_P + 2 * P_BYTES,       /* [2][64][TC_LDS]; the rank slots' scratch before tile 0 */
+    OFF_ALPHA = OFF_SC + 2 * SC_FLOATS * 4,
+    OFF_QN = OFF_ALPHA + 2 * 64 * 4,
+    OFF_RANGE = OFF_QN + 64 * 4,
+    SMEM = OFF_RANGE + 2 * GQA_WARPS * 8
+  };
+  static_assert(Q_BYTES % 1024 == 0 && T_BYTES % 1024 == 0 && OFF_P % 1024 == 0, "wgmma operands 1024-aligned");
+  static_assert(2 * Q_BYTES >= 64 * D * 4, "the outputs reuse the queries' space");
+  static_assert(8 * 4 * 32 <= 2 * SC_FLOATS, "the rank slots' scratch fits the score tiles");
+};
+
+/* The tensor group's share of staging tile j0 .. j0 + n - 1 into `stage`: the WG_NARR arrays' TILE
+ * rows of D / 8 16-byte units, 256 threads. */
+template <int D>
+__device__ __forceinline__ void ws_stage(unsigned char *stage, const __half *const (&src)[WG_NARR], int64_t j0,
+                                         int n) {
+  enum { UPR = D / 8, PER = TILE * UPR, KPA = PER / 256, NU = WG_NARR * KPA };
+  static_assert(PER % 256 == 0, "whole passes of the group per array");
+#pragma unroll
+  for (int k = 0; k < NU; k++) { /* (the array index is a constant: src stays in registers) */
+    const int arr = k / KPA, unit = threadIdx.x + 256 * (k % KPA), r = unit / UPR, cc = unit % UPR;
+    if (r < n) cp_async16(stage + arr * (TILE * D * 2) + kw_swz(TILE, r, 8 * cc), src[arr] + (j0 + r) * D + 8 * cc);
+  }
+}
+
+/* The softmax group: warp bw = warp - 8 owns tokens 2 bw, 2 bw + 1 of the block (rows 8 bw ..). */
+template <int D, int TWO>
+__device__ __forceinline__ void ws_softmax(const kc_attn_args &a, unsigned char *sm, int64_t t0, int64_t KB,
+                                           int64_t KE, int plan, const float *kn_g, const float *Kh) {
+  typedef ws_cfg<D> C;
+  enum { GG = 4 };
+  const int lane = threadIdx.x & 31, bw = (threadIdx.x >> 5) - 8, K = a.topk;
+  const int64_t nt_all = a.n_rows / GG, ntile = tile_count(KB, KE);
+  float *sc = (float *)(sm + C::OFF_SC), *alpha_s = (float *)(sm + C::OFF_ALPHA);
+  const float *qn_s = (const float *)(sm + C::OFF_QN);
+  const int64_t *blk_kb = (const int64_t *)(sm + C::OFF_RANGE);
+  tc_row_state S[2];
+  int64_t tk[2], kb[2], ke[2];
+  int live[2];
+  const float4 *q4[2];
+#pragma unroll
+  for (int tok = 0; tok < 2; tok++) {
+    const int tau = 2 * bw + tok;
+    tk[tok] = t0 + tau;
+    live[tok] = tk[tok] < nt_all;
+    kb[tok] = live[tok] ? blk_kb[tau] : 0;
+    ke[tok] = live[tok] ? tk[tok] + 1 : 0;
+    q4[tok] = (const float4 *)(a.q + (tk[tok] * a.Hq + a.head * GG) * D);
+    tc_row_init(S[tok]);
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) S[tok].qn[gi] = qn_s[4 * tau + gi];
+    if (live[tok]) gqa_rank_init<GG, TWO, 1>(a, tk[tok], kb[tok], q4[tok], Kh, D / 4, sc + bw * GG * 32, S[tok].R);
+  }
+  ws_arrive(WS_BAR_R, 512); /* the scratch in sc is free for the scores */
+  const float c = 1.0f / sqrtf((float)D);
+  float knl = ntile > 0 ? kn_g[KB + lane] : 0.0f;
+  for (int64_t it = 0; it < ntile; it++) {
+    const int64_t j0 = KB + it * TILE;
+    const int nt = tile_len(KE, j0), buf = (int)(it & 1);
+    const float kn_next = it + 1 < ntile ? kn_g[j0 + TILE + lane] : 0.0f;
+    ws_sync(WS_BAR_S + buf, 512);
+#pragma unroll
+    for (int tok = 0; tok < 2; tok++) {
+      const int tau = 2 * bw + tok;
+      float p[GG], alpha[GG];
+      tc_phase_b<TWO, 0>(S[tok], sc + buf * C::SC_FLOATS, knl, tau, live[tok], j0, nt, kb[tok], ke[tok], K, q4[tok],
+                         Kh, D, c, p, alpha);
+      /* P hi | lo of rows 4 tau + gi (kw_swz(64, row, lane) and (.., 32 + lane)) */
+      unsigned char *pb = sm + C::OFF_P + buf * C::P_BYTES + 4 * tau * 128 + (lane & 7) * 2;
+      const int px = (lane >> 3) ^ (4 * (tau & 1));
+#pragma unroll
+      for (int gi = 0; gi < GG; gi++) {
+        __half h = __float2half_rn(p[gi]);
+        __half l = __float2half_rn((p[gi] - __half2float(h)) * WG_LO_SCALE);
+        *(__half *)(pb + gi * 128 + ((px ^ gi) << 4)) = h;
+        *(__half *)(pb + gi * 128 + ((px ^ 4 ^ gi) << 4)) = l;
+        if (lane == 0) alpha_s[buf * 64 + 4 * tau + gi] = alpha[gi];
+      }
+    }
+    ws_arrive(WS_BAR_P + buf, 512);
+    knl = kn_next;
+  }
+  ws_sync(WS_BAR_O, 512); /* the outputs are in the queries' space */
+  const float *osm = (const float *)sm;
+#pragma unroll
+  for (int tok = 0; tok < 2; tok++) {
+    float og[GG][GQA_NDL];
+    tc_gather_rows(osm, 2 * bw + tok, D, og);
+    if (live[tok]) gqa_write_rows<GG, TWO, 1>(a, plan, tk[tok], ke[tok] - kb[tok], K, og, S[tok].l, S[tok].R,
+                                              S[tok].sums);
+  }
+}
+
+/* The tensor group (warpgroups 0, 1; 256 threads): staging, phase A two tiles ahead, phase C. */
+template <int D>
+__device__ __forceinline__ void ws_tensor(unsigned char *sm, const __half *const (&src)[WG_NARR], int64_t KB,
+                                          int64_t KE) {
+  typedef ws_cfg<D> C;
+  enum { NPV = C::NPV };
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  const int wg = __shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0), wq = warp & 3, r0 = 16 * wq + gid;
+  const int64_t ntile = tile_count(KB, KE);
+  unsigned char *stages = sm + C::OFF_STAGE;
+  float *sc = (float *)(sm + C::OFF_SC);
+  const float *alpha_s = (const float *)(sm + C::OFF_ALPHA);
+  for (int s = 0; s < WS_NST; s++) { /* tiles 0, 1, 2: one commit group each (empty past the last) */
+    if (s < ntile) ws_stage<D>(stages + s * C::STAGE, src, KB + s * TILE, tile_len(KE, KB + s * TILE));
+    cp_async_commit();
+  }
+  const uint32_t sb = wg_smem_addr(sm);
+  const uint32_t dqh = kw_lo(sb + C::OFF_QH, 16), dql = kw_lo(sb + C::OFF_QL, 16);
+  auto q_step = [](int ks) { return (uint32_t)kw_desc_step(64, ks); };
+  auto k_step = [](int ks) { return (uint32_t)kw_desc_step(TILE, ks); };
+  auto v_step = [](int ks) { return (uint32_t)(ks * 16 * 128 >> 4); };
+  const int half = wg % WG_AS;
+  const uint32_t dkh0 = kw_lo(sb + C::OFF_STAGE + half * WG_NA * 128, 16);
+  const uint32_t dvh0 = kw_lo(sb + C::OFF_STAGE + WG_VARR * C::T_BYTES + (NPV * wg >> 6) * TILE * 128 +
+                                  (NPV * wg & 63) * 2,
+                              TILE * 128);
+  const uint32_t dph0 = kw_lo(sb + C::OFF_P, 16), p_lo = (uint32_t)kw_desc_step(64, 2);
+  const uint32_t t_off = C::T_BYTES >> 4, s_off = C::STAGE >> 4, pb_off = C::P_BYTES >> 4;
+  auto put_scores = [&](const float *s16, float *out0) {
+    float *out = out0 + r0 * TC_LDS + WG_NA * half + 2 * tig;
+#pragma unroll
+    for (int j = 0; j < WG_NA / 8; j++) {
+      *(float2 *)(out + 8 * j) = make_float2(s16[4 * j], s16[4 * j + 1]);
+      *(float2 *)(out + 8 * TC_LDS + 8 * j) = make_float2(s16[4 * j + 2], s16[4 * j + 3]);
+    }
+  };
+  ws_sync(WS_BAR_R, 512); /* the softmax group's rank scratch in sc is consumed */
+#pragma unroll
+  for (int s = 0; s < 2; s++) { /* prologue: S^ of tiles 0, 1 */
+    if (s >= ntile) break;
+    if (s == 0) ws_cp_wait<2>();
+    else ws_cp_wait<1>();
+    kw_fence_proxy();
+    ws_sync(WS_BAR_T, 256);
+    if (wg < WG_AS) {
+      float s16[WG_NA / 2], cor[WG_NA / 2];
+      const uint32_t bh = dkh0 + s * s_off;
+      kw_fence();
+      wg_issue3x<WG_NA, 0, D / 16>(s16, cor, 0, dqh, dql, q_step, bh, bh + t_off, k_step);
+      kw_commit();
+      kw_wait<0>();
+      wg_fold<WG_NA>(s16, cor);
+      put_scores(s16, sc + s * C::SC_FLOATS);
+    }
+    ws_arrive(WS_BAR_S + s, 512);
+  }
+  float o[NPV / 2];
+#pragma unroll
+  for (int i = 0; i < NPV / 2; i++) o[i] = 0.0f;
+  int st = 0; /* it % 3 */
+  for (int64_t it = 0; it < ntile; it++) {
+    const int buf = (int)(it & 1), more2 = it + 2 < ntile, st2 = st == 0 ? 2 : st - 1; /* (it + 2) % 3 */
+    if (more2) { /* tile it + 2 landed (all of this group's copies, made visible to wgmma) */
+      cp_async_wait_all();
+      kw_fence_proxy();
+    }
+    ws_sync(WS_BAR_P + buf, 512); /* P(it), alpha(it) */
+    const float a0 = alpha_s[buf * 64 + r0], a1 = alpha_s[buf * 64 + r0 + 8];
+#pragma unroll
+    for (int i = 0; i < NPV / 2; i += 4) o[i] *= a0, o[i + 1] *= a0, o[i + 2] *= a1, o[i + 3] *= a1;
+    const uint32_t vh = dvh0 + st * s_off, ph = dph0 + buf * pb_off;
+    float corc[NPV / 2];
+    if (more2 && wg < WG_AS) {
+      float s16[WG_NA / 2], cor[WG_NA / 2];
+      const uint32_t bh = dkh0 + st2 * s_off;
+      kw_fence();
+      wg_issue3x<NPV, 1, TILE / 16>(o, corc, 1, ph, ph + p_lo, q_step, vh, vh + t_off, v_step);
+      wg_issue3x<WG_NA, 0, D / 16>(s16, cor, 0, dqh, dql, q_step, bh, bh + t_off, k_step);
+      kw_commit();
+      kw_wait<0>();
+      wg_fold<NPV>(o, corc);
+      wg_fold<WG_NA>(s16, cor);
+      put_scores(s16, sc + buf * C::SC_FLOATS); /* tile it + 2's scores: sc[(it + 2) & 1] */
+    } else {
+      kw_fence();
+      wg_issue3x<NPV, 1, TILE / 16>(o, corc, 1, ph, ph + p_lo, q_step, vh, vh + t_off, v_step);
+      kw_commit();
+      kw_wait<0>();
+      wg_fold<NPV>(o, corc);
+    }
+    if (more2) ws_arrive(WS_BAR_S + buf, 512);
+    ws_sync(WS_BAR_T, 256); /* both warpgroups are done with stage it % 3 */
+    if (it + 3 < ntile) ws_stage<D>(stages + st * C::STAGE, src, KB + (it + 3) * TILE, tile_len(KE, KB + (it + 3) * TILE));
+    cp_async_commit();
+    st = st == 2 ? 0 : st + 1;
+  }
+  float *osm = (float *)sm; /* the outputs [64][D] in the queries' space (the last phase A is done) */
+#pragma unroll
+  for (int j = 0; j < NPV / 8; j++) {
+    float *orow = osm + r0 * D + NPV * wg + 8 * j + 2 * tig;
+    *(float2 *)orow = make_float2(o[4 * j], o[4 * j + 1]);
+    *(float2 *)(orow + 8 * D) = make_float2(o[4 * j + 2], o[4 * j + 3]);
+  }
+  ws_arrive(WS_BAR_O, 512);
+}
+
+template <int D, int TWO>
+__global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_ws(kc_attn_args a, wg_ops ops) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  typedef ws_cfg<D> C;
+  enum { GG = 4, W = GQA_WARPS };
+  static_assert(W == 16, "64 query rows, 4 warpgroups");
+  extern __shared__ __align__(1024) unsigned char sm[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wg = threadIdx.x >> 7;
+  const int64_t nt_all = a.n_rows / GG, t0 = (int64_t)(gridDim.x - 1 - blockIdx.x) * W;
+  const int plan = blockIdx.y;
+  int64_t KB, KE;
+  { /* every warp: its token's queries split, their norms, its key range */
+    const int64_t t = t0 + warp;
+    const int live = t < nt_all;
+    int64_t kb = 0, ke = 0;
+    if (live) {
+      kb = a.seq_off[seq_of(a.seq_off, a.n_seq, t)];
+      ke = t + 1;
+    }
+    float qn[4], mx = 0.0f;
+    wg_split_queries<D>(a.q + (t * a.Hq + a.head * GG) * D, live, sm, qn, &mx);
+    if (lane == 0)
+      for (int gi = 0; gi < GG; gi++) ((float *)(sm + C::OFF_QN))[4 * warp + gi] = qn[gi];
+    /* never-written value rows must be finite: P (zero there) times them enters the products */
+    for (int i = threadIdx.x; i < 2 * C::T_BYTES / 16; i += blockDim.x)
+      for (int s = 0; s < WS_NST; s++)
+        ((uint4 *)(sm + C::OFF_STAGE + s * C::STAGE + WG_VARR * C::T_BYTES))[i] = make_uint4(0, 0, 0, 0);
+    if (__syncthreads_or(mx >= WG_HALF_INF)) { /* a query beyond fp16: k_attn_tc recomputes the launch */
+      if (threadIdx.x == 0) atomicOr(a.range_flag, 1);
+      return;
+    }
+    gqa_union_range<W>(live, kb, ke, (int64_t *)(sm + C::OFF_RANGE), (int64_t *)(sm + C::OFF_RANGE) + W, &KB, &KE);
+  }
+  const int64_t po = (int64_t)plan * nt_all * D;
+  if (wg >= 2) {
+    ws_softmax<D, TWO>(a, sm, t0, KB, KE, plan, ops.keff_norm + (int64_t)plan * nt_all, a.keff + plan * a.plan_stride);
+  } else {
+    const __half *const src[WG_NARR] = {ops.keff_h + po, ops.keff_l + po, ops.vhat_h + po, ops.vhat_l + po};
+    ws_tensor<D>(sm, src, KB, KE);
+  }
+#endif
+}
+
+template <int D, int TWO>
+static int launch_ws(const kc_attn_args *a, int n_y, const wg_ops &ops, sq_err *e) {
+  const int smem = ws_cfg<D>::SMEM;
+  dim3 grid((unsigned)((a->n_rows / 4 + GQA_WARPS - 1) / GQA_WARPS), (unsigned)n_y);
+  cudaCheck(cudaFuncSetAttribute(k_attn_ws<D, TWO>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  k_attn_ws<D, TWO><<<grid, GQA_WARPS * 32, smem>>>(*a, ops);
+  launchCheck();
+  return SQ_OK;
+}
+
 size_t kca_wg_scratch(int n_plans, int64_t n_tok, int D) { return wg_ops_bytes(n_plans, n_tok, D); }
 
 int kca_launch_wg(const kc_attn_args *a, int n_y, sq_err *e) {
@@ -449,6 +740,10 @@ int kca_launch_wg(const kc_attn_args *a, int n_y, sq_err *e) {
   const wg_ops ops = wg_ops_at(a->wg_scratch, n_y, nt, a->D);
   tryCheck(wg_split_all(a, n_y, ops, e));
   const int two = a->topk > 32;
+  if (a->gqa == KC_ATTN_WS) {
+    if (a->D == 128) return two ? launch_ws<128, 1>(a, n_y, ops, e) : launch_ws<128, 0>(a, n_y, ops, e);
+    return two ? launch_ws<64, 1>(a, n_y, ops, e) : launch_ws<64, 0>(a, n_y, ops, e);
+  }
   if (a->D == 128) return two ? launch_wg<128, 1>(a, n_y, ops, e) : launch_wg<128, 0>(a, n_y, ops, e);
   return two ? launch_wg<64, 1>(a, n_y, ops, e) : launch_wg<64, 0>(a, n_y, ops, e);
 }
