@@ -40,7 +40,7 @@ for step in $STEPS; do
       echo "exit $rc" | tee -a "$OUT/gpu_tests.log"
     done
     # the default is the wgmma kernel (wg); check the other eval kernels too
-    for k in ${AGREE_KINDS:-ws tcpv tc gqa rows}; do
+    for k in ${AGREE_KINDS:-tcpv tc gqa rows}; do
       echo "== gpu_agree with SQEXP_CUDA_ATTN=$k" | tee -a "$OUT/gpu_tests.log"
       SQEXP_CUDA_ATTN=$k SQEXP_SRC=$here SQEXP_BIN=$here/.bundle/sqexp timeout 300 .bundle/gpu_agree --verbose >> "$OUT/gpu_tests.log" 2>&1
       rc=$?

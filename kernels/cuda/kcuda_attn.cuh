@@ -46,7 +46,7 @@ static inline int kc_wg_shape(int G, int D) { return G == 4 && (D == 64 || D == 
  * (scores on tensor cores in 3xTF32; TCPV: the weighted sum of values too) where kc_tc_shape
  * (else as GQA); k_attn_wg (both products on wgmma in 3xfp16) where kc_wg_shape in an sm_90a
  * build (else as TCPV, and TCPV recomputes a launch whose operands exceed fp16's range). */
-enum { KC_ATTN_ROWS = 0, KC_ATTN_GQA = 1, KC_ATTN_TC = 2, KC_ATTN_TCPV = 3, KC_ATTN_WG = 4, KC_ATTN_WS = 5 };
+enum { KC_ATTN_ROWS = 0, KC_ATTN_GQA = 1, KC_ATTN_TC = 2, KC_ATTN_TCPV = 3, KC_ATTN_WG = 4 };
 
 /* SQEXP_CUDA_ATTN's value (NULL when unset): rows, gqa, tc, tcpv, wg; anything else is the
  * default, wg (docs/cuda.md, "The attention rows"). */
@@ -55,7 +55,6 @@ static inline int kc_attn_kind(const char *env) {
   if (env && !strcmp(env, "gqa")) return KC_ATTN_GQA;
   if (env && !strcmp(env, "tc")) return KC_ATTN_TC;
   if (env && !strcmp(env, "tcpv")) return KC_ATTN_TCPV;
-  if (env && !strcmp(env, "ws")) return KC_ATTN_WS;
   return KC_ATTN_WG;
 }
 

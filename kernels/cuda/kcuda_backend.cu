@@ -304,7 +304,7 @@ static int cuda_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
     tryCheck(kc_buf_need(&st->topk_ref, (size_t)(nt * Hq * L->topk) * sizeof(int32_t), e));
     kc_attn_args a = base_args(st);
     a.n_rows = nt * st->G;
-    if (st->gqa >= KC_ATTN_WG && kc_wg_shape(st->G, (int)D)) { /* k_ref_wg's split values */
+    if (st->gqa == KC_ATTN_WG && kc_wg_shape(st->G, (int)D)) { /* k_ref_wg's split values */
       a.wg_scratch_bytes = kca_ref_wg_scratch(nt, (int)Hkv, (int)D);
       tryCheck(kc_buf_need(&st->wg_scratch, a.wg_scratch_bytes, e));
       a.wg_scratch = st->wg_scratch.p;
@@ -313,7 +313,7 @@ static int cuda_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
     a.topk_out = (int32_t *)st->topk_ref.p;
     tryCheck(kc_attn_launch(KC_REF_ATTN, &a, (int)Hkv, e));
   }
-  if (st->attn_on && st->gqa >= KC_ATTN_WG && kc_wg_shape(st->G, (int)D))
+  if (st->attn_on && st->gqa == KC_ATTN_WG && kc_wg_shape(st->G, (int)D))
     tryCheck(kc_logit_prep(&st->lg, (const float *)st->q.p, (const float *)st->k.p, L->seq_off,
                            (const int64_t *)st->seq_off.p, L->n_seq, nt, (int)Hq, (int)Hkv, (int)D, e));
   if (st->randq_on) {
@@ -465,7 +465,7 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   a.plan_stride = nt * D;
   a.rows_out = rows;
   int rc = SQ_OK;
-  if (st->attn_on && st->gqa >= KC_ATTN_WG && kc_wg_shape((int)G, (int)D)) {
+  if (st->attn_on && st->gqa == KC_ATTN_WG && kc_wg_shape((int)G, (int)D)) {
     a.wg_scratch_bytes = kca_wg_scratch(n, nt, (int)D);
     rc = kc_buf_need(&st->wg_scratch, a.wg_scratch_bytes, e);
     a.wg_scratch = st->wg_scratch.p;
