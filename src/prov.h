@@ -28,8 +28,9 @@ int prov_dump_fingerprint(const dump_t *d, char hex[65], int64_t *size, sq_err *
  * tensor cores in 3xTF32 and sums the softmax normaliser and the probs sums in other orders (CUDA
  * metrics move at the round-off level; cpu numbers are unchanged). 5: the CUDA eval attention on
  * wgmma in 3xfp16 (k_attn_wg) and the softmax weights as exp2 (CUDA metrics move at the round-off
- * level again; cpu numbers are unchanged). */
-#define SQEXP_RESULTS_VERSION 5
+ * level again; cpu numbers are unchanged). 6: the CUDA logit bias and slope from per-key dot
+ * products with A_j, W_j (kcuda_logit) instead of per-pair sums (round-off level; cpu unchanged). */
+#define SQEXP_RESULTS_VERSION 6
 
 /* PROV_READ is all read work (much of it hidden behind calibration and eval by the prefetch
  * thread); PROV_READ_WAIT is the part the run waited for. PROV_PLAN / PROV_PLAN_WAIT likewise for

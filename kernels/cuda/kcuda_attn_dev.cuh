@@ -173,6 +173,11 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src) {
 }
 __device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all(void) { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+/* Wait until at most N of this thread's commit groups are still in flight. */
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group(void) {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 
 /* Key tiles: TILE keys of the block's union key range are staged in shared memory once per block
  * (coalesced 16-byte loads) and read by all its warps; a lane then reads its key's row from shared

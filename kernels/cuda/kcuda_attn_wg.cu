@@ -41,6 +41,7 @@
 #define WG_AS 1 /* warpgroups in phase A: 1 (a 64 x 32 block; measured 3% faster overall), or 2 (64 x 16 each) */
 #endif
 #define WG_NA (TILE / WG_AS) /* phase A's block width */
+#define WG_NST 3             /* stages: phase A of tile it + 1 and phase C of tile it in flight, it + 2 landing */
 
 template <int D>
 struct wg_cfg {
@@ -54,9 +55,10 @@ struct wg_cfg {
     P_BYTES = 64 * 128,              /* the weights: 64 rows of hi | lo */
     OFF_QH = 0,
     OFF_QL = Q_BYTES,
-    OFF_STAGE = 2 * Q_BYTES,         /* two stages of WG_NARR tiles */
-    OFF_P = OFF_STAGE + 2 * STAGE,
-    OFF_SC = OFF_P + P_BYTES,        /* [2][64][TC_LDS] scores; the rank slots' scratch before tile 0 */
+    OFF_STAGE = 2 * Q_BYTES,         /* WG_NST stages of WG_NARR tiles */
+    OFF_P = OFF_STAGE + WG_NST * STAGE,
+    OFF_SC = OFF_P + P_BYTES,        /* [2][64][TC_LDS] scores of tiles it, it + 1; the rank slots'
+                                        scratch before tile 0 */
     OFF_ALPHA = OFF_SC + 2 * 64 * TC_LDS * 4,
     OFF_RANGE = OFF_ALPHA + 64 * 4,  /* int64 [2][GQA_WARPS]: the warps' key ranges */
     SMEM = OFF_RANGE + 2 * GQA_WARPS * 8
@@ -268,7 +270,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
   wg_split_queries<D>(qg, live, sm, S.qn, &mx);
   /* never-written value rows must be finite: P (zero there) times them enters the products */
   for (int i = threadIdx.x; i < 2 * C::T_BYTES / 16; i += blockDim.x)
-    for (int s = 0; s < 2; s++)
+    for (int s = 0; s < WG_NST; s++)
       ((uint4 *)(stages + s * C::STAGE + WG_VARR * C::T_BYTES))[i] = make_uint4(0, 0, 0, 0);
   int64_t KB, KE;
   gqa_union_range<W>(live, kb, ke, blk_kb, blk_ke, &KB, &KE); /* (its barrier) */
@@ -278,8 +280,9 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
   const float *Kh = a.keff + plan * a.plan_stride; /* fp32, for the recall's exact rescoring */
   const int64_t ntile = tile_count(KB, KE);
   const wg_stager<D> stager;
-  if (ntile > 0) {
-    stager.run(stages, src, KB, tile_len(KE, KB));
+  auto stage_at = [&](int64_t i) { return stages + (int)(i % WG_NST) * C::STAGE; };
+  for (int64_t i = 0; i < 2 && i < ntile; i++) { /* tiles 0, 1: one commit group each */
+    stager.run(stage_at(i), src, KB + i * TILE, tile_len(KE, KB + i * TILE));
     cp_async_commit();
   }
   const int K = a.topk;
@@ -300,7 +303,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
   /* phase A: warpgroup wg < WG_AS computes S^ for keys WG_NA wg .. (the true scores' sums come
    * from kcuda_logit) */
   const int half = wg % WG_AS;
-  /* stage 0's operands; stage 1 is STAGE bytes on */
+  /* stage 0's operands; stage s is s STAGE bytes on */
   const uint32_t dkh0 = kw_lo(sb + C::OFF_STAGE + half * WG_NA * 128, 16);
   const uint32_t dvh0 = kw_lo(sb + C::OFF_STAGE + WG_VARR * C::T_BYTES + (NPV * wg >> 6) * TILE * 128 +
                                   (NPV * wg & 63) * 2,
@@ -312,26 +315,26 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
    * row's low 3 bits are 4 (warp & 1) + gi) */
   const uint32_t p_base = C::OFF_P + 4 * warp * 128 + (lane & 7) * 2, p_x = (lane >> 3) ^ (4 * (warp & 1));
   const int r0 = 16 * wq + gid; /* this thread's accumulator rows: r0, r0 + 8 */
-  const uint32_t so1 = s_off;
-  /* phase A of the tile in stage `st` (0, 1): this warpgroup's 64 x WG_NA block of S^ or S, issued */
-  auto issue_a = [&](float *s16, float *cor, int st) {
-    const uint32_t bh = dkh0 + (st ? so1 : 0);
+  /* phase A of tile i (its stage i % 3): this warpgroup's 64 x WG_NA block of S^, issued */
+  auto issue_a = [&](float *s16, float *cor, int64_t i) {
+    const uint32_t bh = dkh0 + (uint32_t)(i % WG_NST) * s_off;
     wg_issue3x<WG_NA, 0, D / 16>(s16, cor, 0, dqh, dql, q_step, bh, bh + t_off, k_step);
   };
-  auto put_scores = [&](const float *s16) {
-    float *out = sc + r0 * TC_LDS + WG_NA * half + 2 * tig;
+  auto put_scores = [&](const float *s16, int64_t i) { /* into sc[i & 1] */
+    float *out = sc + (int)(i & 1) * 64 * TC_LDS + r0 * TC_LDS + WG_NA * half + 2 * tig;
 #pragma unroll
     for (int j = 0; j < WG_NA / 8; j++) {
       *(float2 *)(out + 8 * j) = make_float2(s16[4 * j], s16[4 * j + 1]);
       *(float2 *)(out + 8 * TC_LDS + 8 * j) = make_float2(s16[4 * j + 2], s16[4 * j + 3]);
     }
   };
-  /* The pipeline: tile it's phase C is issued together with tile it+1's phase A, so that the
-   * tensor cores run one's latency behind the other's, and a tile takes two barriers: scores
-   * written -> phase B -> (weights in, next tile landed) -> C(it) + A(it+1) -> scores written. */
+  /* The pipeline: phase A of tile it + 1 runs on the tensor cores while every warp runs phase B of
+   * tile it (its scores already in sc[it & 1]); then phase C of tile it, and the A(it + 1) scores go
+   * to sc[(it + 1) & 1]. Tile it + 2 is staged during tile it. Two barriers per tile. */
   float knl = 0.0f; /* this lane's key's |keff| in the tile (the recall margins), loaded a tile ahead */
   if (ntile > 0) {
-    cp_async_wait_all();
+    if (ntile > 1) cp_async_wait_group<1>();
+    else cp_async_wait_all();
     kw_fence_proxy(); /* the tile's bytes, written through the generic proxy, before wgmma reads them */
     __syncthreads();
     if (wg < WG_AS) {
@@ -341,21 +344,31 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
       kw_commit();
       kw_wait<0>();
       wg_fold<WG_NA>(s16, cor);
-      put_scores(s16);
+      put_scores(s16, 0);
     }
     knl = kn_g[KB + lane];
-    __syncthreads(); /* tile 0's scores are complete */
+    cp_async_wait_all(); /* tile 1 */
+    kw_fence_proxy();
+    __syncthreads(); /* tile 0's scores are complete, tile 1 has landed */
   }
   for (int64_t it = 0; it < ntile; it++) {
     const int64_t j0 = KB + it * TILE;
     const int nt = tile_len(KE, j0), more = it + 1 < ntile;
-    if (more) { /* into the stage tile it-1 used (its phase C is done: last iteration's barrier) */
-      stager.run(stages + ((it + 1) & 1) * C::STAGE, src, j0 + TILE, tile_len(KE, j0 + TILE));
+    float s16[WG_NA / 2], cor[WG_NA / 2]; /* A(it + 1), in flight through phase B (warpgroups < WG_AS) */
+    if (more && wg < WG_AS) {
+      kw_fence();
+      issue_a(s16, cor, it + 1);
+      kw_commit();
+    }
+    if (it + 2 < ntile) { /* into the stage tile it - 1 used (its phase C is done: last barrier) */
+      stager.run(stage_at(it + 2), src, j0 + 2 * TILE, tile_len(KE, j0 + 2 * TILE));
       cp_async_commit();
     }
     const float kn_next = more ? kn_g[j0 + TILE + lane] : 0.0f;
     float p[GG], alpha[GG];
-    tc_phase_b<TWO, 0>(S, sc, knl, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
+    tc_phase_b<TWO, 0>(S, sc + (int)(it & 1) * 64 * TC_LDS, knl, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p,
+                       alpha);
+    int moved = 0;
 #pragma unroll
     for (int gi = 0; gi < GG; gi++) { /* the weights as P hi | lo (zeros without causal keys) */
       __half h = __float2half_rn(p[gi]);
@@ -363,36 +376,34 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
       *(__half *)(sm + p_base + gi * 128 + ((p_x ^ gi) << 4)) = h;
       *(__half *)(sm + p_base + gi * 128 + ((p_x ^ 4 ^ gi) << 4)) = l;
       if (lane == 0) alpha_s[4 * warp + gi] = alpha[gi];
+      moved |= alpha[gi] != 1.0f;
     }
-    cp_async_wait_all();
-    kw_fence_proxy();
-    __syncthreads(); /* the weights and rescale factors are in, tile it+1 has landed, sc is read */
-    { /* phase C: O = alpha O + P V for this warpgroup's dimensions (V read MN-major); phase A(it+1) */
-      const float a0 = alpha_s[r0], a1 = alpha_s[r0 + 8];
+    /* the weights and rescale factors are in, sc[it & 1] is read; rescale only when a max moved */
+    const int rescale = __syncthreads_or(moved);
+    { /* phase C: O = alpha O + P V for this warpgroup's dimensions (V read MN-major) */
+      if (rescale) {
+        const float a0 = alpha_s[r0], a1 = alpha_s[r0 + 8];
 #pragma unroll
-      for (int i = 0; i < NPV / 2; i += 4) o[i] *= a0, o[i + 1] *= a0, o[i + 2] *= a1, o[i + 3] *= a1;
-      const uint32_t vh = dvh0 + ((it & 1) ? so1 : 0);
+        for (int i = 0; i < NPV / 2; i += 4) o[i] *= a0, o[i + 1] *= a0, o[i + 2] *= a1, o[i + 3] *= a1;
+      }
+      const uint32_t vh = dvh0 + (uint32_t)(it % WG_NST) * s_off;
       float corc[NPV / 2];
-      if (wg < WG_AS) {
-        float s16[WG_NA / 2], cor[WG_NA / 2];
-        kw_fence();
-        wg_issue3x<NPV, 1, TILE / 16>(o, corc, 1, dph, dph + p_lo, q_step, vh, vh + t_off, v_step);
-        issue_a(s16, cor, (int)((it + 1) & 1));
-        kw_commit();
-        kw_wait<0>();
-        wg_fold<NPV>(o, corc);
+      kw_fence();
+      wg_issue3x<NPV, 1, TILE / 16>(o, corc, 1, dph, dph + p_lo, q_step, vh, vh + t_off, v_step);
+      kw_commit();
+      kw_wait<0>();
+      wg_fold<NPV>(o, corc);
+      if (more && wg < WG_AS) { /* A(it + 1)'s scores to sc[(it + 1) & 1] */
         wg_fold<WG_NA>(s16, cor);
-        if (more) put_scores(s16);
-      } else {
-        kw_fence();
-        wg_issue3x<NPV, 1, TILE / 16>(o, corc, 1, dph, dph + p_lo, q_step, vh, vh + t_off, v_step);
-        kw_commit();
-        kw_wait<0>();
-        wg_fold<NPV>(o, corc);
+        put_scores(s16, it + 1);
       }
     }
     knl = kn_next;
-    __syncthreads(); /* tile it+1's scores are complete; stage it & 1 is free */
+    if (it + 2 < ntile) {
+      cp_async_wait_all(); /* tile it + 2, for A(it + 2) at the next tile's start */
+      kw_fence_proxy();
+    }
+    __syncthreads(); /* sc[(it + 1) & 1] is complete; P and stage it % 3 are free */
   }
   float *osm = (float *)sm; /* the outputs [64][D] in the queries' space, back to one warp per token */
 #pragma unroll
