@@ -66,7 +66,9 @@ struct kern_backend {
   const char *name;          /* "cpu" | "cuda" */
   void *impl;
   /* Uncentred second moments of calibration rows x [n][H][D] for every head h:
-   * C[h][D*D] = sum_i x x^T / n in double (rows normalised first when normalize). */
+   * C[h][D*D] = sum_i x x^T / n in double (rows normalised first when normalize).
+   * moments and eigh may run on one other thread while load_layer / eval run (the sweep
+   * calibrates the next layer on its prefetch thread), never two of them at once. */
   int (*moments)(kern_backend *, const float *x, int64_t n, int H, int D, int normalize, double *C,
                  sq_err *);
   /* Take a layer's evaluation data and compute its reference (full-precision) attention outputs,

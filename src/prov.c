@@ -14,7 +14,7 @@
 #include "sqexp_git.h" /* SQEXP_GIT: generated at build time */
 
 const char *const prov_phase_names[PROV_NPHASE] = {"read", "read_wait", "calibrate", "plan", "plan_wait",
-                                                        "eval", "write", "report"};
+                                                        "eval", "write", "report", "calibrate_wait"};
 
 /* Is this cfg_print line one the identity ignores? out and dump are where, not what (the dump has
  * its own fingerprint); threads changes no number (the CPU backend's reductions are thread-count

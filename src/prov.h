@@ -34,9 +34,12 @@ int prov_dump_fingerprint(const dump_t *d, char hex[65], int64_t *size, sq_err *
 
 /* PROV_READ is all read work (much of it hidden behind calibration and eval by the prefetch
  * thread); PROV_READ_WAIT is the part the run waited for. PROV_PLAN / PROV_PLAN_WAIT likewise for
- * plan building (built a head ahead, during the previous head's eval, with the CUDA backend). */
+ * plan building (built a head ahead, during the previous head's eval, with the CUDA backend), and
+ * PROV_CALIB / PROV_CALIB_WAIT for calibration (moments and eigendecompositions of the next layer
+ * on the prefetch thread; the main thread's part: recording the spectra, or the whole of a layer
+ * calibrated in line). */
 enum { PROV_READ, PROV_READ_WAIT, PROV_CALIB, PROV_PLAN, PROV_PLAN_WAIT, PROV_EVAL, PROV_WRITE, PROV_REPORT,
-       PROV_NPHASE };
+       PROV_CALIB_WAIT, PROV_NPHASE };
 extern const char *const prov_phase_names[PROV_NPHASE];
 
 typedef struct {

@@ -378,19 +378,42 @@ static int sweep_eigen_heads(sweep_run_ctx *r, sweep_layer_buf *b, int layer, in
   return status;
 }
 
-/* Calibrate keys and values of every selected head; write spectra not yet stored. */
-int sweep_calibrate(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e) {
-  sweep_state *s = r->s;
+/* The calibration buffers (moments, per-head calibrations) of a sweep_layer_buf. */
+void sweep_calib_alloc(const sweep_state *s, sweep_layer_buf *b) {
+  const dump_t *d = &s->dump;
+  b->C = sq_xmalloc((size_t)2 * d->n_kv_heads * d->head_dim * d->head_dim * sizeof *b->C); /* keys, then values */
+  b->ck = sq_xcalloc((size_t)s->n_heads, sizeof *b->ck);
+  b->cv = sq_xcalloc((size_t)s->n_heads, sizeof *b->cv);
+}
+
+/* Calibrate keys and values of every selected head of a layer (raw: its data) into b's C, ck, cv
+ * (b->calib for gathering rows). Touches only b and the backend's moments / eigh, so it may run
+ * on the prefetch thread while the main thread evaluates the previous layer. */
+int sweep_calib_compute(sweep_run_ctx *r, const dump_layer *raw, sweep_layer_buf *b, int layer, sq_err *e) {
+  const sweep_state *s = r->s;
   const dump_t *d = &s->dump;
   int H = d->n_kv_heads, D = d->head_dim;
   int64_t row = (int64_t)H * D, n = s->n_calib_tok;
   for (int side = 0; side < 2; side++) {
-    const float *x = sweep_rows(side ? b->raw.v : b->raw.k, d->seq_off, s->calib_seq, s->calib_len, s->n_calib_seq,
+    const float *x = sweep_rows(side ? raw->v : raw->k, d->seq_off, s->calib_seq, s->calib_len, s->n_calib_seq,
                                 row, n, &b->calib);
     if (r->be->moments(r->be, x, n, H, D, s->cfg.run.calib_normalize, b->C + (int64_t)side * H * D * D, e))
       return sq_wrap(e, "layer %d: %s moments: ", layer, side ? "value" : "key");
   }
-  if (sweep_eigen_heads(r, b, layer, n, e)) return e->code;
+  return sweep_eigen_heads(r, b, layer, n, e);
+}
+
+/* Calibrate in line (sweep_calib_compute on b->raw), then record the spectra. */
+int sweep_calibrate(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e) {
+  if (sweep_calib_compute(r, &b->raw, b, layer, e)) return e->code;
+  return sweep_calib_record(r, b, layer, e);
+}
+
+/* Write the spectra of b's calibrations not yet stored (main thread: the store is not shared). */
+int sweep_calib_record(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e) {
+  const sweep_state *s = r->s;
+  int D = s->dump.head_dim;
+  int64_t n = s->n_calib_tok;
   for (int i = 0; i < s->n_heads; i++) {
     if (r->no_spectra || store_has_spectrum(r->st, layer, s->heads[i])) continue;
     store_spectrum sp;
@@ -732,6 +755,7 @@ static void sweep_layer_line(sweep_run_ctx *r, int layer, const sweep_layer_sum 
 void sweep_pf_init(sweep_pf *p, dump_t *d) {
   memset(p, 0, sizeof *p);
   p->d = d;
+  pthread_mutex_init(&p->calib_lock, NULL);
   const char *env = getenv("SQEXP_PREFETCH");
   p->enabled = !(env && !strcmp(env, "0"));
 }
@@ -740,7 +764,16 @@ static void *sweep_pf_main(void *arg) {
   sweep_pf *p = arg;
   double t0 = prov_mono();
   p->rc = dump_read_layer(p->d, p->idx, &p->buf, &p->err);
-  p->work_s = prov_mono() - t0;
+  double t1 = prov_mono();
+  p->work_s = t1 - t0;
+  p->calibrated = 0, p->calib_s = 0.0;
+  if (!p->rc && p->calib) {
+    pthread_mutex_lock(&p->calib_lock);
+    p->rc = sweep_calib_compute(p->calib, &p->buf, &p->cb, p->buf.layer, &p->err);
+    pthread_mutex_unlock(&p->calib_lock);
+    p->calibrated = !p->rc;
+    p->calib_s = prov_mono() - t1;
+  }
   return NULL;
 }
 
@@ -754,7 +787,8 @@ static void sweep_pf_start(sweep_pf *p, int idx) {
   p->running = sweep_thread_start(&p->th, sweep_pf_main, p);
 }
 
-/* Wait for the thread (if any); its read counts as read work, the wait as read_wait. */
+/* Wait for the thread (if any); its read counts as read work, its calibration as calibration
+ * work, the wait as read_wait. */
 static void sweep_pf_join(sweep_pf *p, sweep_run_ctx *r) {
   if (!p->running) return;
   double t0 = prov_mono();
@@ -762,6 +796,18 @@ static void sweep_pf_join(sweep_pf *p, sweep_run_ctx *r) {
   p->running = 0;
   r->prov.phase_s[PROV_READ_WAIT] += prov_mono() - t0;
   r->prov.phase_s[PROV_READ] += p->work_s;
+  r->prov.phase_s[PROV_CALIB] += p->calib_s;
+}
+
+/* After sweep_read_at: when the thread calibrated the layer it handed over, its calibration
+ * buffers are swapped into b (returns 1); otherwise the caller calibrates in line. */
+static int sweep_pf_take_calib(sweep_pf *p, sweep_layer_buf *b) {
+  if (!p->calibrated) return 0;
+  sweep_layer_buf t = p->cb;
+  p->cb.calib = b->calib, p->cb.C = b->C, p->cb.ck = b->ck, p->cb.cv = b->cv;
+  b->calib = t.calib, b->C = t.C, b->ck = t.ck, b->cv = t.cv;
+  p->calibrated = 0;
+  return 1;
 }
 
 /* Stored layer idx into *out: the prefetched copy when the thread read that one (buffers
@@ -769,6 +815,7 @@ static void sweep_pf_join(sweep_pf *p, sweep_run_ctx *r) {
 static int sweep_pf_take(sweep_pf *p, sweep_run_ctx *r, int idx, dump_layer *out, sq_err *e) {
   int had = p->running && p->idx == idx;
   sweep_pf_join(p, r);
+  if (!had) p->calibrated = 0; /* (of a layer not taken) */
   if (had) {
     if (p->rc) {
       *e = p->err;
@@ -791,6 +838,17 @@ static int sweep_pf_take(sweep_pf *p, sweep_run_ctx *r, int idx, dump_layer *out
 void sweep_pf_done(sweep_pf *p, sweep_run_ctx *r) {
   sweep_pf_join(p, r);
   dump_layer_free(&p->buf);
+  if (p->calib) sweep_layer_buf_free(&p->cb, p->calib->s->n_heads);
+  pthread_mutex_destroy(&p->calib_lock);
+}
+
+/* sweep_calibrate in line, never at the same time as the thread's calibration (the backends'
+ * moments and eigh are not run concurrently with each other). */
+int sweep_pf_calibrate(sweep_pf *p, sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e) {
+  pthread_mutex_lock(&p->calib_lock);
+  int rc = sweep_calib_compute(r, &b->raw, b, layer, e);
+  pthread_mutex_unlock(&p->calib_lock);
+  return rc ? rc : sweep_calib_record(r, b, layer, e);
 }
 
 /* Layer li of the selection (want[li] set) into *out, then start reading the next wanted one.
@@ -815,9 +873,7 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
   int R = (s->cfg.run.protocols & PROTO_RANDQ) ? s->cfg.run.randq_queries : 0;
   sweep_layer_buf b;
   memset(&b, 0, sizeof b);
-  b.C = sq_xmalloc((size_t)2 * H * D * D * sizeof *b.C); /* key, then value moments */
-  b.ck = sq_xcalloc((size_t)s->n_heads, sizeof *b.ck);
-  b.cv = sq_xcalloc((size_t)s->n_heads, sizeof *b.cv);
+  sweep_calib_alloc(s, &b);
   b.randq = R ? sq_xmalloc((size_t)H * s->n_eval_seq * R * D * sizeof *b.randq) : NULL;
   int *want = sq_xmalloc((size_t)s->n_layers * sizeof *want);
   for (int li = 0; li < s->n_layers; li++) want[li] = sweep_layer_pending(r, d->layers[s->layer_idx[li]]);
@@ -826,6 +882,8 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
   /* both layer buffers (they are swapped) from the backend's host allocator: page-locked for cuda */
   b.raw.host_alloc = pf.buf.host_alloc = r->be->host_alloc;
   b.raw.host_free = pf.buf.host_free = r->be->host_free;
+  pf.calib = r; /* the thread calibrates the layers it reads */
+  sweep_calib_alloc(s, &pf.cb);
   int rc = SQ_OK;
   for (int li = 0; li < s->n_layers && !rc && !sweep_stop_signal; li++) {
     int layer = d->layers[s->layer_idx[li]];
@@ -837,11 +895,13 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
     char what[64];
     snprintf(what, sizeof what, "layer %d: reading", layer);
     progress_set(&r->prog, r->done, what);
-    rc = sweep_read_at(r, &pf, want, li, &b.raw, e);
+    int ahead = 0;
+    if (!(rc = sweep_read_at(r, &pf, want, li, &b.raw, e))) ahead = sweep_pf_take_calib(&pf, &b);
     double t1 = prov_mono();
-    if (!rc) rc = sweep_calibrate(r, &b, layer, e);
+    if (!rc) rc = ahead ? sweep_calib_record(r, &b, layer, e) : sweep_pf_calibrate(&pf, r, &b, layer, e);
     double t2 = prov_mono();
-    r->prov.phase_s[PROV_CALIB] += t2 - t1;
+    r->prov.phase_s[PROV_CALIB_WAIT] += t2 - t1;
+    if (!ahead) r->prov.phase_s[PROV_CALIB] += t2 - t1;
     sweep_layer_sum ls;
     memset(&ls, 0, sizeof ls);
     if (!rc && s->n_grid > 0) {

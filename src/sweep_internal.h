@@ -89,7 +89,11 @@ typedef struct {
  * buffer: two layers are resident at most. HDF5 1.10 from Debian is built without thread-safety,
  * so while that thread runs it is the ONLY HDF5 caller: every other HDF5 call (reading a layer,
  * dump_close) comes after sweep_pf_join. Its error surfaces as the usual sq_err when that layer is
- * taken. SQEXP_PREFETCH=0 reads every layer in line instead (the serial reference). */
+ * taken. SQEXP_PREFETCH=0 reads every layer in line instead (the serial reference).
+ * With `calib` set (the main grid, sweep_layers), the thread then also calibrates what it read
+ * (sweep_calib_compute: the backend's moments and eigh, which kern.h allows on one other thread
+ * while the main thread evaluates) into its own calibration buffers, swapped in on take; the
+ * spectra are recorded by the main thread (the store is not shared). */
 typedef struct {
   dump_t *d;
   int enabled;      /* SQEXP_PREFETCH is not "0" */
@@ -100,11 +104,19 @@ typedef struct {
   sq_err err;
   double work_s;    /* seconds the thread spent in dump_read_layer */
   pthread_t th;
+  sweep_run_ctx *calib; /* set: calibrate after reading (the context's state and backend) */
+  pthread_mutex_t calib_lock; /* one calibration at a time (the thread's, or one in line) */
+  sweep_layer_buf cb;   /* the thread's calibration buffers (calib, C, ck, cv) */
+  int calibrated;       /* cb holds the calibration of buf */
+  double calib_s;       /* seconds the thread spent calibrating */
 } sweep_pf;
 
 /* sweep.c */
 int sweep_stopping(void); /* a SIGINT/SIGTERM arrived: stop after the current row batch */
 int sweep_calibrate(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e);
+int sweep_calib_compute(sweep_run_ctx *r, const dump_layer *raw, sweep_layer_buf *b, int layer, sq_err *e);
+int sweep_calib_record(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e);
+void sweep_calib_alloc(const sweep_state *s, sweep_layer_buf *b);
 int sweep_check_plans(sweep_state *s, sq_err *e);
 int sweep_domain_selected(const sweep_state *s, int seq);
 int sweep_heads(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sweep_layer_sum *ls, sq_err *e);
@@ -112,6 +124,7 @@ void sweep_layer_buf_free(sweep_layer_buf *b, int n_heads);
 int sweep_load_eval(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e);
 void sweep_pf_done(sweep_pf *p, sweep_run_ctx *r);
 void sweep_pf_init(sweep_pf *p, dump_t *d);
+int sweep_pf_calibrate(sweep_pf *p, sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e);
 int sweep_read_at(sweep_run_ctx *r, sweep_pf *p, const int *want, int li, dump_layer *out, sq_err *e);
 int sweep_select_tokens(sweep_state *s, sq_err *e);
 

@@ -36,6 +36,7 @@ struct kc_state {
   kc_phases ph;
   int gqa;            /* EVAL_ATTN kernel, KC_ATTN_* from SQEXP_CUDA_ATTN (kc_attn_kind) */
   cublasHandle_t blas;
+  cublasHandle_t blas_m; /* moments' own: they may run on another thread during eval (kern.h) */
   int loaded, G, attn_on, probs_on, randq_on;
   kern_layer L;
   kc_buf seq_off, q, k, v, randq, o_ref, topk_ref, randq_ref;
@@ -147,7 +148,7 @@ static int cuda_moments(kern_backend *b, const float *x, int64_t n, int H, int D
     launchCheck();
     /* column-major view: head h is D x nc with leading dimension H*D; C_h = X_h X_h^T (lower) */
     for (int h = 0; h < H; h++)
-      cublasCheck(cublasDsyrk(st->blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, D, (int)nc, &one,
+      cublasCheck(cublasDsyrk(st->blas_m, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, D, (int)nc, &one,
                               xd + (int64_t)h * D, H * D, r0 == 0 ? &zero : &one,
                               Cd + (int64_t)h * D * D, D));
   }
@@ -607,6 +608,7 @@ static void cuda_destroy(kern_backend *b) {
   kc_work_free(&st->wk);
   kc_solver_free(st->solver);
   if (st->blas) cublasDestroy(st->blas);
+  if (st->blas_m) cublasDestroy(st->blas_m);
   free(st);
   free(b);
 }
@@ -637,6 +639,10 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
     cudaGetLastError();
   }
   cublasStatus_t bs = cublasCreate(&st->blas);
+  if (bs == CUBLAS_STATUS_SUCCESS) {
+    bs = cublasCreate(&st->blas_m);
+    if (bs != CUBLAS_STATUS_SUCCESS) cublasDestroy(st->blas);
+  }
   if (bs != CUBLAS_STATUS_SUCCESS) {
     free(st);
     return sq_fail(e, SQ_EFAIL, "%s:%d: cublasCreate: %s", __FILE__, __LINE__, cublasGetStatusString(bs));
