@@ -98,6 +98,10 @@ struct kern_backend {
    * moments' uploads run at the link's speed; never NULL. host_free takes only host_alloc's. */
   void *(*host_alloc)(size_t bytes);
   void (*host_free)(void *p);
+  /* Plans per eval call the sweep should pass (at most; rows are appended after each call): cpu 8
+   * (a call takes seconds, so a stop request waits at most that long), cuda 64 (a whole head's
+   * grid in one call: shared projections computed once, per-call overheads paid once). */
+  int eval_batch;
 };
 
 int kern_cpu_create(kern_backend **out, int threads, sq_err *e);

@@ -534,7 +534,7 @@ static void sweep_fill_row(store_row *row, const plan_pair *p, const kern_metric
   row->eval_s = eval_s;
 }
 
-enum { SWEEP_BATCH = 8 };
+enum { SWEEP_BATCH = 64 }; /* the most plans per eval call (the backend's eval_batch, at most this) */
 
 /* The stored key of a grid point: the run's key prefix (shift/stability) + plan_knobs_key. */
 static void sweep_row_key(const sweep_run_ctx *r, const plan_knobs *kn, char *key, size_t n) {
@@ -655,15 +655,17 @@ static void sweep_plans_free(sweep_plans *p) {
   p->plans = NULL, p->pending = NULL, p->np = 0;
 }
 
-/* The built plans of head hi evaluated in batches of SWEEP_BATCH; rows appended after each batch. */
+/* The built plans of head hi evaluated in batches of the backend's eval_batch (<= SWEEP_BATCH); rows
+ * appended after each batch. */
 static int sweep_head_eval(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int hi, const sweep_plans *p,
                            sweep_layer_sum *ls, sq_err *e) {
   const sweep_state *s = r->s;
   int head = p->head, D = s->dump.head_dim, rc = SQ_OK;
   const plan_pair *ptrs[SWEEP_BATCH];
   kern_metrics met[SWEEP_BATCH];
-  for (int at = 0; at < p->np && !rc && !sweep_stop_signal; at += SWEEP_BATCH) {
-    int n = p->np - at < SWEEP_BATCH ? p->np - at : SWEEP_BATCH;
+  const int batch = r->be->eval_batch > 0 && r->be->eval_batch < SWEEP_BATCH ? r->be->eval_batch : SWEEP_BATCH;
+  for (int at = 0; at < p->np && !rc && !sweep_stop_signal; at += batch) {
+    int n = p->np - at < batch ? p->np - at : batch;
     for (int i = 0; i < n; i++) ptrs[i] = &p->plans[at + i];
     double t1 = prov_mono();
     char what[128];

@@ -183,6 +183,7 @@ int kern_cpu_create(kern_backend **out, int threads, sq_err *e) {
   b->decode = cpu_decode;
   b->destroy = cpu_destroy;
   b->eigh = cpu_eigh;
+  b->eval_batch = 8;
   *out = b;
   return SQ_OK;
 }

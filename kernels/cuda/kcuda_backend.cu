@@ -659,6 +659,7 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   b->eigh = kc_eigh;
   b->host_alloc = kc_host_alloc;
   b->host_free = kc_host_free;
+  b->eval_batch = 64;
   *out = b;
   return SQ_OK;
 }
