@@ -74,23 +74,35 @@ typedef struct {
   int64_t n_lines;
 } store_file;
 
-/* The background fsync of store_sync_async: one thread per store, started on first use. mu
- * guards pending, busy, quit and err; th and started belong to the store's (one) caller. A
- * request posted while one is pending merges into it (one fsync of each file covers every write
- * made before it starts). */
+/* The store's background thread, started on first use: it writes the rows that store_append_row
+ * queues (JSON formatting and write() are the costly part of an append, and the caller is the
+ * sweep's critical path) and runs the fsyncs of store_sync_async. One thread, so rows.jsonl gets
+ * the rows in queue order, which is append order. mu guards everything below th; th, started and
+ * failed belong to the store's (one) caller. The queue is a bounded ring of row copies (store_row
+ * holds no pointers): q[head], ..., q[head + n - 1] wait to be written, and rows keep their slots
+ * (stay counted in n) until the thread has written them, so the caller never overwrites one in
+ * use. */
+#define STORE_QUEUE_ROWS 512 /* ~300 KiB: a few GPU batches of slack for a slow write or fsync */
+
 typedef struct {
   pthread_mutex_t mu;
-  pthread_cond_t cv;         /* signalled on a new request, a finished fsync, and quit */
+  pthread_cond_t wake;       /* to the thread: a queued row, an fsync request, quit */
+  pthread_cond_t idle;       /* to the caller: a slot freed, an fsync finished */
   pthread_t th;
-  int started, pending, busy, quit;
-  sq_err err;                /* the thread's first fsync failure (code SQ_OK: none); sticky */
-} store_syncer;
+  int started, failed;       /* failed: pthread_create did not work; the store writes in line */
+  store_row *q;
+  int head, n;
+  int64_t queued, written;   /* rows ever queued / taken off the queue (written, or dropped) */
+  int pending, busy, quit;   /* pending: an fsync is asked for rows [0, sync_upto); busy: running */
+  int64_t sync_upto;
+  sq_err err;                /* the thread's first write or fsync failure (code SQ_OK: none); sticky */
+} store_bg;
 
 struct store {
   char dir[1024];
   int lock_fd;               /* DIR/.lock, write-locked while this store is open */
   store_file rows, spectra;
-  store_syncer bg;
+  store_bg bg;
 };
 
 /* One writer per directory: a POSIX record lock on DIR/.lock (released by the kernel when the
@@ -680,11 +692,15 @@ static int store_write_line(store_file *f, json_t *o, sq_err *e) {
     }
     return sq_fail(e, SQ_EFAIL, "cannot append to %s: %s", f->path, w < 0 ? strerror(err) : "short write");
   }
-  f->n_lines++;
   return SQ_OK;
 }
 
-/* ---- fsync: blocking (store_sync) or on the store's thread (store_sync_async) ---- */
+static int store_write_row(store_file *f, const store_row *r, sq_err *e) {
+  json_t *o = store_row_to_json(r);
+  int rc = store_write_line(f, o, e);
+  json_decref(o);
+  return rc;
+}
 
 static int store_fsync_files(store *s, sq_err *e) {
   if (fsync(s->rows.fd) != 0) return sq_fail(e, SQ_EFAIL, "fsync %s: %s", s->rows.path, strerror(errno));
@@ -692,9 +708,11 @@ static int store_fsync_files(store *s, sq_err *e) {
   return SQ_OK;
 }
 
-/* The background thread's error, if it met one: copied into e. Sticky, because after a failed
- * fsync the kernel may have dropped the dirty pages, so a later fsync that succeeds proves
- * nothing about the lost lines; every later call fails with it too. */
+/* ---- the background thread: queued row writes and fsyncs ---- */
+
+/* The background thread's error, if it met one: copied into e. Sticky: after a failed write the
+ * rest of the queue is dropped, and after a failed fsync the kernel may have dropped the dirty
+ * pages, so a later success proves nothing about the lost lines; every later call fails too. */
 static int store_bg_error(store *s, sq_err *e) {
   if (!s->bg.started) return SQ_OK; /* no thread: nothing could have been recorded */
   pthread_mutex_lock(&s->bg.mu);
@@ -704,94 +722,160 @@ static int store_bg_error(store *s, sq_err *e) {
   return rc;
 }
 
+/* Write the n rows queued now (mu held on entry and exit; unlocked meanwhile, so the caller keeps
+ * queueing behind them: one lock per batch, not per row, keeps the caller's lock uncontended),
+ * then free their slots. After an error the rest are dropped: the file must not get rows after a
+ * gap. */
+static void store_bg_write(store *s) {
+  store_bg *b = &s->bg;
+  int first = b->head, k = b->n, dropping = b->err.code != SQ_OK;
+  pthread_mutex_unlock(&b->mu);
+  sq_err e;
+  int rc = SQ_OK;
+  for (int i = 0; i < k && !dropping; i++) {
+    rc = store_write_row(&s->rows, &b->q[(first + i) % STORE_QUEUE_ROWS], &e);
+    dropping = rc != SQ_OK;
+  }
+  pthread_mutex_lock(&b->mu);
+  if (rc && !b->err.code) b->err = e;
+  b->head = (first + k) % STORE_QUEUE_ROWS;
+  b->n -= k;
+  b->written += k;
+  pthread_cond_broadcast(&b->idle);
+}
+
+/* fsync both files (mu held on entry and exit; unlocked meanwhile). */
+static void store_bg_fsync(store *s) {
+  store_bg *b = &s->bg;
+  b->pending = 0, b->busy = 1;
+  pthread_mutex_unlock(&b->mu);
+  sq_err e;
+  int rc = store_fsync_files(s, &e);
+  pthread_mutex_lock(&b->mu);
+  if (rc && !b->err.code) b->err = e;
+  b->busy = 0;
+  pthread_cond_broadcast(&b->idle);
+}
+
+/* An fsync request waits only for the rows queued before it, so a steady stream of appends
+ * cannot postpone it; on quit the queue and a pending request are finished first (close drains). */
 static void *store_bg_main(void *arg) {
   store *s = arg;
-  store_syncer *b = &s->bg;
+  store_bg *b = &s->bg;
   pthread_mutex_lock(&b->mu);
   for (;;) {
-    while (!b->pending && !b->quit) pthread_cond_wait(&b->cv, &b->mu);
-    if (!b->pending) break; /* quit, and nothing left to do */
-    b->pending = 0, b->busy = 1;
-    pthread_mutex_unlock(&b->mu); /* fsync unlocked: the caller keeps appending meanwhile */
-    sq_err e;
-    int rc = store_fsync_files(s, &e);
-    pthread_mutex_lock(&b->mu);
-    if (rc && !b->err.code) b->err = e;
-    b->busy = 0;
-    pthread_cond_broadcast(&b->cv);
+    if (b->pending && b->written >= b->sync_upto) store_bg_fsync(s);
+    else if (b->n) store_bg_write(s);
+    else if (b->quit) break;
+    else pthread_cond_wait(&b->wake, &b->mu);
   }
   pthread_mutex_unlock(&b->mu);
   return NULL;
 }
 
 /* Start the thread with SIGINT/SIGTERM blocked (the mask is inherited), so the sweep's handler
- * keeps running on the main thread. 1 if it runs. */
-static int store_bg_start(store *s) {
+ * keeps running on the main thread. */
+static void store_bg_start(store *s) {
+  store_bg *b = &s->bg;
   sigset_t block, old;
   sigemptyset(&block);
   sigaddset(&block, SIGINT);
   sigaddset(&block, SIGTERM);
-  pthread_mutex_init(&s->bg.mu, NULL);
-  pthread_cond_init(&s->bg.cv, NULL);
+  pthread_mutex_init(&b->mu, NULL);
+  pthread_cond_init(&b->wake, NULL);
+  pthread_cond_init(&b->idle, NULL);
+  b->q = sq_xmalloc(STORE_QUEUE_ROWS * sizeof *b->q);
   pthread_sigmask(SIG_BLOCK, &block, &old);
-  s->bg.started = pthread_create(&s->bg.th, NULL, store_bg_main, s) == 0;
+  b->started = pthread_create(&b->th, NULL, store_bg_main, s) == 0;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (!s->bg.started) pthread_cond_destroy(&s->bg.cv), pthread_mutex_destroy(&s->bg.mu);
+  if (b->started) return;
+  b->failed = 1;
+  free(b->q), b->q = NULL;
+  pthread_cond_destroy(&b->idle), pthread_cond_destroy(&b->wake), pthread_mutex_destroy(&b->mu);
+}
+
+/* 1 if the thread runs (started now if it never was); 0: the store does its work in line. */
+static int store_bg_running(store *s) {
+  if (!s->bg.started && !s->bg.failed) store_bg_start(s);
   return s->bg.started;
 }
 
-/* Drop a request not yet started (the caller's own fsync is about to cover it) and wait out one
- * in progress, so that no background fsync runs once this returns. */
-static void store_bg_settle(store *s) {
-  if (!s->bg.started) return;
-  pthread_mutex_lock(&s->bg.mu);
-  s->bg.pending = 0;
-  while (s->bg.busy) pthread_cond_wait(&s->bg.cv, &s->bg.mu);
-  pthread_mutex_unlock(&s->bg.mu);
+/* Queue a copy of r, waiting for a slot when the thread is that far behind (bounded memory), or
+ * return the thread's sticky error: one critical section for both, as this is the caller's cost. */
+static int store_bg_push(store_bg *b, const store_row *r, sq_err *e) {
+  pthread_mutex_lock(&b->mu);
+  while (b->n == STORE_QUEUE_ROWS) pthread_cond_wait(&b->idle, &b->mu);
+  int rc = b->err.code;
+  if (rc) {
+    *e = b->err;
+  } else {
+    b->q[(b->head + b->n) % STORE_QUEUE_ROWS] = *r;
+    b->n++;
+    b->queued++;
+    pthread_cond_signal(&b->wake);
+  }
+  pthread_mutex_unlock(&b->mu);
+  return rc;
+}
+
+/* Wait until every queued row is written and drop an fsync request not yet started (the caller's
+ * own fsync is about to cover it), waiting out one in progress: once this returns the thread is
+ * idle until the next append or request. */
+static void store_bg_drain(store *s) {
+  store_bg *b = &s->bg;
+  if (!b->started) return;
+  pthread_mutex_lock(&b->mu);
+  b->pending = 0;
+  while (b->n || b->busy) pthread_cond_wait(&b->idle, &b->mu);
+  pthread_mutex_unlock(&b->mu);
 }
 
 int store_sync(store *s, sq_err *e) {
-  store_bg_settle(s);
+  store_bg_drain(s);
   if (store_bg_error(s, e)) return e->code;
   return store_fsync_files(s, e);
 }
 
 int store_sync_async(store *s, sq_err *e) {
   if (store_bg_error(s, e)) return e->code;
-  if (!s->bg.started && !store_bg_start(s)) return store_sync(s, e); /* no thread: in line */
+  if (!store_bg_running(s)) return store_sync(s, e); /* no thread: in line */
   pthread_mutex_lock(&s->bg.mu);
   s->bg.pending = 1;
-  pthread_cond_signal(&s->bg.cv);
+  s->bg.sync_upto = s->bg.queued; /* merges with a pending request: it now covers these rows too */
+  pthread_cond_signal(&s->bg.wake);
   pthread_mutex_unlock(&s->bg.mu);
   return SQ_OK;
 }
 
-/* Finish a pending request (close must not lose it), then end the thread. */
+/* Let the thread finish the queue and a pending request (close must not lose them), then end it. */
 static void store_bg_stop(store *s) {
-  if (!s->bg.started) return;
-  pthread_mutex_lock(&s->bg.mu);
-  s->bg.quit = 1;
-  pthread_cond_signal(&s->bg.cv);
-  pthread_mutex_unlock(&s->bg.mu);
-  pthread_join(s->bg.th, NULL);
-  pthread_cond_destroy(&s->bg.cv);
-  pthread_mutex_destroy(&s->bg.mu);
-  s->bg.started = 0;
+  store_bg *b = &s->bg;
+  if (!b->started) return;
+  pthread_mutex_lock(&b->mu);
+  b->quit = 1;
+  pthread_cond_signal(&b->wake);
+  pthread_mutex_unlock(&b->mu);
+  pthread_join(b->th, NULL);
+  pthread_cond_destroy(&b->idle), pthread_cond_destroy(&b->wake), pthread_mutex_destroy(&b->mu);
+  free(b->q), b->q = NULL;
+  b->started = 0;
 }
 
+/* The caller-visible effects happen here and now (the done set, the count) so that
+ * store_has_row and resume counting see the row at once; the line itself is written by the
+ * thread, in append order. */
 int store_append_row(store *s, const store_row *r, sq_err *e) {
-  if (store_bg_error(s, e)) return e->code;
-  json_t *o = store_row_to_json(r);
-  int rc = store_write_line(&s->rows, o, e);
-  json_decref(o);
-  if (rc == SQ_OK) {
-    char id[320];
-    store_row_id(id, sizeof id, r->key, r->layer, r->head);
-    store_set_add(&s->rows.done, id);
-  }
-  return rc;
+  int rc = store_bg_running(s) ? store_bg_push(&s->bg, r, e)
+                                : store_write_row(&s->rows, r, e); /* no thread: in line */
+  if (rc) return rc;
+  char id[320];
+  store_row_id(id, sizeof id, r->key, r->layer, r->head);
+  store_set_add(&s->rows.done, id);
+  s->rows.n_lines++;
+  return SQ_OK;
 }
 
+/* Written in line: a few hundred per run, so not worth a queue of their own. */
 int store_append_spectrum(store *s, const store_spectrum *sp, sq_err *e) {
   if (store_bg_error(s, e)) return e->code;
   json_t *o = store_spectrum_to_json(sp);
@@ -801,13 +885,14 @@ int store_append_spectrum(store *s, const store_spectrum *sp, sq_err *e) {
     char id[64];
     store_row_id(id, sizeof id, "spectrum", sp->layer, sp->head);
     store_set_add(&s->spectra.done, id);
+    s->spectra.n_lines++;
   }
   return rc;
 }
 
 void store_close(store *s) {
   if (!s) return;
-  store_bg_stop(s); /* before the files it syncs are closed */
+  store_bg_stop(s); /* before the files it writes and syncs are closed */
   if (s->lock_fd > 0) close(s->lock_fd); /* releases the lock */
   if (s->rows.fd >= 0) close(s->rows.fd);
   if (s->spectra.fd >= 0) close(s->spectra.fd);

@@ -2,9 +2,10 @@
  *   DIR/run.json       the run's identity: resolved-config hash + dump fingerprint (and texts)
  *   DIR/rows.jsonl     one JSON object per (grid point, layer, KV head): knobs, metrics, bits
  *   DIR/spectra.jsonl  one JSON object per (layer, KV head): key and value eigen-spectra
- * Every line is written with ONE write() of the complete line, and the files are fsync'd after
- * each (layer, head) batch (store_sync, or store_sync_async on the store's thread), so a killed
- * run leaves whole lines plus at most one torn trailing line, which store_open truncates away.
+ * Every line is written with ONE write() of the complete line (rows on the store's thread, in
+ * append order), and the files are fsync'd after each (layer, head) batch (store_sync, or
+ * store_sync_async on the store's thread), so a killed run leaves whole lines plus at most one
+ * torn trailing line, which store_open truncates away.
  * Finished (key, layer, head) are remembered so a resumed run skips them. */
 #ifndef SQEXP_STORE_H
 #define SQEXP_STORE_H
@@ -73,20 +74,27 @@ int store_open(store **out, const char *dir, const store_identity *id, int fresh
 int store_has_row(const store *s, const char *key, int layer, int head);
 int store_has_spectrum(const store *s, int layer, int head);
 int64_t store_n_rows(const store *s);
+/* Counted and added to the finished set at once (store_has_row sees it); the line itself is
+ * formatted and written, in append order, by the store's thread (started on first use; in line
+ * if it cannot start) through a bounded queue, so the caller does not wait for it. A failed write
+ * is reported, naming the file, by the next store_* call that takes an sq_err, and by every later
+ * one (the rows queued after it are dropped). A killed process loses the queued rows: they were
+ * not on disk yet and a resumed run computes them again. */
 int store_append_row(store *s, const store_row *r, sq_err *e);
 int store_append_spectrum(store *s, const store_spectrum *sp, sq_err *e);
-/* fsync both files, on the caller's thread: when this returns SQ_OK every line appended before
- * it is on disk. A request of store_sync_async not yet started is dropped (this fsync covers
- * it) and one in progress is waited for, so the background error, if any, is reported here. */
+/* Wait until every queued row is written, then fsync both files on the caller's thread: when this
+ * returns SQ_OK every line appended before it is on disk. A request of store_sync_async not yet
+ * started is dropped (this fsync covers it) and one in progress is waited for, so the background
+ * error, if any, is reported here. */
 int store_sync(store *s, sq_err *e);
-/* Ask the store's own thread (started on first use; in line if it cannot start) to fsync both
- * files, and return at once: for the per-(layer, head) syncs, whose fsyncs need not stall the
- * caller (only the final store_sync must wait). Requests made while one is pending merge into
- * it. A failure of the thread's fsync is reported, naming the file, by the next store_* call
- * that takes an sq_err (append, sync, sync_async) and by every later one: lines may be lost. */
+/* Ask the store's thread to fsync both files once the rows appended before this call are written,
+ * and return at once: for the per-(layer, head) syncs, whose fsyncs need not stall the caller
+ * (only the final store_sync must wait). Requests made while one is pending merge into it. A
+ * failure of the thread's fsync is reported, naming the file, by the next store_* call that takes
+ * an sq_err (append, sync, sync_async) and by every later one: lines may be lost. */
 int store_sync_async(store *s, sq_err *e);
-/* Finishes a pending background fsync, then closes. Reports nothing: call store_sync first when
- * the result matters. */
+/* Writes the queued rows and finishes a pending background fsync, then closes. Reports nothing:
+ * call store_sync first when the result matters. */
 void store_close(store *s);
 
 /* Readers (no writes; a torn trailing line is ignored). *rows / *sp are malloc'd. */

@@ -1,6 +1,7 @@
 /* Result store: append + read back, torn trailing line recovery, the finished set, identity
- * checks (a different config or dump is refused unless --fresh, naming what changed), fsync on
- * the store's thread (store_sync_async: nothing lost, its error reported by a later call). */
+ * checks (a different config or dump is refused unless --fresh, naming what changed), row writes
+ * and fsyncs on the store's thread (append order kept, nothing lost on close, an error reported
+ * by a later call). */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -8,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -482,5 +485,146 @@ Test(store, sync_async_error_reported_later) {
   cr_expect_eq(store_sync(s, &e3), SQ_EFAIL, "sticky");
   cr_expect_str_eq(e3.msg, first);
   store_close(s);
+  remove_root();
+}
+
+/* Rows go through the store's queue to its thread: many more than the queue holds come back in
+ * append order, and each is counted and in the finished set as soon as store_append_row returns. */
+Test(store, many_rows_in_append_order) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  store_identity id;
+  id_init(&id, "aaaa", "ffff");
+  store *s;
+  sq_err e = {0};
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  enum { N = 5000 };
+  store_row r;
+  for (int i = 0; i < N; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "sq:b=3,i=%d", i % 45);
+    row_init(&r, key, i / 360, (i / 45) % 8, i / (double)N);
+    cr_assert_eq(store_append_row(s, &r, &e), SQ_OK, "row %d: %s", i, e.msg);
+    cr_assert(store_has_row(s, key, i / 360, (i / 45) % 8), "row %d not in the finished set at once", i);
+    cr_assert_eq(store_n_rows(s), i + 1);
+    if (i % 45 == 44) cr_assert_eq(store_sync_async(s, &e), SQ_OK, "%s", e.msg);
+  }
+  cr_assert_eq(store_sync(s, &e), SQ_OK, "%s", e.msg);
+  cr_expect_eq(file_size(path_in(dir, STORE_ROWS_FILE)) > 0, 1);
+  store_close(s);
+  store_row *out;
+  int64_t n;
+  cr_assert_eq(store_read_rows(dir, &out, &n, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(n, N);
+  for (int i = 0; i < N; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "sq:b=3,i=%d", i % 45);
+    cr_assert_str_eq(out[i].key, key, "line %d", i + 1);
+    cr_assert_eq(out[i].layer, i / 360, "line %d", i + 1);
+    cr_assert_eq(out[i].head, (i / 45) % 8, "line %d", i + 1);
+    cr_assert_eq(out[i].m.attn_cos, i / (double)N, "line %d", i + 1);
+  }
+  free(out);
+  remove_root();
+}
+
+/* store_close writes what is still queued: one row, and a burst larger than the queue, each
+ * closed at once after the last append (no store_sync). */
+Test(store, close_right_after_append_loses_nothing) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  store_identity id;
+  id_init(&id, "aaaa", "ffff");
+  store *s;
+  sq_err e = {0};
+  store_row r;
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  row_init(&r, "only", 0, 0, 0.5);
+  cr_assert_eq(store_append_row(s, &r, &e), SQ_OK, "%s", e.msg);
+  store_close(s);
+  store_row *out;
+  int64_t n;
+  cr_assert_eq(store_read_rows(dir, &out, &n, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(n, 1);
+  cr_expect_str_eq(out[0].key, "only");
+  free(out);
+
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  for (int i = 0; i < 2000; i++) {
+    row_init(&r, "burst", i / 8, i % 8, i);
+    cr_assert_eq(store_append_row(s, &r, &e), SQ_OK, "%s", e.msg);
+  }
+  store_close(s);
+  cr_assert_eq(store_read_rows(dir, &out, &n, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(n, 2001);
+  for (int i = 0; i < 2000; i++) cr_assert_eq(out[1 + i].m.attn_cos, i, "line %d", i + 2);
+  free(out);
+  remove_root();
+}
+
+/* A failing row write on the store's thread (the file size limit, RLIMIT_FSIZE, cuts a line short
+ * and then refuses writes with EFBIG) is reported by the next call, naming the file, and by every
+ * later one; the file keeps whole lines only (the short write is cut off again), and the rows
+ * after the failure are not written (no gap followed by later rows). */
+Test(store, row_write_error_reported_later) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  store_identity id;
+  id_init(&id, "aaaa", "ffff");
+  store *s;
+  sq_err e = {0};
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  const char *rows = path_in(dir, STORE_ROWS_FILE);
+  char rows_path[512];
+  snprintf(rows_path, sizeof rows_path, "%s", rows);
+  cr_assert_eq(file_size(rows_path), 0);
+  /* this test runs in its own process: the limit and the ignored SIGXFSZ stay in it */
+  signal(SIGXFSZ, SIG_IGN);
+  struct rlimit old, lim;
+  cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+  lim = old;
+  lim.rlim_cur = 5000;
+  cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  store_row r;
+  int rc = SQ_OK, appended = 0;
+  for (int i = 0; i < 100 && rc == SQ_OK; i++) {
+    row_init(&r, "sq:b=3,x", 0, i, 0.9);
+    rc = store_append_row(s, &r, &e); /* may already report it, if the thread is that quick */
+    appended += rc == SQ_OK;
+  }
+  if (rc == SQ_OK) rc = store_sync(s, &e);
+  cr_assert_eq(rc, SQ_EFAIL, "the write error was never reported");
+  cr_expect(strstr(e.msg, "cannot append to ") && strstr(e.msg, rows_path), "message names the file: %s", e.msg);
+  char first[sizeof e.msg];
+  snprintf(first, sizeof first, "%s", e.msg);
+  sq_err e2 = {0};
+  cr_expect_eq(store_append_row(s, &r, &e2), SQ_EFAIL, "sticky");
+  cr_expect_str_eq(e2.msg, first);
+  sq_err e3 = {0};
+  cr_expect_eq(store_sync_async(s, &e3), SQ_EFAIL, "sticky");
+  cr_expect_str_eq(e3.msg, first);
+  sq_err e4 = {0};
+  cr_expect_eq(store_sync(s, &e4), SQ_EFAIL, "sticky");
+  cr_expect_str_eq(e4.msg, first);
+  store_close(s);
+  cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+
+  long size = file_size(rows_path);
+  cr_expect(size > 0 && size <= 5000, "size %ld", size);
+  store_row *out;
+  int64_t n;
+  cr_assert_eq(store_read_rows(dir, &out, &n, &e), SQ_OK, "%s", e.msg);
+  cr_expect(n > 0 && n < appended, "%lld rows of %d", (long long)n, appended);
+  for (int64_t i = 0; i < n; i++) cr_expect_eq(out[i].head, i, "the rows before the failure, in order");
+  free(out);
+  /* whole lines only: the last byte is a newline */
+  FILE *f = fopen(rows_path, "rb");
+  cr_assert_not_null(f);
+  cr_assert_eq(fseek(f, -1, SEEK_END), 0);
+  cr_expect_eq(fgetc(f), '\n');
+  fclose(f);
   remove_root();
 }
