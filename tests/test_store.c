@@ -628,3 +628,81 @@ Test(store, row_write_error_reported_later) {
   fclose(f);
   remove_root();
 }
+
+/* The readers parse lines in parallel; what they return and the error they report are a serial
+ * read's: rows in file order, empty lines skipped but counted in line numbers, a torn tail
+ * ignored, and of several bad lines the first one named, with its own message and code. */
+static void rewrite_lines(const char *path, int n, const char *const *replace, const int *at, int k) {
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f);
+  char **line = calloc((size_t)n, sizeof *line);
+  for (int i = 0; i < n; i++) {
+    size_t cap = 0;
+    cr_assert_gt(getline(&line[i], &cap, f), 0);
+  }
+  fclose(f);
+  f = fopen(path, "w");
+  cr_assert_not_null(f);
+  fputs("\n", f); /* line 1: empty */
+  for (int i = 0; i < n; i++) {
+    const char *text = line[i];
+    for (int j = 0; j < k; j++)
+      if (at[j] == i + 2) text = replace[j]; /* file line numbers count the empty first line */
+    fputs(text, f);
+    free(line[i]);
+  }
+  fputs("{\"key\":\"torn", f);
+  fclose(f);
+  free(line);
+}
+
+Test(store, reader_reports_the_first_bad_line) {
+  make_root();
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);
+  store_identity id;
+  id_init(&id, "aaaa", "ffff");
+  store *s;
+  sq_err e = {0};
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  enum { N = 1000 };
+  store_row r;
+  for (int i = 0; i < N; i++) {
+    row_init(&r, "sq:b=3,x", i / 8, i % 8, i);
+    cr_assert_eq(store_append_row(s, &r, &e), SQ_OK, "%s", e.msg);
+  }
+  store_close(s);
+  char rows[512];
+  snprintf(rows, sizeof rows, "%s", path_in(dir, STORE_ROWS_FILE));
+  char backup[600];
+  snprintf(backup, sizeof backup, "%s.orig", rows);
+  char cmd[1300];
+  snprintf(cmd, sizeof cmd, "cp %s %s", rows, backup);
+  cr_assert_eq(system(cmd), 0);
+
+  /* an empty first line and a torn tail: every row, in order */
+  rewrite_lines(rows, N, NULL, NULL, 0);
+  store_row *out = NULL;
+  int64_t n;
+  cr_assert_eq(store_read_rows(dir, &out, &n, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(n, N);
+  for (int i = 0; i < N; i++) cr_assert_eq(out[i].m.attn_cos, i, "row %d", i);
+  free(out);
+
+  /* line 300 lacks head (a row error), line 700 is not JSON: line 300 is the one reported */
+  static const char *const bad[2] = {"{\"key\":\"a\",\"arm\":\"sq\",\"layer\":0}\n", "not json\n"};
+  static const int at[2] = {300, 700};
+  snprintf(cmd, sizeof cmd, "cp %s %s", backup, rows);
+  cr_assert_eq(system(cmd), 0);
+  rewrite_lines(rows, N, bad, at, 2);
+  out = NULL;
+  cr_expect_eq(store_read_rows(dir, &out, &n, &e), SQ_EINPUT);
+  cr_expect(strstr(e.msg, "rows.jsonl:300: row lacks key/arm/layer/head") != NULL, "%s", e.msg);
+  cr_expect_null(out);
+  /* with line 300 whole again, line 700 is reported, as a corrupt file */
+  cr_assert_eq(system(cmd), 0);
+  rewrite_lines(rows, N, bad + 1, at + 1, 1);
+  cr_expect_eq(store_read_rows(dir, &out, &n, &e), SQ_EFAIL);
+  cr_expect(strstr(e.msg, "rows.jsonl:700: not a JSON object (") && strstr(e.msg, "the file is corrupt"), "%s", e.msg);
+  remove_root();
+}
