@@ -52,6 +52,7 @@ typedef struct {
   int protocols;             /* PROTO_* bit set (cfg.h) */
   int probs_last;            /* query positions per sequence for probs */
   int topk;
+  uint64_t preload_id;       /* nonzero: the backend's preload of this id copied k, v, q (below) */
 } kern_layer;
 
 typedef struct {
@@ -75,6 +76,12 @@ struct kern_backend {
    * probabilities and logits once; they are reused by every eval() until the next load_layer.
    * The pointers in L must stay valid until then. */
   int (*load_layer)(kern_backend *, const kern_layer *L, sq_err *);
+  /* Optional (NULL: not offered). Copy L's k, v and q to the device ahead of its load_layer, from
+   * one other thread while load_layer / eval run (the sweep's prefetch thread, for the next
+   * layer); returns when the copy is done. A later load_layer whose L has the same nonzero
+   * preload_id, pointers and sizes takes them instead of copying (the host data must not change in
+   * between); any other keeps them for its own. */
+  int (*preload)(kern_backend *, const kern_layer *L, sq_err *);
   /* Metrics of n plan pairs (all for KV head `head` of the loaded layer). */
   int (*eval)(kern_backend *, int head, int n, const plan_pair *const *plans, const cb_table *cb,
               kern_metrics *out, sq_err *);

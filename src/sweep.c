@@ -313,17 +313,23 @@ static void sweep_gather(const float *src, const int64_t *off, const int *seqs, 
   }
 }
 
-/* The rows of `seqs` as one [total][row] block: a pointer into src when they are already adjacent
- * there (the usual layout, calibration sequences then evaluation ones), else a copy in *buf
+/* The rows of `seqs` in src when they are already adjacent there (the usual layout, calibration
+ * sequences then evaluation ones), else NULL. */
+static const float *sweep_rows_in_place(const float *src, const int64_t *off, const int *seqs, const int64_t *lens,
+                                        int n, int64_t row) {
+  for (int i = 0; i + 1 < n; i++) {
+    int64_t len = lens ? lens[i] : off[seqs[i] + 1] - off[seqs[i]];
+    if (off[seqs[i]] + len != off[seqs[i + 1]]) return NULL;
+  }
+  return src + off[seqs[0]] * row;
+}
+
+/* The rows of `seqs` as one [total][row] block: sweep_rows_in_place, else a copy in *buf
  * (allocated on first need, reused for later layers). */
 static const float *sweep_rows(const float *src, const int64_t *off, const int *seqs, const int64_t *lens, int n,
                                int64_t row, int64_t total, float **buf) {
-  int adjacent = 1;
-  for (int i = 0; i + 1 < n && adjacent; i++) {
-    int64_t len = lens ? lens[i] : off[seqs[i] + 1] - off[seqs[i]];
-    adjacent = off[seqs[i]] + len == off[seqs[i + 1]];
-  }
-  if (adjacent) return src + off[seqs[0]] * row;
+  const float *at = sweep_rows_in_place(src, off, seqs, lens, n, row);
+  if (at) return at;
   if (!*buf) *buf = sq_xmalloc((size_t)(total * row) * sizeof **buf);
   sweep_gather(src, off, seqs, lens, n, row, *buf);
   return *buf;
@@ -460,6 +466,8 @@ int sweep_load_eval(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e) 
                      b->randq + (int64_t)h * s->n_eval_seq * R * D);
   kern_layer L;
   memset(&L, 0, sizeof L);
+  L.preload_id = b->preload_id; /* (the prefetch thread's copy of exactly these rows, if any) */
+  b->preload_id = 0;
   L.layer = layer;
   L.n_kv_heads = H;
   L.n_q_heads = Hq;
@@ -762,6 +770,33 @@ void sweep_pf_init(sweep_pf *p, dump_t *d) {
   p->enabled = !(env && !strcmp(env, "0"));
 }
 
+/* The evaluation rows of what the thread read, copied to the backend ahead of their load_layer
+ * (kern.h preload) when they lie in place in the layer buffer (sweep_load_eval then passes the
+ * same pointers and the id). */
+static int sweep_pf_preload(sweep_pf *p) {
+  static uint64_t seq = 0; /* (only prefetch threads of the main grid preload, one at a time) */
+  const sweep_run_ctx *r = p->calib;
+  const sweep_state *s = r->s;
+  const dump_t *d = &s->dump;
+  p->preload_id = 0;
+  if (!r->be->preload || s->n_grid < 1) return SQ_OK;
+  int H = d->n_kv_heads, Hq = d->n_q_heads, D = d->head_dim;
+  kern_layer L;
+  memset(&L, 0, sizeof L);
+  L.layer = p->buf.layer;
+  L.n_kv_heads = H, L.n_q_heads = Hq, L.head_dim = D;
+  L.n_tok = s->eval_off[s->n_eval_seq];
+  L.k = sweep_rows_in_place(p->buf.k, d->seq_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)H * D);
+  L.v = sweep_rows_in_place(p->buf.v, d->seq_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)H * D);
+  L.q = s->use_queries ? sweep_rows_in_place(p->buf.q, d->q_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)Hq * D)
+                       : NULL;
+  if (!L.k || !L.v || (s->use_queries && !L.q)) return SQ_OK; /* gathered rows: load_layer copies them */
+  L.preload_id = ++seq;
+  int rc = r->be->preload(r->be, &L, &p->err);
+  if (!rc) p->preload_id = L.preload_id;
+  return rc ? sq_wrap(&p->err, "layer %d: preload: ", L.layer) : SQ_OK;
+}
+
 static void *sweep_pf_main(void *arg) {
   sweep_pf *p = arg;
   double t0 = prov_mono();
@@ -774,6 +809,7 @@ static void *sweep_pf_main(void *arg) {
     p->rc = sweep_calib_compute(p->calib, &p->buf, &p->cb, p->buf.layer, &p->err);
     pthread_mutex_unlock(&p->calib_lock);
     p->calibrated = !p->rc;
+    if (!p->rc) p->rc = sweep_pf_preload(p);
     p->calib_s = prov_mono() - t1;
   }
   return NULL;
@@ -804,6 +840,8 @@ static void sweep_pf_join(sweep_pf *p, sweep_run_ctx *r) {
 /* After sweep_read_at: when the thread calibrated the layer it handed over, its calibration
  * buffers are swapped into b (returns 1); otherwise the caller calibrates in line. */
 static int sweep_pf_take_calib(sweep_pf *p, sweep_layer_buf *b) {
+  b->preload_id = p->calibrated ? p->preload_id : 0;
+  p->preload_id = 0;
   if (!p->calibrated) return 0;
   sweep_layer_buf t = p->cb;
   p->cb.calib = b->calib, p->cb.C = b->C, p->cb.ck = b->ck, p->cb.cv = b->cv;

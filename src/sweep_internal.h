@@ -60,6 +60,7 @@ typedef struct {
   calib_head *ck, *cv; /* [n_heads] */
   float *ek, *ev, *eq; /* evaluation tokens [n_tok][H][D], queries [n_tok][H_q][D], when not adjacent */
   float *randq;       /* [H][n_seq][n_randq][D] */
+  uint64_t preload_id; /* nonzero: raw's evaluation rows were preloaded under this id (kern.h) */
 } sweep_layer_buf;
 
 typedef struct {
@@ -108,7 +109,8 @@ typedef struct {
   pthread_mutex_t calib_lock; /* one calibration at a time (the thread's, or one in line) */
   sweep_layer_buf cb;   /* the thread's calibration buffers (calib, C, ck, cv) */
   int calibrated;       /* cb holds the calibration of buf */
-  double calib_s;       /* seconds the thread spent calibrating */
+  double calib_s;       /* seconds the thread spent calibrating (and preloading) */
+  uint64_t preload_id;  /* nonzero: the backend holds buf's evaluation rows under this id */
 } sweep_pf;
 
 /* sweep.c */

@@ -19,6 +19,7 @@
  * Without a visible GPU every test is skipped with a message (not passed). */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,10 +167,11 @@ static void expect_close(double a, double b, const char *name, const char *key) 
   cr_expect(fabs(a - b) <= 1e-4, "%s %s: cpu %.9g cuda %.9g", key, name, a, b);
 }
 
-static void eval_both(const kern_layer *L, const char *tag) {
+/* The CPU on layer Lc, the GPU on Lg (the same data, unless a test says otherwise). */
+static void eval_pair(const kern_layer *Lc, const kern_layer *Lg, const char *tag) {
   sq_err e = {0};
-  cr_assert_eq(cpu->load_layer(cpu, L, &e), SQ_OK, "%s", e.msg);
-  cr_assert_eq(gpu->load_layer(gpu, L, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(cpu->load_layer(cpu, Lc, &e), SQ_OK, "%s", e.msg);
+  cr_assert_eq(gpu->load_layer(gpu, Lg, &e), SQ_OK, "%s", e.msg);
   plan_knobs kn[32];
   int n = all_knobs(kn);
   for (int h = 0; h < HKV; h++) {
@@ -209,6 +211,8 @@ static void eval_both(const kern_layer *L, const char *tag) {
     }
   }
 }
+
+static void eval_both(const kern_layer *L, const char *tag) { eval_pair(L, L, tag); }
 
 Test(gpu_agree, eval_all_protocols) {
   need_gpu();
@@ -314,4 +318,64 @@ Test(gpu_agree, bad_input_is_an_error_not_a_crash) {
   cr_expect_eq(gpu->encode(gpu, &pp.k, &cb, lay.k, 1, D, codes, &e), SQ_EINPUT);
   cr_expect(strstr(e.msg, "coordinate 3") != NULL, "message: %s", e.msg);
   plan_pair_free(&pp);
+}
+
+/* kern.h's preload: the GPU's k, v, q copied ahead from another thread (as the sweep's prefetch
+ * thread does), then taken by load_layer. To prove they are taken and not copied again, the
+ * GPU's host copy of k is zeroed between the preload and load_layer: the metrics agree with the
+ * CPU's (on the real keys) only if load_layer used the preloaded ones. Then a preload under
+ * another id than the layer's is not taken (the zeroed keys are copied: the metrics differ). */
+typedef struct {
+  const kern_layer *L;
+  int rc;
+  sq_err e;
+} preload_job;
+static void *preload_main(void *arg) {
+  preload_job *j = arg;
+  j->rc = gpu->preload(gpu, j->L, &j->e);
+  return NULL;
+}
+
+Test(gpu_agree, eval_after_preload) {
+  need_gpu();
+  if (!gpu->preload) cr_skip_test("this backend offers no preload");
+  tu_layer l4;
+  int lens[3] = {70, 131, 40};
+  tu_layer_make(&l4, lens, 3, HKV, 4 * HKV, D, 8, 9);
+  size_t bytes = (size_t)l4.n_tok * HKV * D * sizeof(float);
+  float *kg = malloc(bytes);
+  cr_assert_not_null(kg);
+  memcpy(kg, l4.k, bytes);
+  kern_layer Lg = l4.L;
+  Lg.k = kg;
+  Lg.preload_id = 77;
+  preload_job j = {&Lg, 0, {0}};
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, preload_main, &j), 0);
+  pthread_join(th, NULL);
+  cr_assert_eq(j.rc, SQ_OK, "preload: %s", j.e.msg);
+  memset(kg, 0, bytes);
+  eval_pair(&l4.L, &Lg, "gqa4-preloaded");
+  /* another id: not taken */
+  memcpy(kg, l4.k, bytes);
+  Lg.preload_id = 78;
+  cr_assert_eq(gpu->preload(gpu, &Lg, &j.e), SQ_OK, "preload: %s", j.e.msg);
+  memset(kg, 0, bytes);
+  Lg.preload_id = 79;
+  sq_err e = {0};
+  cr_assert_eq(gpu->load_layer(gpu, &Lg, &e), SQ_OK, "%s", e.msg);
+  plan_knobs kn[32];
+  all_knobs(kn);
+  plan_pair pp;
+  build_all(&pp, kn, 1, 0);
+  const plan_pair *ptr = &pp;
+  kern_metrics m;
+  cr_assert_eq(gpu->eval(gpu, 0, 1, &ptr, &cb, &m, &e), SQ_OK, "%s", e.msg);
+  /* zero keys: every s and s^ is 0, so the bias is 0 and the slope undefined (NaN); the real keys
+   * give neither */
+  cr_expect(m.n_attn > 0 && m.logit_bias == 0.0 && isnan(m.logit_slope),
+            "zeroed keys were not what load_layer used: bias %g slope %g", m.logit_bias, m.logit_slope);
+  plan_pair_free(&pp);
+  free(kg);
+  tu_layer_free(&l4);
 }

@@ -4,6 +4,7 @@
  * launch per protocol, and reduces the per-row metrics on the device in a fixed order. Only a few
  * sums per plan travel back to the host. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,13 @@ struct kc_state {
   kc_buf keff, vhat, rows, sums, krec, vrec;
   kc_buf range_flag, wg_scratch; /* k_attn_wg's range check (one int) and split operands */
   kc_logit lg;                   /* k_attn_wg's logit-sum terms of the loaded layer (kcuda_logit.cuh) */
+  /* preload (kern.h): the next layer's k, v, q, copied by another thread on pre_stream (which
+   * does not wait for the eval's work on the default stream); pre_L says what they hold
+   * (preload_id 0: nothing). pre_lock orders the copy and load_layer's taking them. */
+  kc_buf pre_k, pre_v, pre_q;
+  kern_layer pre_L;
+  cudaStream_t pre_stream;
+  pthread_mutex_t pre_lock;
   kc_proj proj[KC_PROJ_SLOTS];   /* this eval batch's shared projections (code_side) */
   kc_buf cb;
   cb_table cb_host;
@@ -257,6 +265,54 @@ static int upload(kc_buf *b, const void *src, size_t bytes, sq_err *e) {
   return SQ_OK;
 }
 
+static void buf_swap(kc_buf *a, kc_buf *b) {
+  kc_buf t = *a;
+  *a = *b, *b = t;
+}
+
+/* The copies of a preload, waited for (pre_lock held). */
+static int pre_copy(kc_state *st, const kern_layer *L, sq_err *e) {
+  const size_t kv = (size_t)(L->n_tok * L->n_kv_heads * L->head_dim) * sizeof(float);
+  const size_t qb = L->q ? (size_t)(L->n_tok * L->n_q_heads * L->head_dim) * sizeof(float) : 0;
+  if (!st->pre_stream) cudaCheck(cudaStreamCreateWithFlags(&st->pre_stream, cudaStreamNonBlocking));
+  tryCheck(kc_buf_need(&st->pre_k, kv, e));
+  tryCheck(kc_buf_need(&st->pre_v, kv, e));
+  if (qb) tryCheck(kc_buf_need(&st->pre_q, qb, e));
+  cudaCheck(cudaMemcpyAsync(st->pre_k.p, L->k, kv, cudaMemcpyHostToDevice, st->pre_stream));
+  cudaCheck(cudaMemcpyAsync(st->pre_v.p, L->v, kv, cudaMemcpyHostToDevice, st->pre_stream));
+  if (qb) cudaCheck(cudaMemcpyAsync(st->pre_q.p, L->q, qb, cudaMemcpyHostToDevice, st->pre_stream));
+  cudaCheck(cudaStreamSynchronize(st->pre_stream));
+  return SQ_OK;
+}
+
+static int cuda_preload(kern_backend *b, const kern_layer *L, sq_err *e) {
+  kc_state *st = state_of(b);
+  if (!L->preload_id || !L->k || !L->v) return SQ_OK;
+  pthread_mutex_lock(&st->pre_lock);
+  st->pre_L.preload_id = 0;
+  int rc = pre_copy(st, L, e);
+  if (!rc) st->pre_L = *L;
+  pthread_mutex_unlock(&st->pre_lock);
+  return rc;
+}
+
+/* load_layer's k, v, q from the preload when it holds exactly L's (then it is used up). */
+static int take_preload(kc_state *st, const kern_layer *L) {
+  pthread_mutex_lock(&st->pre_lock);
+  const kern_layer *P = &st->pre_L;
+  const int ok = L->preload_id && P->preload_id == L->preload_id && P->k == L->k && P->v == L->v &&
+                 P->q == L->q && P->n_tok == L->n_tok && P->n_kv_heads == L->n_kv_heads &&
+                 P->n_q_heads == L->n_q_heads && P->head_dim == L->head_dim;
+  if (ok) {
+    buf_swap(&st->k, &st->pre_k);
+    buf_swap(&st->v, &st->pre_v);
+    if (L->q) buf_swap(&st->q, &st->pre_q);
+    st->pre_L.preload_id = 0;
+  }
+  pthread_mutex_unlock(&st->pre_lock);
+  return ok;
+}
+
 static kc_attn_args base_args(const kc_state *st) {
   const kern_layer *L = &st->L;
   kc_attn_args a;
@@ -294,9 +350,11 @@ static int cuda_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
   st->randq_on = (L->protocols & PROTO_RANDQ) && L->n_randq > 0;
   int64_t D = L->head_dim, Hq = L->n_q_heads, Hkv = L->n_kv_heads, nt = L->n_tok;
   tryCheck(upload(&st->seq_off, L->seq_off, (size_t)(L->n_seq + 1) * sizeof(int64_t), e));
-  tryCheck(upload(&st->k, L->k, (size_t)(nt * Hkv * D) * sizeof(float), e));
-  tryCheck(upload(&st->v, L->v, (size_t)(nt * Hkv * D) * sizeof(float), e));
-  if (st->attn_on || st->probs_on) tryCheck(upload(&st->q, L->q, (size_t)(nt * Hq * D) * sizeof(float), e));
+  if (!take_preload(st, L)) {
+    tryCheck(upload(&st->k, L->k, (size_t)(nt * Hkv * D) * sizeof(float), e));
+    tryCheck(upload(&st->v, L->v, (size_t)(nt * Hkv * D) * sizeof(float), e));
+    if (st->attn_on || st->probs_on) tryCheck(upload(&st->q, L->q, (size_t)(nt * Hq * D) * sizeof(float), e));
+  }
   size_t nrq = (size_t)(Hkv * L->n_seq * L->n_randq * D);
   if (st->randq_on) tryCheck(upload(&st->randq, L->randq, nrq * sizeof(float), e));
   if (st->attn_on) {
@@ -598,7 +656,8 @@ static void cuda_destroy(kern_backend *b) {
                    &st->topk_ref,   &st->randq_ref,  &st->keff, &st->vhat, &st->rows,      &st->sums,
                    &st->krec,       &st->vrec,       &st->cb,   &st->mx,   &st->md,        &st->mC,
                    &st->fast_mats,  &st->fast_segs,  &st->range_flag,      &st->wg_scratch,
-                   &st->lg.a,       &st->lg.w,       &st->lg.s, &st->lg.b, &st->lg.tiles};
+                   &st->lg.a,       &st->lg.w,       &st->lg.s, &st->lg.b, &st->lg.tiles,
+                   &st->pre_k,      &st->pre_v,      &st->pre_q};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_buf_free(all[i]);
   for (int i = 0; i < KC_PROJ_SLOTS; i++) {
     kc_buf_free(&st->proj[i].rot);
@@ -609,6 +668,8 @@ static void cuda_destroy(kern_backend *b) {
   kc_solver_free(st->solver);
   if (st->blas) cublasDestroy(st->blas);
   if (st->blas_m) cublasDestroy(st->blas_m);
+  if (st->pre_stream) cudaStreamDestroy(st->pre_stream);
+  pthread_mutex_destroy(&st->pre_lock);
   free(st);
   free(b);
 }
@@ -626,6 +687,7 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
     return sq_fail(e, SQ_EINPUT, "cuda backend: device %d outside 0..%d", device, n - 1);
   cudaCheck(cudaSetDevice(device));
   kc_state *st = (kc_state *)sq_xcalloc(1, sizeof *st);
+  pthread_mutex_init(&st->pre_lock, NULL);
   st->device = device;
   const char *attn = getenv("SQEXP_CUDA_ATTN");
   /* rows, gqa, tc, tcpv (the default: scores and weighted sums on tensor cores): kcuda_attn.cuh */
@@ -652,6 +714,7 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   b->impl = st;
   b->moments = cuda_moments;
   b->load_layer = cuda_load_layer;
+  b->preload = cuda_preload;
   b->eval = cuda_eval;
   b->encode = cuda_encode;
   b->decode = cuda_decode;
