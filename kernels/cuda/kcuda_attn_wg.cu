@@ -8,28 +8,30 @@
 /* The operands are split once per launch (k_wg_split), not per block: every x becomes fp16 hi +
  * lo x 2^-11 (the fast encoder's split: hi = x rounded to fp16, lo = (x - hi) 2^11 rounded, so
  * x = hi + lo 2^-11 to ~2^-22 relative) in row-major arrays: the plans' effective keys and
- * decoded values and the head's keys, plus the effective keys' norms (the recall margins). A key
- * is used by every later block of its sequence (~32 at Mistral's 1,024-token sequences), so
- * splitting it in the kernel cost each block-tile ~230 instructions per thread (measured: 1,350
- * per warp and tile in all, at 1.61 ms per (plan, head)).
+ * decoded values, plus the effective keys' norms (the recall margins) and, from the same pass
+ * over the effective keys, the logit sums' per-key terms (kcuda_logit.cuh: the kernel computes
+ * s^ only, never the true scores). A key is used by every later block of its sequence (~32 at
+ * Mistral's 1,024-token sequences), so splitting it in the kernel cost each block-tile ~230
+ * instructions per thread (measured: 1,350 per warp and tile in all, at 1.61 ms per (plan, head)).
  *
  * Per tile of 32 keys, with the block's 64 query rows (16 tokens x 4 heads; row 4 w + gi = token
  * w, head gi; their queries split once per block) and 4 warpgroups:
- *   - staging (cp.async, two stages): the six hi / lo tiles straight into the 128-byte swizzle
+ *   - staging (cp.async, three stages): the four hi / lo tiles straight into the 128-byte swizzle
  *     layout wgmma reads (16-byte unit u of key row r at unit u ^ (r & 7)): K-major for the keys
- *     (Q K^T) and, the same bytes read MN-major (wgmma's transposed B), for the values;
- *   - phase A: warpgroup g < WG_AW computes S^ (g = 0) or S (g = 1) for the tile's 32 keys: Q hi .
- *     K hi into one accumulator, Q hi . K lo + Q lo . K hi into another, added x 2^-11 (the lo . lo
- *     term, ~2^-22, is dropped): as accurate as k_attn_tc's 3xTF32 (fp16 and tf32 both keep 11
- *     significant bits, and hi here is rounded, not truncated), so TC_EPS stays its margin;
- *   - phase B (all warps): tc_phase_b (k_attn_tc's), the weights split into P hi | lo (A operand:
- *     k 0..31 hi, 32..63 lo of one 128-byte row);
- *   - phase C: warpgroup g: O[:, D/4 g ..] = alpha O + P V, 3xfp16 likewise, issued together with
- *     the next tile's phase A (one wait for both), so a tile takes two barriers.
+ *     (Q K^T) and, the same layout read MN-major (wgmma's transposed B), for the values;
+ *   - phase A: warpgroup g < WG_AS computes S^ for the tile's keys: Q hi . K hi into one
+ *     accumulator, Q hi . K lo + Q lo . K hi into another, added x 2^-11 (the lo . lo term, ~2^-22,
+ *     is dropped): as accurate as k_attn_tc's 3xTF32 (fp16 and tf32 both keep 11 significant
+ *     bits, and hi here is rounded, not truncated), so TC_EPS stays its margin. Phase A of tile
+ *     it + 1 is issued before phase B of tile it and runs during it (scores double-buffered);
+ *   - phase B (all warps): tc_phase_b (k_attn_tc's, without the logit sums), the weights split
+ *     into P hi | lo (A operand: k 0..31 hi, 32..63 lo of one 128-byte row);
+ *   - phase C: warpgroup g: O[:, D/4 g ..] = alpha O + P V, 3xfp16 likewise (O rescaled only when
+ *     some row's max moved: the barrier before it is a __syncthreads_or). Two barriers per tile.
  * Measured on the H200 (the bench's 48 (plan, head), attention GPU time): the in-kernel split 77.3
  * ms, split once per launch 65.9, with the staging, descriptor and phase B trims 56.5, phase A on
- * two warpgroups 51.4 (k_attn_tc: 93.0). Tried and dropped: three stages with phase A of the next
- * tile in flight during phase B (55.5 ms: the accumulators held through phase B spill).
+ * two warpgroups (S and S^) 51.4, s^ only 44.1-44.4 (k_attn_tc: 93.0). docs/cuda.md has what was
+ * tried and dropped (warp specialisation among it).
  * fp16's range is the price: k_wg_split, or the block for its queries, raises a.range_flag when
  * an operand would not fit (|x| >= 65520 rounds to infinity), and the launcher recomputes the
  * launch with k_attn_tc (real activations are far below). */
