@@ -106,15 +106,19 @@ static long file_size(const char *path) {
   return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
+/* The common start of a test: a fresh root, a store opened in ROOT/run (dir, id, s and e in scope). */
+#define OPEN_RUN_STORE()                                                                           \
+  make_root();                                                                                     \
+  char dir[300];                                                                                   \
+  snprintf(dir, sizeof dir, "%s/run", tmp_root);                                                   \
+  store_identity id;                                                                               \
+  id_init(&id, "aaaa", "ffff");                                                                    \
+  store *s;                                                                                        \
+  sq_err e = {0};                                                                                  \
+  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg)
+
 Test(store, append_and_read_back) {
-  make_root();
-  char dir[300];
-  snprintf(dir, sizeof dir, "%s/run", tmp_root);
-  store_identity id;
-  id_init(&id, "aaaa", "ffff");
-  store *s;
-  sq_err e = {0};
-  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  OPEN_RUN_STORE();
   store_row in[3];
   row_init(&in[0], "sq:b=3,x", 0, 0, 0.91);
   row_init(&in[1], "sq:b=3,x", 0, 1, 0.95);
@@ -164,14 +168,7 @@ Test(store, append_and_read_back) {
 }
 
 Test(store, skip_set_survives_reopen) {
-  make_root();
-  char dir[300];
-  snprintf(dir, sizeof dir, "%s/run", tmp_root);
-  store_identity id;
-  id_init(&id, "aaaa", "ffff");
-  store *s;
-  sq_err e = {0};
-  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  OPEN_RUN_STORE();
   store_row r;
   row_init(&r, "sq:b=3,x", 2, 1, 0.9);
   cr_assert_eq(store_append_row(s, &r, &e), SQ_OK);
@@ -221,14 +218,7 @@ Test(store, skip_set_survives_reopen) {
 }
 
 Test(store, torn_line_is_truncated) {
-  make_root();
-  char dir[300];
-  snprintf(dir, sizeof dir, "%s/run", tmp_root);
-  store_identity id;
-  id_init(&id, "aaaa", "ffff");
-  store *s;
-  sq_err e = {0};
-  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  OPEN_RUN_STORE();
   store_row r;
   for (int i = 0; i < 3; i++) {
     row_init(&r, "sq:b=3,x", 0, i, 0.9);
@@ -264,14 +254,7 @@ Test(store, torn_line_is_truncated) {
 }
 
 Test(store, corrupt_middle_line_is_an_error) {
-  make_root();
-  char dir[300];
-  snprintf(dir, sizeof dir, "%s/run", tmp_root);
-  store_identity id;
-  id_init(&id, "aaaa", "ffff");
-  store *s;
-  sq_err e = {0};
-  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  OPEN_RUN_STORE();
   store_close(s);
   FILE *f = fopen(path_in(dir, STORE_ROWS_FILE), "a");
   fputs("{\"key\":\"a\",\"arm\":\"sq\",\"layer\":0,\"head\":0}\nnot json\n", f);
@@ -406,14 +389,7 @@ Test(store, one_writer_per_directory) {
 /* store_sync_async: rows appended before, between and after background fsyncs (many requests,
  * merged while one is pending) are all there after store_close and a reopen. */
 Test(store, sync_async_keeps_every_row) {
-  make_root();
-  char dir[300];
-  snprintf(dir, sizeof dir, "%s/run", tmp_root);
-  store_identity id;
-  id_init(&id, "aaaa", "ffff");
-  store *s;
-  sq_err e = {0};
-  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  OPEN_RUN_STORE();
   store_row r;
   enum { HEADS = 64, PER = 5 };
   for (int h = 0; h < HEADS; h++) {
@@ -449,14 +425,7 @@ Test(store, sync_async_keeps_every_row) {
 /* A failing background fsync (the spectra file is a link to /dev/null, whose fsync is EINVAL)
  * is reported by the next call that takes an sq_err, naming the file, and by every later one. */
 Test(store, sync_async_error_reported_later) {
-  make_root();
-  char dir[300];
-  snprintf(dir, sizeof dir, "%s/run", tmp_root);
-  store_identity id;
-  id_init(&id, "aaaa", "ffff");
-  store *s;
-  sq_err e = {0};
-  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  OPEN_RUN_STORE();
   store_close(s);
   const char *spectra = path_in(dir, STORE_SPECTRA_FILE);
   cr_assert_eq(unlink(spectra), 0);
@@ -491,14 +460,7 @@ Test(store, sync_async_error_reported_later) {
 /* Rows go through the store's queue to its thread: many more than the queue holds come back in
  * append order, and each is counted and in the finished set as soon as store_append_row returns. */
 Test(store, many_rows_in_append_order) {
-  make_root();
-  char dir[300];
-  snprintf(dir, sizeof dir, "%s/run", tmp_root);
-  store_identity id;
-  id_init(&id, "aaaa", "ffff");
-  store *s;
-  sq_err e = {0};
-  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  OPEN_RUN_STORE();
   enum { N = 5000 };
   store_row r;
   for (int i = 0; i < N; i++) {
@@ -569,14 +531,7 @@ Test(store, close_right_after_append_loses_nothing) {
  * later one; the file keeps whole lines only (the short write is cut off again), and the rows
  * after the failure are not written (no gap followed by later rows). */
 Test(store, row_write_error_reported_later) {
-  make_root();
-  char dir[300];
-  snprintf(dir, sizeof dir, "%s/run", tmp_root);
-  store_identity id;
-  id_init(&id, "aaaa", "ffff");
-  store *s;
-  sq_err e = {0};
-  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  OPEN_RUN_STORE();
   const char *rows = path_in(dir, STORE_ROWS_FILE);
   char rows_path[512];
   snprintf(rows_path, sizeof rows_path, "%s", rows);
@@ -657,14 +612,7 @@ static void rewrite_lines(const char *path, int n, const char *const *replace, c
 }
 
 Test(store, reader_reports_the_first_bad_line) {
-  make_root();
-  char dir[300];
-  snprintf(dir, sizeof dir, "%s/run", tmp_root);
-  store_identity id;
-  id_init(&id, "aaaa", "ffff");
-  store *s;
-  sq_err e = {0};
-  cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg);
+  OPEN_RUN_STORE();
   enum { N = 1000 };
   store_row r;
   for (int i = 0; i < N; i++) {

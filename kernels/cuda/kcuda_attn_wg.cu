@@ -243,6 +243,18 @@ __device__ __forceinline__ void wg_fold(float *d, float *cor) {
   for (int i = 0; i < N / 2; i++) d[i] += cor[i] * (1.0f / WG_LO_SCALE);
 }
 
+/* Warpgroup wg's part of O (the accumulator layout: rows r0 and r0 + 8, dimensions NPV wg + 8 j +
+ * 2 tig, + 1) into osm [64][D], for the gather back to one warp per token. */
+template <int D, int NPV>
+__device__ __forceinline__ void wg_put_outputs(float *osm, const float *o, int r0, int wg, int tig) {
+#pragma unroll
+  for (int j = 0; j < NPV / 8; j++) {
+    float *orow = osm + r0 * D + NPV * wg + 8 * j + 2 * tig;
+    *(float2 *)orow = make_float2(o[4 * j], o[4 * j + 1]);
+    *(float2 *)(orow + 8 * D) = make_float2(o[4 * j + 2], o[4 * j + 3]);
+  }
+}
+
 template <int D, int TWO>
 __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, wg_ops ops) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -408,12 +420,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
     __syncthreads(); /* sc[(it + 1) & 1] is complete; P and stage it % 3 are free */
   }
   float *osm = (float *)sm; /* the outputs [64][D] in the queries' space, back to one warp per token */
-#pragma unroll
-  for (int j = 0; j < NPV / 8; j++) {
-    float *orow = osm + r0 * D + NPV * wg + 8 * j + 2 * tig;
-    *(float2 *)orow = make_float2(o[4 * j], o[4 * j + 1]);
-    *(float2 *)(orow + 8 * D) = make_float2(o[4 * j + 2], o[4 * j + 3]);
-  }
+  wg_put_outputs<D, NPV>(osm, o, r0, wg, tig);
   if (__syncthreads_or(mx >= WG_HALF_INF)) { /* a query beyond fp16: k_attn_tc recomputes the launch */
     if (threadIdx.x == 0) atomicOr(a.range_flag, 1);
     return;
@@ -608,12 +615,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_ref_wg(kc_attn_args a, co
   }
   __syncthreads(); /* every warpgroup is done with the queries' space and the last tile */
   float *osm = (float *)sm;
-#pragma unroll
-  for (int jj = 0; jj < NPV / 8; jj++) {
-    float *orow = osm + r0 * D + NPV * wg + 8 * jj + 2 * tig;
-    *(float2 *)orow = make_float2(o[4 * jj], o[4 * jj + 1]);
-    *(float2 *)(orow + 8 * D) = make_float2(o[4 * jj + 2], o[4 * jj + 3]);
-  }
+  wg_put_outputs<D, NPV>(osm, o, r0, wg, tig);
   __syncthreads();
   float og[GG][GQA_NDL];
   tc_gather_rows(osm, warp, D, og);
