@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "kcuda.cuh"
 #include "kcuda_attn.cuh"
 #include "kcuda_fast.cuh"
@@ -647,10 +648,18 @@ static void kc_host_free(void *p) {
   free(p);
 }
 
+static double kc_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 static void cuda_destroy(kern_backend *b) {
   if (!b) return;
   kc_state *st = state_of(b);
   ph_report(st);
+  const int timed = st->ph.on; /* (SQEXP_EVAL_PHASES: how long the frees take, for the end-to-end account) */
+  const double t0 = kc_now();
   for (int i = 0; st->ph.on && i <= KC_PH_N; i++) cudaEventDestroy(st->ph.ev[i]);
   kc_buf *all[] = {&st->seq_off,    &st->q,          &st->k,    &st->v,    &st->randq,     &st->o_ref,
                    &st->topk_ref,   &st->randq_ref,  &st->keff, &st->vhat, &st->rows,      &st->sums,
@@ -670,6 +679,7 @@ static void cuda_destroy(kern_backend *b) {
   if (st->blas_m) cublasDestroy(st->blas_m);
   if (st->pre_stream) cudaStreamDestroy(st->pre_stream);
   pthread_mutex_destroy(&st->pre_lock);
+  if (timed) fprintf(stderr, "cuda backend destroyed in %.1f ms\n", 1e3 * (kc_now() - t0));
   free(st);
   free(b);
 }
