@@ -1,6 +1,8 @@
 /* sqexp: one table of subcommands (as git does); `sqexp help` and `sqexp CMD --help` document them. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "cmd.h"
 #include "sqexp_git.h" /* SQEXP_GIT: generated at build time */
 
@@ -25,6 +27,22 @@ static void usage(FILE *f) {
   fprintf(f, "\n  --version  print the version and git commit\n");
 }
 
+/* A command; with SQEXP_EVAL_PHASES set, the wall-clock times at which it started and returned go
+ * to stderr, so that a caller timing the whole process can tell the start and exit of the process
+ * (libraries, CUDA context teardown) from the command's own time. */
+static int main_timed(int (*fn)(int, char **), int argc, char **argv) {
+  const char *ph = getenv("SQEXP_EVAL_PHASES");
+  const int timed = ph && *ph && strcmp(ph, "0");
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_REALTIME, &t0);
+  int rc = fn(argc, argv);
+  clock_gettime(CLOCK_REALTIME, &t1);
+  if (timed)
+    fprintf(stderr, "sqexp: command ran from %.3f to %.3f (epoch s)\n", (double)t0.tv_sec + 1e-9 * (double)t0.tv_nsec,
+            (double)t1.tv_sec + 1e-9 * (double)t1.tv_nsec);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     usage(stderr);
@@ -40,7 +58,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   for (int i = 0; i < n_commands; i++)
-    if (!strcmp(name, commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    if (!strcmp(name, commands[i].name)) return main_timed(commands[i].fn, argc - 1, argv + 1);
   fprintf(stderr, "sqexp: '%s' is not a command\n\n", name);
   usage(stderr);
   return 2;
