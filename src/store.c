@@ -6,13 +6,13 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include "bgthread.h"
 
 /* ---- a set of strings (open addressing, FNV-1a), for the finished (key, layer, head) ---- */
 typedef struct {
@@ -774,25 +774,23 @@ static void *store_bg_main(void *arg) {
   return NULL;
 }
 
-/* Start the thread with SIGINT/SIGTERM blocked (the mask is inherited), so the sweep's handler
- * keeps running on the main thread. */
+/* The queue and the synchronisation of a thread that ended (or never started). */
+static void store_bg_release(store_bg *b) {
+  pthread_cond_destroy(&b->idle), pthread_cond_destroy(&b->wake), pthread_mutex_destroy(&b->mu);
+  free(b->q), b->q = NULL;
+}
+
+/* Start the thread (bgthread_start: the sweep's SIGINT/SIGTERM handler stays on the main thread). */
 static void store_bg_start(store *s) {
   store_bg *b = &s->bg;
-  sigset_t block, old;
-  sigemptyset(&block);
-  sigaddset(&block, SIGINT);
-  sigaddset(&block, SIGTERM);
   pthread_mutex_init(&b->mu, NULL);
   pthread_cond_init(&b->wake, NULL);
   pthread_cond_init(&b->idle, NULL);
   b->q = sq_xmalloc(STORE_QUEUE_ROWS * sizeof *b->q);
-  pthread_sigmask(SIG_BLOCK, &block, &old);
-  b->started = pthread_create(&b->th, NULL, store_bg_main, s) == 0;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  b->started = bgthread_start(&b->th, store_bg_main, s);
   if (b->started) return;
   b->failed = 1;
-  free(b->q), b->q = NULL;
-  pthread_cond_destroy(&b->idle), pthread_cond_destroy(&b->wake), pthread_mutex_destroy(&b->mu);
+  store_bg_release(b);
 }
 
 /* 1 if the thread runs (started now if it never was); 0: the store does its work in line. */
@@ -857,8 +855,7 @@ static void store_bg_stop(store *s) {
   pthread_cond_signal(&b->wake);
   pthread_mutex_unlock(&b->mu);
   pthread_join(b->th, NULL);
-  pthread_cond_destroy(&b->idle), pthread_cond_destroy(&b->wake), pthread_mutex_destroy(&b->mu);
-  free(b->q), b->q = NULL;
+  store_bg_release(b);
   b->started = 0;
 }
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "bgthread.h"
 #include "calib.h"
 #include "codebook.h"
 #include "dump.h"
@@ -624,22 +625,9 @@ static void *sweep_plans_main(void *arg) {
   return NULL;
 }
 
-/* Start fn(arg) on a thread that blocks SIGINT/SIGTERM (inherited from the mask set around
- * pthread_create), so the handler always runs on the main thread. 1 if it started. */
-static int sweep_thread_start(pthread_t *th, void *(*fn)(void *), void *arg) {
-  sigset_t block, old;
-  sigemptyset(&block);
-  sigaddset(&block, SIGINT);
-  sigaddset(&block, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &block, &old);
-  int ok = pthread_create(th, NULL, fn, arg) == 0;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  return ok;
-}
-
 /* Build on a thread (async) or in line (also when the thread cannot start). */
 static void sweep_plans_start(sweep_plans *p, int async) {
-  p->async = p->running = async && sweep_thread_start(&p->th, sweep_plans_main, p);
+  p->async = p->running = async && bgthread_start(&p->th, sweep_plans_main, p);
   if (!p->async) sweep_plans_main(p);
 }
 
@@ -815,14 +803,14 @@ static void *sweep_pf_main(void *arg) {
   return NULL;
 }
 
-/* Start reading stored layer idx on a thread (sweep_thread_start). When the thread cannot start,
+/* Start reading stored layer idx on a thread (bgthread_start). When the thread cannot start,
  * the layer is simply read in line when taken. */
 static void sweep_pf_start(sweep_pf *p, int idx) {
   if (!p->enabled || p->running) return;
   p->idx = idx;
   p->rc = SQ_OK;
   sq_err_clear(&p->err);
-  p->running = sweep_thread_start(&p->th, sweep_pf_main, p);
+  p->running = bgthread_start(&p->th, sweep_pf_main, p);
 }
 
 /* Wait for the thread (if any); its read counts as read work, its calibration as calibration
