@@ -451,34 +451,46 @@ void sweep_draw_randq(uint64_t seed, int layer, int head, int64_t n, float *dst)
 }
 
 /* Evaluation tokens, their queries, and the host-drawn randq queries; then load_layer. */
+/* The evaluation sequences' rows of src: in place when adjacent; else copied into *buf, or NULL
+ * when buf is NULL. */
+static const float *sweep_eval_rows_of(const sweep_state *s, const float *src, const int64_t *off, int64_t row,
+                                       float **buf) {
+  if (!buf) return sweep_rows_in_place(src, off, s->eval_seq, NULL, s->n_eval_seq, row);
+  return sweep_rows(src, off, s->eval_seq, NULL, s->n_eval_seq, row, s->eval_off[s->n_eval_seq], buf);
+}
+
+/* A kern_layer's shape and evaluation rows k, v, q of a layer (raw: its data), the rest zero. With
+ * b, rows not adjacent in raw are copied into b's gather buffers; without (the prefetch thread's
+ * preload, which takes rows in place only) they are NULL. */
+static void sweep_eval_layer(const sweep_state *s, const dump_layer *raw, int layer, sweep_layer_buf *b,
+                             kern_layer *L) {
+  const dump_t *d = &s->dump;
+  int H = d->n_kv_heads, Hq = d->n_q_heads, D = d->head_dim;
+  memset(L, 0, sizeof *L);
+  L->layer = layer;
+  L->n_kv_heads = H;
+  L->n_q_heads = Hq;
+  L->head_dim = D;
+  L->n_seq = s->n_eval_seq;
+  L->seq_off = s->eval_off;
+  L->n_tok = s->eval_off[s->n_eval_seq];
+  L->k = sweep_eval_rows_of(s, raw->k, d->seq_off, (int64_t)H * D, b ? &b->ek : NULL);
+  L->v = sweep_eval_rows_of(s, raw->v, d->seq_off, (int64_t)H * D, b ? &b->ev : NULL);
+  L->q = s->use_queries ? sweep_eval_rows_of(s, raw->q, d->q_off, (int64_t)Hq * D, b ? &b->eq : NULL) : NULL;
+}
+
 int sweep_load_eval(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sq_err *e) {
   sweep_state *s = r->s;
   const dump_t *d = &s->dump;
-  int H = d->n_kv_heads, Hq = d->n_q_heads, D = d->head_dim;
-  int64_t n_tok = s->eval_off[s->n_eval_seq];
-  const float *ek = sweep_rows(b->raw.k, d->seq_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)H * D, n_tok, &b->ek);
-  const float *ev = sweep_rows(b->raw.v, d->seq_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)H * D, n_tok, &b->ev);
-  const float *eq = s->use_queries
-                        ? sweep_rows(b->raw.q, d->q_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)Hq * D, n_tok, &b->eq)
-                        : NULL;
+  int H = d->n_kv_heads, D = d->head_dim;
   int R = (s->cfg.run.protocols & PROTO_RANDQ) ? s->cfg.run.randq_queries : 0;
   for (int h = 0; R > 0 && h < H; h++)
     sweep_draw_randq(s->cfg.run.seed, layer, h, (int64_t)s->n_eval_seq * R * D,
                      b->randq + (int64_t)h * s->n_eval_seq * R * D);
   kern_layer L;
-  memset(&L, 0, sizeof L);
+  sweep_eval_layer(s, &b->raw, layer, b, &L);
   L.preload_id = b->preload_id; /* (the prefetch thread's copy of exactly these rows, if any) */
   b->preload_id = 0;
-  L.layer = layer;
-  L.n_kv_heads = H;
-  L.n_q_heads = Hq;
-  L.head_dim = D;
-  L.n_seq = s->n_eval_seq;
-  L.seq_off = s->eval_off;
-  L.n_tok = s->eval_off[s->n_eval_seq];
-  L.k = ek;
-  L.v = ev;
-  L.q = eq;
   L.n_randq = R;
   L.randq = R > 0 ? b->randq : NULL;
   L.protocols = s->cfg.run.protocols;
@@ -765,19 +777,10 @@ static int sweep_pf_preload(sweep_pf *p) {
   static uint64_t seq = 0; /* (only prefetch threads of the main grid preload, one at a time) */
   const sweep_run_ctx *r = p->calib;
   const sweep_state *s = r->s;
-  const dump_t *d = &s->dump;
   p->preload_id = 0;
   if (!r->be->preload || s->n_grid < 1) return SQ_OK;
-  int H = d->n_kv_heads, Hq = d->n_q_heads, D = d->head_dim;
   kern_layer L;
-  memset(&L, 0, sizeof L);
-  L.layer = p->buf.layer;
-  L.n_kv_heads = H, L.n_q_heads = Hq, L.head_dim = D;
-  L.n_tok = s->eval_off[s->n_eval_seq];
-  L.k = sweep_rows_in_place(p->buf.k, d->seq_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)H * D);
-  L.v = sweep_rows_in_place(p->buf.v, d->seq_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)H * D);
-  L.q = s->use_queries ? sweep_rows_in_place(p->buf.q, d->q_off, s->eval_seq, NULL, s->n_eval_seq, (int64_t)Hq * D)
-                       : NULL;
+  sweep_eval_layer(s, &p->buf, p->buf.layer, NULL, &L);
   if (!L.k || !L.v || (s->use_queries && !L.q)) return SQ_OK; /* gathered rows: load_layer copies them */
   L.preload_id = ++seq;
   int rc = r->be->preload(r->be, &L, &p->err);
@@ -797,8 +800,10 @@ static void *sweep_pf_main(void *arg) {
     p->rc = sweep_calib_compute(p->calib, &p->buf, &p->cb, p->buf.layer, &p->err);
     pthread_mutex_unlock(&p->calib_lock);
     p->calibrated = !p->rc;
+    double t2 = prov_mono();
+    p->calib_s = t2 - t1;
     if (!p->rc) p->rc = sweep_pf_preload(p);
-    p->calib_s = prov_mono() - t1;
+    p->work_s += prov_mono() - t2; /* (the copy to the device of what was read: read work) */
   }
   return NULL;
 }

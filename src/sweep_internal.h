@@ -103,13 +103,13 @@ typedef struct {
   dump_layer buf;   /* what it reads into; swapped with the consumer's buffer on take */
   int rc;
   sq_err err;
-  double work_s;    /* seconds the thread spent in dump_read_layer */
+  double work_s;    /* seconds the thread spent reading (dump_read_layer, and the preload's copy) */
   pthread_t th;
   sweep_run_ctx *calib; /* set: calibrate after reading (the context's state and backend) */
   pthread_mutex_t calib_lock; /* one calibration at a time (the thread's, or one in line) */
   sweep_layer_buf cb;   /* the thread's calibration buffers (calib, C, ck, cv) */
   int calibrated;       /* cb holds the calibration of buf */
-  double calib_s;       /* seconds the thread spent calibrating (and preloading) */
+  double calib_s;       /* seconds the thread spent calibrating */
   uint64_t preload_id;  /* nonzero: the backend holds buf's evaluation rows under this id */
 } sweep_pf;
 
