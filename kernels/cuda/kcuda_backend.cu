@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "kcuda.cuh"
 #include "kcuda_attn.cuh"
 #include "kcuda_fast.cuh"
@@ -314,6 +313,10 @@ static int take_preload(kc_state *st, const kern_layer *L) {
   return ok;
 }
 
+/* k_attn_wg (and k_ref_wg) serve the loaded layer: chosen (SQEXP_CUDA_ATTN) and of their shape.
+ * They need k_ref_wg's split values, and the logit-sum terms (kcuda_logit). */
+static int wg_on(const kc_state *st) { return st->gqa == KC_ATTN_WG && kc_wg_shape(st->G, st->L.head_dim); }
+
 static kc_attn_args base_args(const kc_state *st) {
   const kern_layer *L = &st->L;
   kc_attn_args a;
@@ -364,7 +367,7 @@ static int cuda_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
     tryCheck(kc_buf_need(&st->topk_ref, (size_t)(nt * Hq * L->topk) * sizeof(int32_t), e));
     kc_attn_args a = base_args(st);
     a.n_rows = nt * st->G;
-    if (st->gqa == KC_ATTN_WG && kc_wg_shape(st->G, (int)D)) { /* k_ref_wg's split values */
+    if (wg_on(st)) { /* k_ref_wg's split values */
       a.wg_scratch_bytes = kca_ref_wg_scratch(nt, (int)Hkv, (int)D);
       tryCheck(kc_buf_need(&st->wg_scratch, a.wg_scratch_bytes, e));
       a.wg_scratch = st->wg_scratch.p;
@@ -373,7 +376,7 @@ static int cuda_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
     a.topk_out = (int32_t *)st->topk_ref.p;
     tryCheck(kc_attn_launch(KC_REF_ATTN, &a, (int)Hkv, e));
   }
-  if (st->attn_on && st->gqa == KC_ATTN_WG && kc_wg_shape(st->G, (int)D))
+  if (st->attn_on && wg_on(st))
     tryCheck(kc_logit_prep(&st->lg, (const float *)st->q.p, (const float *)st->k.p, L->seq_off,
                            (const int64_t *)st->seq_off.p, L->n_seq, nt, (int)Hq, (int)Hkv, (int)D, e));
   if (st->randq_on) {
@@ -525,7 +528,7 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   a.plan_stride = nt * D;
   a.rows_out = rows;
   int rc = SQ_OK;
-  if (st->attn_on && st->gqa == KC_ATTN_WG && kc_wg_shape((int)G, (int)D)) {
+  if (st->attn_on && wg_on(st)) {
     a.wg_scratch_bytes = kca_wg_scratch(n, nt, (int)D);
     rc = kc_buf_need(&st->wg_scratch, a.wg_scratch_bytes, e);
     a.wg_scratch = st->wg_scratch.p;
@@ -648,18 +651,10 @@ static void kc_host_free(void *p) {
   free(p);
 }
 
-static double kc_now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static void cuda_destroy(kern_backend *b) {
   if (!b) return;
   kc_state *st = state_of(b);
   ph_report(st);
-  const int timed = st->ph.on; /* (SQEXP_EVAL_PHASES: how long the frees take, for the end-to-end account) */
-  const double t0 = kc_now();
   for (int i = 0; st->ph.on && i <= KC_PH_N; i++) cudaEventDestroy(st->ph.ev[i]);
   kc_buf *all[] = {&st->seq_off,    &st->q,          &st->k,    &st->v,    &st->randq,     &st->o_ref,
                    &st->topk_ref,   &st->randq_ref,  &st->keff, &st->vhat, &st->rows,      &st->sums,
@@ -679,7 +674,6 @@ static void cuda_destroy(kern_backend *b) {
   if (st->blas_m) cublasDestroy(st->blas_m);
   if (st->pre_stream) cudaStreamDestroy(st->pre_stream);
   pthread_mutex_destroy(&st->pre_lock);
-  if (timed) fprintf(stderr, "cuda backend destroyed in %.1f ms\n", 1e3 * (kc_now() - t0));
   free(st);
   free(b);
 }
