@@ -223,17 +223,25 @@ static void write_i64(const char *path, const int64_t *v) {
   H5Fclose(f);
 }
 
-/* Overwrite one float32 element of a layer dataset. */
-static void poke_f32(const char *path, int64_t row, int head, int dim, float value) {
+/* Overwrite one element of a layer dataset with *value, whose memory type is mem_t, or (mem_t
+ * < 0) the dataset's own type, so that no conversion touches the bits. */
+static void poke(const char *path, int64_t row, int head, int dim, hid_t mem_t, const void *value) {
   hid_t f = reopen_rw(), ds = H5Dopen2(f, path, H5P_DEFAULT), sp = H5Dget_space(ds);
+  hid_t t = mem_t < 0 ? H5Dget_type(ds) : mem_t;
   hsize_t start[3] = {(hsize_t)row, (hsize_t)head, (hsize_t)dim}, one[3] = {1, 1, 1};
   H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, one, NULL);
   hid_t msp = H5Screate_simple(3, one, NULL);
-  cr_assert_geq(H5Dwrite(ds, H5T_NATIVE_FLOAT, msp, sp, H5P_DEFAULT, &value), 0);
+  cr_assert_geq(H5Dwrite(ds, t, msp, sp, H5P_DEFAULT, value), 0);
   H5Sclose(msp);
+  if (mem_t < 0) H5Tclose(t);
   H5Sclose(sp);
   H5Dclose(ds);
   H5Fclose(f);
+}
+
+/* One float32 element. */
+static void poke_f32(const char *path, int64_t row, int head, int dim, float value) {
+  poke(path, row, head, dim, H5T_NATIVE_FLOAT, &value);
 }
 
 /* dump_open must refuse with SQ_EINPUT, naming the file and every string in `needles`. */
@@ -384,19 +392,9 @@ Test(dump, inf_in_queries_refused_with_location) {
   expect_read_refused(0, nd, 3);
 }
 
-/* Overwrite one fp16 or bf16 element of a layer dataset with a raw 16-bit pattern (written in
- * the dataset's own type, so no conversion touches the bits). */
+/* One fp16 or bf16 element, a raw 16-bit pattern in the dataset's own type. */
 static void poke_raw16(const char *path, int64_t row, int head, int dim, uint16_t bits) {
-  hid_t f = reopen_rw(), ds = H5Dopen2(f, path, H5P_DEFAULT), sp = H5Dget_space(ds), t = H5Dget_type(ds);
-  hsize_t start[3] = {(hsize_t)row, (hsize_t)head, (hsize_t)dim}, one[3] = {1, 1, 1};
-  H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, one, NULL);
-  hid_t msp = H5Screate_simple(3, one, NULL);
-  cr_assert_geq(H5Dwrite(ds, t, msp, sp, H5P_DEFAULT, &bits), 0);
-  H5Sclose(msp);
-  H5Tclose(t);
-  H5Sclose(sp);
-  H5Dclose(ds);
-  H5Fclose(f);
+  poke(path, row, head, dim, -1, &bits);
 }
 
 /* The same locations as the float32 tests above, through the fp16 (F16C where present) and bf16

@@ -106,6 +106,22 @@ static long file_size(const char *path) {
   return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
+/* The store's background error is sticky: store_append_row (when r is given), store_sync_async
+ * and store_sync each fail with the same message as the first report, `first`. */
+static void expect_sticky(store *s, const char *first_msg, const store_row *r) {
+  char first[sizeof ((sq_err *)0)->msg];
+  snprintf(first, sizeof first, "%s", first_msg);
+  sq_err e1 = {0}, e2 = {0}, e3 = {0};
+  if (r) {
+    cr_expect_eq(store_append_row(s, r, &e1), SQ_EFAIL, "sticky");
+    cr_expect_str_eq(e1.msg, first);
+  }
+  cr_expect_eq(store_sync_async(s, &e2), SQ_EFAIL, "sticky");
+  cr_expect_str_eq(e2.msg, first);
+  cr_expect_eq(store_sync(s, &e3), SQ_EFAIL, "sticky");
+  cr_expect_str_eq(e3.msg, first);
+}
+
 /* The common start of a test: a fresh root, a store opened in ROOT/run (dir, id, s and e in scope). */
 #define OPEN_RUN_STORE()                                                                           \
   make_root();                                                                                     \
@@ -445,14 +461,7 @@ Test(store, sync_async_error_reported_later) {
   cr_assert_eq(rc, SQ_EFAIL, "the background fsync error was never reported");
   cr_expect(strstr(e.msg, "fsync ") && strstr(e.msg, spectra), "message names the file: %s", e.msg);
   cr_expect(strstr(e.msg, "Invalid argument"), "%s", e.msg);
-  char first[sizeof e.msg];
-  snprintf(first, sizeof first, "%s", e.msg);
-  sq_err e2 = {0};
-  cr_expect_eq(store_sync_async(s, &e2), SQ_EFAIL, "sticky");
-  cr_expect_str_eq(e2.msg, first);
-  sq_err e3 = {0};
-  cr_expect_eq(store_sync(s, &e3), SQ_EFAIL, "sticky");
-  cr_expect_str_eq(e3.msg, first);
+  expect_sticky(s, e.msg, NULL);
   store_close(s);
   remove_root();
 }
@@ -553,17 +562,7 @@ Test(store, row_write_error_reported_later) {
   if (rc == SQ_OK) rc = store_sync(s, &e);
   cr_assert_eq(rc, SQ_EFAIL, "the write error was never reported");
   cr_expect(strstr(e.msg, "cannot append to ") && strstr(e.msg, rows_path), "message names the file: %s", e.msg);
-  char first[sizeof e.msg];
-  snprintf(first, sizeof first, "%s", e.msg);
-  sq_err e2 = {0};
-  cr_expect_eq(store_append_row(s, &r, &e2), SQ_EFAIL, "sticky");
-  cr_expect_str_eq(e2.msg, first);
-  sq_err e3 = {0};
-  cr_expect_eq(store_sync_async(s, &e3), SQ_EFAIL, "sticky");
-  cr_expect_str_eq(e3.msg, first);
-  sq_err e4 = {0};
-  cr_expect_eq(store_sync(s, &e4), SQ_EFAIL, "sticky");
-  cr_expect_str_eq(e4.msg, first);
+  expect_sticky(s, e.msg, &r);
   store_close(s);
   cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
 
