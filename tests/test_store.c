@@ -122,13 +122,16 @@ static void expect_sticky(store *s, const char *first_msg, const store_row *r) {
   cr_expect_str_eq(e3.msg, first);
 }
 
-/* The common start of a test: a fresh root, a store opened in ROOT/run (dir, id, s and e in scope). */
-#define OPEN_RUN_STORE()                                                                           \
+/* The common start of a test: a fresh root, dir = ROOT/run and its identity id in scope; with
+ * OPEN_RUN_STORE also a store s opened there (and e). */
+#define RUN_DIR_AND_ID()                                                                           \
   make_root();                                                                                     \
   char dir[300];                                                                                   \
   snprintf(dir, sizeof dir, "%s/run", tmp_root);                                                   \
   store_identity id;                                                                               \
-  id_init(&id, "aaaa", "ffff");                                                                    \
+  id_init(&id, "aaaa", "ffff")
+#define OPEN_RUN_STORE()                                                                           \
+  RUN_DIR_AND_ID();                                                                                \
   store *s;                                                                                        \
   sq_err e = {0};                                                                                  \
   cr_assert_eq(store_open(&s, dir, &id, 0, &e), SQ_OK, "%s", e.msg)
@@ -367,11 +370,7 @@ Test(store, rows_without_run_json_refused) {
 }
 
 Test(store, one_writer_per_directory) {
-  make_root();
-  char dir[300];
-  snprintf(dir, sizeof dir, "%s/run", tmp_root);
-  store_identity id;
-  id_init(&id, "aaaa", "ffff");
+  RUN_DIR_AND_ID();
   int ready[2], done[2];
   cr_assert_eq(pipe(ready), 0);
   cr_assert_eq(pipe(done), 0);
@@ -503,11 +502,7 @@ Test(store, many_rows_in_append_order) {
 /* store_close writes what is still queued: one row, and a burst larger than the queue, each
  * closed at once after the last append (no store_sync). */
 Test(store, close_right_after_append_loses_nothing) {
-  make_root();
-  char dir[300];
-  snprintf(dir, sizeof dir, "%s/run", tmp_root);
-  store_identity id;
-  id_init(&id, "aaaa", "ffff");
+  RUN_DIR_AND_ID();
   store *s;
   sq_err e = {0};
   store_row r;
