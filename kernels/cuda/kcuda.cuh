@@ -89,17 +89,35 @@ typedef struct {
   kc_buf xhat;  /* float [rows][D] */
 } kc_work;
 
-/* One input's projection by one rotation (a side of one head's eval rows), kept for the other
- * plans of an eval batch that use the same rotation: the SpectralQuant plans of a head all point
- * at its calibrated basis, so their sides share the device copy of the matrix, the unit rows'
- * norms and y = rot . u, and only quantise and reconstruct on their own. */
+/* Eval's batched code phase (kcuda_codes.cu), one side of it: the head's rows (row t at
+ * x + t stride), the plans it handles (idx[0 .. m-1] into ps / ss, the batch's plan sides), where
+ * plan i's decoded rows go (dst + i n_tok D; keys: the effective keys) and its per-token
+ * statistics (rec + i n_tok 3, kc_rec_stats' fields). Only sides without QJL. */
 typedef struct {
-  const float *rot_host; /* the key: the plan's rotation (NULL: an unused slot), its normalize flag */
-  int normalize, is_key;
-  int have_y;            /* y and norm hold the projection */
-  kc_buf rot;            /* double [D*D]: the device copy */
-  kc_buf y, norm;        /* double [n][D], float [n] */
-} kc_proj;
+  const float *x;
+  int64_t stride;
+  int m;
+  const int *idx;
+  const plan_side *const *ps;
+  const kc_side *ss;
+  float *dst;
+  double *rec;
+} kc_codes_side;
+/* Its buffers, kept by the backend between batches. */
+typedef struct {
+  kc_buf rot_f, rot_d;     /* the batch's rotations: float as uploaded, double [n_rot][D][D] */
+  kc_buf u, norm;          /* unit rows (unnormalised, normalised) [2][rows][D], their fp16 norms */
+  kc_buf y, yh, acc;       /* a group's projections, quantised projections, reconstructions */
+  float *rot_h;            /* page-locked staging of the rotations' upload */
+  size_t rot_h_bytes;
+  cudaEvent_t up_done;     /* the last upload has read rot_h */
+  int staged;
+} kc_codes;
+/* Keys (sides[0]) and values (sides[1]) of a batch: every handled plan's decoded rows and
+ * statistics. kc_codes_free releases c (zeroed, reusable). */
+int kc_codes_batch(kc_codes *c, cublasHandle_t h, const float *cb_dev, int64_t n_tok, int D,
+                   const kc_codes_side sides[2], sq_err *e);
+void kc_codes_free(kc_codes *c);
 
 typedef struct kc_state kc_state;
 
@@ -114,11 +132,18 @@ int kc_upload_mats(kc_work *w, const plan_side *p, kc_mats *m, sq_err *e);
 /* The pipeline of one side over n device rows (row i at x + i*stride floats):
  *   project (norm, rot in double) -> quantize (idx, yh) -> reconstruct xhat -> QJL (signs, |r|).
  * Results stay in w: idx, norm, sg, rnorm; xhat (float) when want_xhat; keff (the effective key
- * xhat + c*S^T signs) written to keff when non-NULL (it may equal w->xhat). pj (a rotated side,
- * or NULL): the projection comes from it when it has one, else is stored in it. */
+ * xhat + c*S^T signs) written to keff when non-NULL (it may equal w->xhat). */
 int kc_side_run(cublasHandle_t cb_h, const kc_side *s, const kc_mats *m, const float *cb_dev,
                 kc_work *w, const float *x, int64_t n, int64_t stride, float *xhat_out,
-                float *keff_out, kc_proj *pj, sq_err *e);
+                float *keff_out, sq_err *e);
+/* Its steps for eval's batched code phase (kcuda_codes.cu): the unit rows (kc_prep, below);
+ * quantise n rows of projections y into yh (idx, the stored fields, when not NULL); and, after
+ * the reconstruction acc = rot^T yh, xhat = (float)(norm16 * acc) with the rows' reconstruction
+ * statistics (kc_rec_stats' rec [n][3], in its order) in one pass (sides without QJL). */
+int kc_quant(const kc_side *s, const float *cb_dev, const double *y, double *yh, uint16_t *idx, int64_t n,
+             sq_err *e);
+int kc_finish_rec(int D, const float *x, int64_t stride, const double *acc, const float *norm16, int64_t n,
+                  float *xhat, double *rec, sq_err *e);
 /* The first step alone (norms, unit rows as doubles), for the bench's precision table. */
 int kc_prep(const kc_side *s, const float *x, int64_t stride, int64_t n, double *u, float *norm16,
             sq_err *e);

@@ -145,7 +145,7 @@ __global__ void k_quant(kc_side s, const float *cb, const double *y, double *yh,
     v = (uint32_t)lo;
     out = scale[i] * cb[(s.family * (CB_MAX_BITS + 1) + b) * 256 + lo];
   }
-  idx[k] = (uint16_t)v;
+  if (idx) idx[k] = (uint16_t)v; /* (eval needs only yh) */
   yh[k] = (double)out;
 }
 
@@ -238,39 +238,25 @@ static int reconstruct(cublasHandle_t h, const kc_side *s, const kc_mats *mt, kc
   return SQ_OK;
 }
 
-/* The projection y = rot . u (u the unit rows) into y, norms into w->norm; from / into pj when
- * given (kc_proj). Returns the projection's address through proj. */
+/* The projection y = rot . u (u the unit rows) into w->y, norms into w->norm. Returns the
+ * projection's address through proj (u itself without a rotation). */
 static int project(cublasHandle_t h, const kc_side *s, const kc_mats *mt, kc_work *w, const float *x, int64_t n,
-                   int64_t stride, kc_proj *pj, const double **proj, sq_err *e) {
+                   int64_t stride, const double **proj, sq_err *e) {
   const double one = 1.0, zero = 0.0;
   const int D = s->D;
   double *u = (double *)w->u.p, *y = (double *)w->y.p;
-  if (pj && pj->have_y) {
-    cudaCheck(cudaMemcpyAsync(w->norm.p, pj->norm.p, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice));
-    *proj = (const double *)pj->y.p;
-    return SQ_OK;
-  }
   k_prep<<<blocks_for(n * 32, 256), 256>>>(D, s->normalize, x, stride, n, u, (float *)w->norm.p);
   launchCheck();
   *proj = u;
   if (!s->has_rot) return SQ_OK;
-  if (pj) {
-    tryCheck(kc_buf_need(&pj->y, (size_t)n * D * sizeof(double), e));
-    tryCheck(kc_buf_need(&pj->norm, (size_t)n * sizeof(float), e));
-    y = (double *)pj->y.p;
-  }
   cublasCheck(cublasDgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, D, (int)n, D, &one, mt->rot, D, u, D, &zero, y, D));
-  if (pj) {
-    cudaCheck(cudaMemcpyAsync(pj->norm.p, w->norm.p, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice));
-    pj->have_y = 1;
-  }
   *proj = y;
   return SQ_OK;
 }
 
 int kc_side_run(cublasHandle_t h, const kc_side *s, const kc_mats *mt, const float *cb_dev,
                 kc_work *w, const float *x, int64_t n, int64_t stride, float *xhat_out,
-                float *keff_out, kc_proj *pj, sq_err *e) {
+                float *keff_out, sq_err *e) {
   const double one = 1.0, zero = 0.0;
   int D = s->D, m = s->m;
   if (n <= 0) return SQ_OK;
@@ -278,7 +264,7 @@ int kc_side_run(cublasHandle_t h, const kc_side *s, const kc_mats *mt, const flo
   tryCheck(work_need(w, s, n, e));
   double *u = (double *)w->u.p;
   const double *proj;
-  tryCheck(project(h, s, mt, w, x, n, stride, s->has_rot ? pj : NULL, &proj, e));
+  tryCheck(project(h, s, mt, w, x, n, stride, &proj, e));
   k_quant<<<blocks_for(n * D, 256), 256>>>(*s, cb_dev, proj, u, (uint16_t *)w->idx.p, n);
   launchCheck();
   float *xh = xhat_out ? xhat_out : (float *)w->xhat.p;
@@ -415,6 +401,51 @@ int kc_rec_stats(const float *x, int64_t stride, const float *xh, int64_t n, int
                  sq_err *e) {
   if (n <= 0) return SQ_OK;
   k_rec<<<blocks_for(n * 32, 256), 256>>>(x, stride, xh, n, D, rec);
+  launchCheck();
+  return SQ_OK;
+}
+
+/* k_finish (no QJL) and k_rec in one pass: xh = (float)(nh * acc) into xhat, and the row's
+ * reconstruction statistics from x and that float, in k_rec's order. Warp per row. */
+__global__ void k_finish_rec(int D, const float *x, int64_t stride, const double *acc, const float *norm16, int64_t n,
+                             float *xhat, double *rec) {
+  int64_t row = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (row >= n) return;
+  double nhr = (double)norm16[row], dot = 0, nx = 0, nh = 0, err = 0;
+  for (int j = lane; j < D; j += 32) {
+    float xh = (float)(nhr * acc[row * D + j]);
+    xhat[row * D + j] = xh;
+    double a = x[row * stride + j], b = xh;
+    dot += a * b;
+    nx += a * a;
+    nh += b * b;
+    err += (a - b) * (a - b);
+  }
+  dot = warp_sum_d(dot);
+  nx = warp_sum_d(nx);
+  nh = warp_sum_d(nh);
+  err = warp_sum_d(err);
+  if (lane == 0) {
+    double c = (nx == 0.0 && nh == 0.0) ? 1.0 : (nx == 0.0 || nh == 0.0) ? 0.0 : dot / sqrt(nx * nh);
+    rec[row * 3 + 0] = c;
+    rec[row * 3 + 1] = err;
+    rec[row * 3 + 2] = nx;
+  }
+}
+
+int kc_finish_rec(int D, const float *x, int64_t stride, const double *acc, const float *norm16, int64_t n,
+                  float *xhat, double *rec, sq_err *e) {
+  if (n <= 0) return SQ_OK;
+  k_finish_rec<<<blocks_for(n * 32, 256), 256>>>(D, x, stride, acc, norm16, n, xhat, rec);
+  launchCheck();
+  return SQ_OK;
+}
+
+int kc_quant(const kc_side *s, const float *cb_dev, const double *y, double *yh, uint16_t *idx, int64_t n,
+             sq_err *e) {
+  if (n <= 0) return SQ_OK;
+  k_quant<<<blocks_for(n * s->D, 256), 256>>>(*s, cb_dev, y, yh, idx, n);
   launchCheck();
   return SQ_OK;
 }
