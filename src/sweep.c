@@ -917,7 +917,10 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
   b.raw.host_free = pf.buf.host_free = r->be->host_free;
   pf.calib = r; /* the thread calibrates the layers it reads */
   sweep_calib_alloc(s, &pf.cb);
-  int rc = SQ_OK;
+  int rc = SQ_OK, first = 0;
+  while (first < s->n_layers && !want[first]) first++;
+  const char *ph = getenv("SQEXP_EVAL_PHASES");
+  const int timing = ph && *ph && strcmp(ph, "0");
   for (int li = 0; li < s->n_layers && !rc && !sweep_stop_signal; li++) {
     int layer = d->layers[s->layer_idx[li]];
     if (!want[li]) {
@@ -937,11 +940,16 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
     if (!ahead) r->prov.phase_s[PROV_CALIB] += t2 - t1;
     sweep_layer_sum ls;
     memset(&ls, 0, sizeof ls);
+    double t3 = t2;
     if (!rc && s->n_grid > 0) {
       rc = sweep_load_eval(r, &b, layer, e);
-      r->prov.phase_s[PROV_EVAL] += prov_mono() - t2;
+      t3 = prov_mono();
+      r->prov.phase_s[PROV_EVAL] += t3 - t2;
       if (!rc) rc = sweep_heads(r, &b, layer, &ls, e);
     }
+    if (timing && li == first) /* the first layer pays the one-time costs: where */
+      fprintf(stderr, "first layer %d: read %.3f s, calibrate %.3f s, load_eval %.3f s, heads %.3f s\n", layer,
+              t1 - t0, t2 - t1, t3 - t2, prov_mono() - t3);
     if (!rc && !sweep_stop_signal) {
       sweep_layer_line(r, layer, &ls, prov_mono() - t0);
       progress_layer(&r->prog, layer, li, s->n_layers);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "kcuda.cuh"
 #include "kcuda_attn.cuh"
 #include "kcuda_fast.cuh"
@@ -658,7 +659,14 @@ static void cuda_destroy(kern_backend *b) {
   free(b);
 }
 
+static double kc_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
+  const double t_create = kc_now(); /* (SQEXP_EVAL_PHASES: how long creating takes) */
   *out = NULL;
   int n = 0;
   cudaError_t ce = cudaGetDeviceCount(&n);
@@ -707,6 +715,7 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   b->host_alloc = kc_host_alloc;
   b->host_free = kc_host_free;
   b->eval_batch = 64;
+  if (st->ph.on) fprintf(stderr, "cuda backend created in %.1f ms\n", (kc_now() - t_create) * 1e3);
   *out = b;
   return SQ_OK;
 }
