@@ -24,14 +24,15 @@ typedef struct {
   double *rows_out;          /* eval modes: [plan][n_rows][n_fields] */
   int gqa;                   /* EVAL_ATTN kernel: KC_ATTN_* (kc_attn_kind) */
   int *range_flag;           /* device int for k_attn_wg's range check (NULL: k_attn_wg is not used) */
-  void *wg_scratch;          /* k_attn_wg's split operands, kca_wg_scratch bytes (NULL: not used) */
+  void *wg_scratch;          /* k_attn_wg's split operands and slot scores, kca_wg_scratch bytes (NULL: unused) */
   size_t wg_scratch_bytes;
   const double *lg_a, *lg_w, *lg_s; /* this head's logit-sum terms (kcuda_logit.cuh; NULL: k_attn_wg is not used) */
 } kc_attn_args;
 
-/* The scratch k_attn_wg needs for a launch of n_plans plans over n_tok tokens of head_dim D, and
- * k_ref_wg for a layer's reference rows (its values split). */
-size_t kca_wg_scratch(int n_plans, int64_t n_tok, int D);
+/* The scratch k_attn_wg needs for a launch of n_plans plans over n_tok tokens of head_dim D with
+ * the layer's top-k (the split operands and the rank slots' scores), and k_ref_wg for a layer's
+ * reference rows (its values split). */
+size_t kca_wg_scratch(int n_plans, int64_t n_tok, int D, int topk);
 size_t kca_ref_wg_scratch(int64_t n_tok, int Hkv, int D);
 
 /* The group-per-warp EVAL_ATTN kernel's shape. */

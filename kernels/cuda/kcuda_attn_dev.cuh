@@ -128,10 +128,11 @@ __device__ __forceinline__ float warp_min_f(float v) {
  * order -- so reference key r is in it iff
  *   rank(r) = #{causal keys j != r : s^_j > s^_r, or s^_j == s^_r and j < r} < K.
  * Each reference slot (slot i in lane i % 32, half i / 32, as in topk_list) holds s^_r, computed
- * before the key loop with exactly the fmaf chain the loop uses for s^_j (so ties are ties), and
- * counts the keys that come before r. A slot whose count reached K is out for good, so only keys
- * with s^_j >= thr = min s^ over the slots still in can change a count: those are ballotted and
- * broadcast one at a time. hits = slots still in at the end of the row. */
+ * before the key loop (k_attn_wg: before the kernel, k_wg_slot_scores) with exactly the fmaf chain
+ * the loop uses for s^_j (so ties are ties), and counts the keys that come before r. A slot whose
+ * count reached K is out for good, so only keys with s^_j >= thr = min s^ over the slots still in
+ * can change a count: those are ballotted and broadcast one at a time. hits = slots still in at the
+ * end of the row. */
 typedef struct {
   float v0, v1;   /* s^ of the slot's reference key (+inf for an empty slot) */
   int r0, r1;     /* sequence-local index of the reference key, -1 = empty */
@@ -484,6 +485,32 @@ __device__ __forceinline__ void gqa_rank_init(const kc_attn_args &a, int64_t t, 
       else R[gi].r0 = r, R[gi].v0 = v, R[gi].c0 = r >= 0 ? 0 : K;
     }
     __syncwarp();
+  }
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    if (!TWO) R[gi].r1 = -1, R[gi].v1 = INFINITY, R[gi].c1 = K;
+    rank_set_thr(&R[gi], K, TWO);
+  }
+}
+
+/* gqa_rank_init with the s^_r computed before the kernel (k_attn_wg: k_wg_slot_scores, the same
+ * gqa_score_g chain operand for operand, so the same bits): ss holds token t's [GG][K] values,
+ * INFINITY for an empty slot. Lane i takes slots i (and i + 32 when TWO) as gqa_rank_init does. */
+template <int GG, int TWO>
+__device__ __forceinline__ void gqa_rank_init_from(const kc_attn_args &a, int64_t t, const float *ss,
+                                                   rank_slots (&R)[GG]) {
+  const int K = a.topk, lane = threadIdx.x & 31;
+  const int32_t *ref = a.topk_ref + (t * a.Hq + a.head * GG) * K;
+#pragma unroll
+  for (int h = 0; h < (TWO ? 2 : 1); h++) {
+    const int sl = 32 * h + lane, own = sl < K;
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) {
+      int r = own ? __ldg(ref + gi * K + sl) : -1;
+      float v = own ? __ldg(ss + gi * K + sl) : INFINITY;
+      if (h) R[gi].r1 = r, R[gi].v1 = v, R[gi].c1 = r >= 0 ? 0 : K;
+      else R[gi].r0 = r, R[gi].v0 = v, R[gi].c0 = r >= 0 ? 0 : K;
+    }
   }
 #pragma unroll
   for (int gi = 0; gi < GG; gi++) {

@@ -13,6 +13,11 @@
  * s^ only, never the true scores). A key is used by every later block of its sequence (~32 at
  * Mistral's 1,024-token sequences), so splitting it in the kernel cost each block-tile ~230
  * instructions per thread (measured: 1,350 per warp and tile in all, at 1.61 ms per (plan, head)).
+ * After the split, k_wg_slot_scores computes the rank slots' s^_r (top-k recall) for every (plan,
+ * token, head, slot) -- the fmaf chain gqa_rank_init ran in this kernel's prologue, same function,
+ * same operands, so the same bits -- and the kernel only loads them (gqa_rank_init_from): with one
+ * block per SM that prologue's dependent chains over gathered keys had 13 % of the stall samples
+ * while the tensor cores idled. Not yet measured on a GPU.
  *
  * Per tile of 32 keys, with the block's 64 query rows (16 tokens x 4 heads; row 4 w + gi = token
  * w, head gi; their queries split once per block) and 4 warpgroups:
@@ -59,8 +64,7 @@ struct wg_cfg {
     OFF_QL = Q_BYTES,
     OFF_STAGE = 2 * Q_BYTES,         /* WG_NST stages of WG_NARR tiles */
     OFF_P = OFF_STAGE + WG_NST * STAGE,
-    OFF_SC = OFF_P + P_BYTES,        /* [2][64][TC_LDS] scores of tiles it, it + 1; the rank slots'
-                                        scratch before tile 0 */
+    OFF_SC = OFF_P + P_BYTES,        /* [2][64][TC_LDS] scores of tiles it, it + 1 */
     OFF_ALPHA = OFF_SC + 2 * 64 * TC_LDS * 4,
     OFF_RANGE = OFF_ALPHA + 64 * 4,  /* int64 [2][GQA_WARPS]: the warps' key ranges */
     SMEM = OFF_RANGE + 2 * GQA_WARPS * 8
@@ -68,24 +72,28 @@ struct wg_cfg {
   static_assert(Q_BYTES % 1024 == 0 && T_BYTES % 1024 == 0 && OFF_P % 1024 == 0,
                 "wgmma operands start 1024-byte aligned (the swizzle is on address bits)");
   static_assert(2 * Q_BYTES >= 64 * D * 4, "the outputs reuse the queries' space");
-  static_assert(GQA_WARPS * 4 * 32 <= 2 * 64 * TC_LDS, "the rank slots' scratch fits the score tiles");
 };
 
-/* The split operands of one launch (n plans, nt tokens), fp16 [rows][D] each. */
+/* The split operands of one launch (n plans, nt tokens, top-k K), fp16 [rows][D] each, and the
+ * rank slots' s^_r. Every array starts 16-byte aligned: the fp16 arrays are whole rows of D >= 64
+ * halves, the slot scores 4 K floats per token. */
 struct wg_ops {
   __half *keff_h, *keff_l, *vhat_h, *vhat_l; /* [n * nt][D] */
+  float *slot_s;                             /* [n][nt][4][K]: k_wg_slot_scores' s^_r */
   float *keff_norm;                          /* [n * nt], then 2 TILE floats that the lanes past the
                                                 keys read a tile ahead (and do not use) */
 };
-static size_t wg_ops_bytes(int n, int64_t nt, int D) {
-  return (size_t)(4 * n) * (size_t)nt * D * sizeof(__half) + ((size_t)n * nt + 2 * TILE) * sizeof(float);
+static size_t wg_ops_bytes(int n, int64_t nt, int D, int K) {
+  return (size_t)(4 * n) * (size_t)nt * D * sizeof(__half) + (size_t)n * nt * 4 * K * sizeof(float) +
+         ((size_t)n * nt + 2 * TILE) * sizeof(float);
 }
-static wg_ops wg_ops_at(void *buf, int n, int64_t nt, int D) {
+static wg_ops wg_ops_at(void *buf, int n, int64_t nt, int D, int K) {
   wg_ops o;
   __half *h = (__half *)buf;
   size_t one = (size_t)n * nt * D;
   o.keff_h = h, o.keff_l = h + one, o.vhat_h = h + 2 * one, o.vhat_l = h + 3 * one;
-  o.keff_norm = (float *)(h + 4 * one);
+  o.slot_s = (float *)(h + 4 * one);
+  o.keff_norm = o.slot_s + (size_t)n * nt * 4 * K;
   return o;
 }
 
@@ -153,6 +161,33 @@ __global__ void k_wg_split(const float *src, int64_t rows, int64_t stride, int D
       double *f = lg.rows + ((r / lg.nt) * lg.n_rows + t * lg.G) * lg.n_fields + 2;
       f[0] = da - s1, f[1] = s1, f[2] = da, f[3] = s2, f[4] = dw;
     }
+  }
+}
+
+/* The reference slots' s^_r for k_attn_wg's rank slots, computed before it: with one block per SM
+ * the kernel's own prologue (gqa_rank_init: dependent fmaf chains over keys gathered from global
+ * memory) left the tensor cores idle (13 % of its stall samples). Here the chains run at full
+ * occupancy: one warp per (plan blockIdx.y, token), lane = one of the token's 4 K (head, slot)
+ * chains (looping when K > 8), WG_SS_WARPS consecutive tokens per block, whose top-k lists share
+ * most keys (L1 hits). out [n][nt][4][K] gets exactly gqa_rank_init's value -- gqa_score_g, the
+ * key loop's chain operand for operand, INFINITY for an empty slot -- so every rank decision
+ * still compares values of one chain. */
+#define WG_SS_WARPS 8
+template <int D>
+__global__ void __launch_bounds__(WG_SS_WARPS * 32) k_wg_slot_scores(kc_attn_args a, float *out) {
+  enum { GG = 4, D4 = D / 4 };
+  const int K = a.topk, lane = threadIdx.x & 31;
+  const int64_t nt = a.n_rows / GG, t = (int64_t)blockIdx.x * WG_SS_WARPS + (threadIdx.x >> 5);
+  if (t >= nt) return;
+  const int plan = blockIdx.y;
+  const int64_t kb = a.seq_off[seq_of(a.seq_off, a.n_seq, t)];
+  const float4 *q4 = (const float4 *)(a.q + (t * a.Hq + a.head * GG) * D); /* k_attn_wg's qg */
+  const float *Kh = a.keff + plan * a.plan_stride;
+  const int32_t *ref = a.topk_ref + (t * a.Hq + a.head * GG) * K; /* [GG][K]: chain p = gi K + slot */
+  float *o = out + ((int64_t)plan * nt + t) * GG * K;
+  for (int p = lane; p < GG * K; p += 32) {
+    const int gi = p / K, r = ref[p];
+    o[p] = r < 0 ? INFINITY : gqa_score_g(q4 + gi * D4, (const float4 *)(Kh + (kb + r) * D), D4);
   }
 }
 
@@ -301,7 +336,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
   }
   const int K = a.topk;
   const float4 *q4 = (const float4 *)qg;
-  if (live) gqa_rank_init<GG, TWO, 1>(a, t, kb, q4, Kh, D / 4, sc + warp * GG * 32, S.R);
+  if (live) gqa_rank_init_from<GG, TWO>(a, t, ops.slot_s + ((int64_t)plan * nt_all + t) * GG * K, S.R);
   const float c = 1.0f / sqrtf((float)D);
   float o[NPV / 2]; /* O[64][D]: warpgroup wg's dimensions NPV wg .. in the accumulator layout */
 #pragma unroll
@@ -449,6 +484,17 @@ static int wg_split_all(const kc_attn_args *a, int n, const wg_ops &ops, sq_err 
   return SQ_OK;
 }
 
+/* The rank slots' s^_r of the launch (n plans) into ops.slot_s, before k_attn_wg. */
+static int wg_slot_scores(const kc_attn_args *a, int n, const wg_ops &ops, sq_err *e) {
+  const int64_t nt = a->n_rows / 4;
+  if (a->topk <= 0) return SQ_OK;
+  dim3 grid((unsigned)((nt + WG_SS_WARPS - 1) / WG_SS_WARPS), (unsigned)n);
+  if (a->D == 128) k_wg_slot_scores<128><<<grid, WG_SS_WARPS * 32>>>(*a, ops.slot_s);
+  else k_wg_slot_scores<64><<<grid, WG_SS_WARPS * 32>>>(*a, ops.slot_s);
+  launchCheck();
+  return SQ_OK;
+}
+
 template <int D, int TWO>
 static int launch_wg(const kc_attn_args *a, int n_y, const wg_ops &ops, sq_err *e) {
   const int smem = wg_cfg<D>::SMEM;
@@ -459,15 +505,19 @@ static int launch_wg(const kc_attn_args *a, int n_y, const wg_ops &ops, sq_err *
   return SQ_OK;
 }
 
-size_t kca_wg_scratch(int n_plans, int64_t n_tok, int D) { return wg_ops_bytes(n_plans, n_tok, D); }
+size_t kca_wg_scratch(int n_plans, int64_t n_tok, int D, int topk) {
+  return wg_ops_bytes(n_plans, n_tok, D, topk);
+}
 
 int kca_launch_wg(const kc_attn_args *a, int n_y, sq_err *e) {
   const int64_t nt = a->n_rows / 4;
-  if (!a->wg_scratch || a->wg_scratch_bytes < wg_ops_bytes(n_y, nt, a->D))
+  const size_t need = wg_ops_bytes(n_y, nt, a->D, a->topk);
+  if (!a->wg_scratch || a->wg_scratch_bytes < need)
     return sq_fail(e, SQ_EFAIL, "%s:%d: k_attn_wg: scratch of %zu bytes, %zu needed", __FILE__, __LINE__,
-                   a->wg_scratch_bytes, wg_ops_bytes(n_y, nt, a->D));
-  const wg_ops ops = wg_ops_at(a->wg_scratch, n_y, nt, a->D);
+                   a->wg_scratch_bytes, need);
+  const wg_ops ops = wg_ops_at(a->wg_scratch, n_y, nt, a->D, a->topk);
   tryCheck(wg_split_all(a, n_y, ops, e));
+  tryCheck(wg_slot_scores(a, n_y, ops, e));
   const int two = a->topk > 32;
   if (a->D == 128) return two ? launch_wg<128, 1>(a, n_y, ops, e) : launch_wg<128, 0>(a, n_y, ops, e);
   return two ? launch_wg<64, 1>(a, n_y, ops, e) : launch_wg<64, 0>(a, n_y, ops, e);

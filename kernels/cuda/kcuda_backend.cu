@@ -514,7 +514,7 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   a.rows_out = rows;
   int rc = SQ_OK;
   if (st->attn_on && wg_on(st)) {
-    a.wg_scratch_bytes = kca_wg_scratch(n, nt, (int)D);
+    a.wg_scratch_bytes = kca_wg_scratch(n, nt, (int)D, L->topk);
     rc = kc_buf_need(&st->wg_scratch, a.wg_scratch_bytes, e);
     a.wg_scratch = st->wg_scratch.p;
     if (st->lg.ready) {
