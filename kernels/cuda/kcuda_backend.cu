@@ -609,8 +609,10 @@ static int cuda_eval(kern_backend *b, int head, int n, const plan_pair *const *p
       rc = SQ_EINPUT;
   if (!rc) rc = upload_cb(st, cb, e);
   int64_t nt = L->n_tok, D = L->head_dim;
+  /* decoded keys and values, statistics, attention rows, and k_attn_wg's split operands */
   int64_t per_plan = nt * D * 2 * (int64_t)sizeof(float) + nt * 6 * (int64_t)sizeof(double) +
-                     nt * st->G * KC_ATTN_FIELDS * (int64_t)sizeof(double);
+                     nt * st->G * KC_ATTN_FIELDS * (int64_t)sizeof(double) +
+                     (int64_t)(kca_wg_scratch(2, nt, (int)D, L->topk) - kca_wg_scratch(1, nt, (int)D, L->topk));
   int chunk = (int)(KC_EVAL_BYTES / per_plan);
   chunk = chunk < 1 ? 1 : chunk > 64 ? 64 : chunk;
   for (int i0 = 0; i0 < n && !rc; i0 += chunk) {
