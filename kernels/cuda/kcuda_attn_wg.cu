@@ -48,7 +48,7 @@
 #define WG_AS 1 /* warpgroups in phase A: 1 (a 64 x 32 block; measured 3% faster overall), or 2 (64 x 16 each) */
 #endif
 #define WG_NA (TILE / WG_AS) /* phase A's block width */
-#define WG_NST 3             /* stages: phase A of tile it + 1 and phase C of tile it in flight, it + 2 landing */
+#define WG_NST 4 /* stages: C(it - 1) and A(it + 1) in flight during tile it, it + 2 landing (a power of 2) */
 
 template <int D>
 struct wg_cfg {
@@ -59,14 +59,14 @@ struct wg_cfg {
     Q_BYTES = 64 * D * 2,            /* the queries' hi (then lo) */
     T_BYTES = TILE * D * 2,          /* one staged tile */
     STAGE = WG_NARR * T_BYTES,
-    P_BYTES = 64 * 128,              /* the weights: 64 rows of hi | lo */
+    P_BYTES = 64 * 128,              /* the weights: 64 rows of hi | lo (two buffers) */
     OFF_QH = 0,
     OFF_QL = Q_BYTES,
     OFF_STAGE = 2 * Q_BYTES,         /* WG_NST stages of WG_NARR tiles */
     OFF_P = OFF_STAGE + WG_NST * STAGE,
-    OFF_SC = OFF_P + P_BYTES,        /* [2][64][TC_LDS] scores of tiles it, it + 1 */
-    OFF_ALPHA = OFF_SC + 2 * 64 * TC_LDS * 4,
-    OFF_RANGE = OFF_ALPHA + 64 * 4,  /* int64 [2][GQA_WARPS]: the warps' key ranges */
+    OFF_SC = OFF_P + 2 * P_BYTES,    /* [2][64][TC_LDS] scores of tiles it, it + 1 */
+    OFF_ALPHA = OFF_SC + 2 * 64 * TC_LDS * 4, /* [2][64] rescale factors (with P's buffers) */
+    OFF_RANGE = OFF_ALPHA + 2 * 64 * 4,       /* int64 [2][GQA_WARPS]: the warps' key ranges */
     SMEM = OFF_RANGE + 2 * GQA_WARPS * 8
   };
   static_assert(Q_BYTES % 1024 == 0 && T_BYTES % 1024 == 0 && OFF_P % 1024 == 0,
@@ -110,11 +110,12 @@ struct wg_lg {
 
 __device__ __forceinline__ uint32_t wg_smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
-/* fp16 hi and lo x 2^11 of two floats as half2 bits. */
-__device__ __forceinline__ void wg_split2(float x, float y, uint32_t *hi, uint32_t *lo) {
+/* fp16 hi and lo x ls of two floats as half2 bits (ls: WG_LO_SCALE for the score operands, 1 for
+ * the weighted sum's, wg_issue3x1). */
+__device__ __forceinline__ void wg_split2(float x, float y, uint32_t *hi, uint32_t *lo, float ls = WG_LO_SCALE) {
   __half2 h = __floats2half2_rn(x, y);
   float2 b = __half22float2(h);
-  __half2 l = __floats2half2_rn((x - b.x) * WG_LO_SCALE, (y - b.y) * WG_LO_SCALE);
+  __half2 l = __floats2half2_rn((x - b.x) * ls, (y - b.y) * ls);
   *hi = *(uint32_t *)&h;
   *lo = *(uint32_t *)&l;
 }
@@ -123,7 +124,7 @@ __device__ __forceinline__ void wg_split2(float x, float y, uint32_t *hi, uint32
  * norm[r] = |row| when norm is set; flag when an element does not fit fp16; lg's terms (plan
  * r / nt, key r % nt) when lg.a is set. */
 __global__ void k_wg_split(const float *src, int64_t rows, int64_t stride, int D, __half *hi, __half *lo,
-                           float *norm, int *flag, wg_lg lg) {
+                           float lo_scale, float *norm, int *flag, wg_lg lg) {
   const int lane = threadIdx.x & 31;
   int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   if (r >= rows) return;
@@ -141,8 +142,8 @@ __global__ void k_wg_split(const float *src, int64_t rows, int64_t stride, int D
       da = fma((double)v.w, ar[3], da), dw = fma((double)v.w, wr[3], dw);
     }
     uint2 h, l;
-    wg_split2(v.x, v.y, &h.x, &l.x);
-    wg_split2(v.z, v.w, &h.y, &l.y);
+    wg_split2(v.x, v.y, &h.x, &l.x, lo_scale);
+    wg_split2(v.z, v.w, &h.y, &l.y, lo_scale);
     *(uint2 *)(hi + r * D + d) = h;
     *(uint2 *)(lo + r * D + d) = l;
     ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
@@ -270,6 +271,34 @@ __device__ __forceinline__ void wg_issue3x(float *d, float *cor, int acc, uint32
     wg_mma<N, TB>(cor, kw_mk(al + oa, KW_HI), kw_mk(bh + ob, KW_HI), 1);
   }
 }
+/* 3xfp16 into one accumulator, for the weighted sums: d (+)= Ah Bh + Ah Bl + Al Bh with the lo
+ * parts unscaled (x = hi + lo; split with ls = 1). Their products then need no correction
+ * accumulator, no fold and no registers beyond d: a lo below fp16's normal range (|x| < 2^-3 or
+ * so) is a subnormal, exact to 2^-25 absolutely -- for weights in [0, 1] and the values' scale,
+ * within fp32's own rounding of the larger elements (docs/cuda.md, "Precision choices"). */
+template <int N, int TB, int NKS, class FA, class FB>
+__device__ __forceinline__ void wg_issue3x1(float *d, int acc, uint32_t ah, uint32_t al, FA sa, uint32_t bh,
+                                            uint32_t bl, FB sb) {
+#pragma unroll
+  for (int ks = 0; ks < NKS; ks++) {
+    const uint32_t oa = sa(ks), ob = sb(ks);
+    wg_mma<N, TB>(d, kw_mk(ah + oa, KW_HI), kw_mk(bh + ob, KW_HI), acc || ks > 0);
+    wg_mma<N, TB>(d, kw_mk(ah + oa, KW_HI), kw_mk(bl + ob, KW_HI), 1);
+    wg_mma<N, TB>(d, kw_mk(al + oa, KW_HI), kw_mk(bh + ob, KW_HI), 1);
+  }
+}
+/* The weights of a lane's key for its token's 4 heads as P hi | lo (lo unscaled, wg_issue3x1) at
+ * p (the P buffer) + p_base, rows 4 warp + gi: kw_swz(64, row, lane) and (.., 32 + lane), unrolled
+ * (the row's low 3 bits are 4 (warp & 1) + gi, p_x = (lane >> 3) ^ 4 (warp & 1)). */
+__device__ __forceinline__ void wg_put_weights(unsigned char *p, uint32_t p_base, uint32_t p_x, const float (&w)[4]) {
+#pragma unroll
+  for (int gi = 0; gi < 4; gi++) {
+    __half h = __float2half_rn(w[gi]);
+    __half l = __float2half_rn(w[gi] - __half2float(h));
+    *(__half *)(p + p_base + gi * 128 + ((p_x ^ gi) << 4)) = h;
+    *(__half *)(p + p_base + gi * 128 + ((p_x ^ 4 ^ gi) << 4)) = l;
+  }
+}
 template <int N>
 __device__ __forceinline__ void wg_fold(float *d, float *cor) {
   kw_fence_regs<N / 2>(d);
@@ -327,10 +356,10 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
   const __half *const src[WG_NARR] = {ops.keff_h + po, ops.keff_l + po, ops.vhat_h + po, ops.vhat_l + po};
   const float *kn_g = ops.keff_norm + (int64_t)plan * nt_all; /* (padded: lanes past the keys read it) */
   const float *Kh = a.keff + plan * a.plan_stride; /* fp32, for the recall's exact rescoring */
-  const int64_t ntile = tile_count(KB, KE);
+  const int ntile = (int)tile_count(KB, KE);
   const wg_stager<D> stager;
-  auto stage_at = [&](int64_t i) { return stages + (int)(i % WG_NST) * C::STAGE; };
-  for (int64_t i = 0; i < 2 && i < ntile; i++) { /* tiles 0, 1: one commit group each */
+  auto stage_at = [&](int i) { return stages + (i & (WG_NST - 1)) * C::STAGE; };
+  for (int i = 0; i < 2 && i < ntile; i++) { /* tiles 0, 1: one commit group each */
     stager.run(stage_at(i), src, KB + i * TILE, tile_len(KE, KB + i * TILE));
     cp_async_commit();
   }
@@ -341,6 +370,10 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
   float o[NPV / 2]; /* O[64][D]: warpgroup wg's dimensions NPV wg .. in the accumulator layout */
 #pragma unroll
   for (int i = 0; i < NPV / 2; i++) o[i] = 0.0f;
+  /* zeroed here, once: left to the compiler, the zeros were also written on the no-tile path
+   * after the loop, and ptxas, seeing them between C's issue and the final wait, serialised every
+   * wgmma of the kernel (C7515) */
+  kw_fence_regs<NPV / 2>(o);
   /* descriptors' low words (kw_lo; high word KW_HI), and their k-step advances: K-major operands
    * move 32 B inside a 128-byte row, then to the next 64-k chunk (kw_desc_step); the values
    * (MN-major) 16 rows of 128 B */
@@ -358,28 +391,29 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
                                   (NPV * wg & 63) * 2,
                               TILE * 128);
   const uint32_t dph = kw_lo(sb + C::OFF_P, 16);
-  const uint32_t t_off = C::T_BYTES >> 4, s_off = C::STAGE >> 4;
+  const uint32_t t_off = C::T_BYTES >> 4, s_off = C::STAGE >> 4, pb_off = C::P_BYTES >> 4;
   const uint32_t p_lo = (uint32_t)kw_desc_step(64, 2); /* P's lo: k-steps 2, 3 of its rows */
-  /* this lane's weights in P (kw_swz(64, 4 warp + gi, lane) and (.., 32 + lane), unrolled: the
-   * row's low 3 bits are 4 (warp & 1) + gi) */
   const uint32_t p_base = C::OFF_P + 4 * warp * 128 + (lane & 7) * 2, p_x = (lane >> 3) ^ (4 * (warp & 1));
   const int r0 = 16 * wq + gid; /* this thread's accumulator rows: r0, r0 + 8 */
-  /* phase A of tile i (its stage i % 3): this warpgroup's 64 x WG_NA block of S^, issued */
-  auto issue_a = [&](float *s16, float *cor, int64_t i) {
-    const uint32_t bh = dkh0 + (uint32_t)(i % WG_NST) * s_off;
+  /* phase A of tile i (its stage): this warpgroup's 64 x WG_NA block of S^, issued */
+  auto issue_a = [&](float *s16, float *cor, int i) {
+    const uint32_t bh = dkh0 + (uint32_t)(i & (WG_NST - 1)) * s_off;
     wg_issue3x<WG_NA, 0, D / 16>(s16, cor, 0, dqh, dql, q_step, bh, bh + t_off, k_step);
   };
-  auto put_scores = [&](const float *s16, int64_t i) { /* into sc[i & 1] */
-    float *out = sc + (int)(i & 1) * 64 * TC_LDS + r0 * TC_LDS + WG_NA * half + 2 * tig;
+  auto put_scores = [&](const float *s16, int i) { /* into sc[i & 1] */
+    float *out = sc + (i & 1) * 64 * TC_LDS + r0 * TC_LDS + WG_NA * half + 2 * tig;
 #pragma unroll
     for (int j = 0; j < WG_NA / 8; j++) {
       *(float2 *)(out + 8 * j) = make_float2(s16[4 * j], s16[4 * j + 1]);
       *(float2 *)(out + 8 * TC_LDS + 8 * j) = make_float2(s16[4 * j + 2], s16[4 * j + 3]);
     }
   };
-  /* The pipeline: phase A of tile it + 1 runs on the tensor cores while every warp runs phase B of
-   * tile it (its scores already in sc[it & 1]); then phase C of tile it, and the A(it + 1) scores go
-   * to sc[(it + 1) & 1]. Tile it + 2 is staged during tile it. Two barriers per tile. */
+  /* The pipeline: during phase B of tile it (every warp; its scores already in sc[it & 1]) the
+   * tensor cores run phase A of tile it + 1 (warpgroup 0) and phase C of tile it - 1 (every
+   * warpgroup, issued at the end of tile it - 1). After the first barrier each warpgroup waits for
+   * both, rescales O and issues C(it) from P[it & 1] without waiting; the A(it + 1) scores go to
+   * sc[(it + 1) & 1]. Tile it + 2 is staged during tile it into the stage tile it - 2 used
+   * (its C was waited for during tile it - 1). Two barriers per tile. */
   float knl = 0.0f; /* this lane's key's |keff| in the tile (the recall margins), loaded a tile ahead */
   if (ntile > 0) {
     if (ntile > 1) cp_async_wait_group<1>();
@@ -400,60 +434,60 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
     kw_fence_proxy();
     __syncthreads(); /* tile 0's scores are complete, tile 1 has landed */
   }
-  for (int64_t it = 0; it < ntile; it++) {
-    const int64_t j0 = KB + it * TILE;
-    const int nt = tile_len(KE, j0), more = it + 1 < ntile;
+  for (int it = 0; it < ntile; it++) {
+    const int64_t j0 = KB + (int64_t)it * TILE;
+    const int nt = tile_len(KE, j0), more = it + 1 < ntile, buf = it & 1;
     float s16[WG_NA / 2], cor[WG_NA / 2]; /* A(it + 1), in flight through phase B (warpgroups < WG_AS) */
     if (more && wg < WG_AS) {
       kw_fence();
       issue_a(s16, cor, it + 1);
       kw_commit();
     }
-    if (it + 2 < ntile) { /* into the stage tile it - 1 used (its phase C is done: last barrier) */
+    if (it + 2 < ntile) { /* into the stage of tile it - 2 (its C was waited for in tile it - 1) */
       stager.run(stage_at(it + 2), src, j0 + 2 * TILE, tile_len(KE, j0 + 2 * TILE));
       cp_async_commit();
     }
     const float kn_next = more ? kn_g[j0 + TILE + lane] : 0.0f;
     float p[GG], alpha[GG];
-    tc_phase_b<TWO, 0>(S, sc + (int)(it & 1) * 64 * TC_LDS, knl, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p,
-                       alpha);
+    tc_phase_b<TWO, 0>(S, sc + buf * 64 * TC_LDS, knl, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
+    wg_put_weights(sm + buf * C::P_BYTES, p_base, p_x, p); /* P[buf]: C(it - 2) read it, waited for */
     int moved = 0;
 #pragma unroll
-    for (int gi = 0; gi < GG; gi++) { /* the weights as P hi | lo (zeros without causal keys) */
-      __half h = __float2half_rn(p[gi]);
-      __half l = __float2half_rn((p[gi] - __half2float(h)) * WG_LO_SCALE);
-      *(__half *)(sm + p_base + gi * 128 + ((p_x ^ gi) << 4)) = h;
-      *(__half *)(sm + p_base + gi * 128 + ((p_x ^ 4 ^ gi) << 4)) = l;
-      if (lane == 0) alpha_s[4 * warp + gi] = alpha[gi];
+    for (int gi = 0; gi < GG; gi++) {
+      if (lane == 0) alpha_s[buf * 64 + 4 * warp + gi] = alpha[gi];
       moved |= alpha[gi] != 1.0f;
     }
-    /* the weights and rescale factors are in, sc[it & 1] is read; rescale only when a max moved */
+    /* the weights and rescale factors are in, sc[buf] is read; rescale only when a max moved */
     const int rescale = __syncthreads_or(moved);
-    { /* phase C: O = alpha O + P V for this warpgroup's dimensions (V read MN-major) */
-      if (rescale) {
-        const float a0 = alpha_s[r0], a1 = alpha_s[r0 + 8];
+    /* C(it - 1) and A(it + 1) done (both ran during phase B; waiting for only the older one, with
+     * wait_group 1, made ptxas serialise every wgmma of the kernel, C7514) */
+    kw_wait<0>();
+    kw_fence_regs<NPV / 2>(o);
+    if (more && wg < WG_AS) { /* A(it + 1)'s scores to sc[(it + 1) & 1], before C(it) is issued (ptxas
+                                 serialises wgmma when an accumulator is touched inside the stage, C7515) */
+      wg_fold<WG_NA>(s16, cor);
+      put_scores(s16, it + 1);
+    }
+    if (rescale) {
+      const float a0 = alpha_s[buf * 64 + r0], a1 = alpha_s[buf * 64 + r0 + 8];
 #pragma unroll
-        for (int i = 0; i < NPV / 2; i += 4) o[i] *= a0, o[i + 1] *= a0, o[i + 2] *= a1, o[i + 3] *= a1;
-      }
-      const uint32_t vh = dvh0 + (uint32_t)(it % WG_NST) * s_off;
-      float corc[NPV / 2];
+      for (int i = 0; i < NPV / 2; i += 4) o[i] *= a0, o[i + 1] *= a0, o[i + 2] *= a1, o[i + 3] *= a1;
+    }
+    { /* phase C(it): O += P V for this warpgroup's dimensions (V read MN-major), left running */
+      const uint32_t vh = dvh0 + (uint32_t)(it & (WG_NST - 1)) * s_off, ph = dph + (uint32_t)buf * pb_off;
       kw_fence();
-      wg_issue3x<NPV, 1, TILE / 16>(o, corc, 1, dph, dph + p_lo, q_step, vh, vh + t_off, v_step);
+      wg_issue3x1<NPV, 1, TILE / 16>(o, 1, ph, ph + p_lo, q_step, vh, vh + t_off, v_step);
       kw_commit();
-      kw_wait<0>();
-      wg_fold<NPV>(o, corc);
-      if (more && wg < WG_AS) { /* A(it + 1)'s scores to sc[(it + 1) & 1] */
-        wg_fold<WG_NA>(s16, cor);
-        put_scores(s16, it + 1);
-      }
     }
     knl = kn_next;
     if (it + 2 < ntile) {
       cp_async_wait_all(); /* tile it + 2, for A(it + 2) at the next tile's start */
       kw_fence_proxy();
     }
-    __syncthreads(); /* sc[(it + 1) & 1] is complete; P and stage it % 3 are free */
+    __syncthreads(); /* sc[(it + 1) & 1] is complete */
   }
+  kw_wait<0>(); /* C(ntile - 1) (the outputs below overwrite the queries, which no C reads) */
+  kw_fence_regs<NPV / 2>(o);
   float *osm = (float *)sm; /* the outputs [64][D] in the queries' space, back to one warp per token */
   wg_put_outputs<D, NPV>(osm, o, r0, wg, tig);
   if (__syncthreads_or(mx >= WG_HALF_INF)) { /* a query beyond fp16: k_attn_tc recomputes the launch */
@@ -474,11 +508,11 @@ static int wg_split_all(const kc_attn_args *a, int n, const wg_ops &ops, sq_err 
   const int threads = 256, rows_per_block = threads / 32;
   auto blocks = [&](int64_t rows) { return (unsigned)((rows + rows_per_block - 1) / rows_per_block); };
   wg_lg lg = {a->lg_a, a->lg_w, a->lg_s, a->rows_out, nt, a->n_rows, 4, a->n_fields};
-  k_wg_split<<<blocks(n * nt), threads>>>(a->keff, n * nt, D, (int)D, ops.keff_h, ops.keff_l, ops.keff_norm,
+  k_wg_split<<<blocks(n * nt), threads>>>(a->keff, n * nt, D, (int)D, ops.keff_h, ops.keff_l, WG_LO_SCALE, ops.keff_norm,
                                           a->range_flag, lg);
   launchCheck();
   wg_lg none = {};
-  k_wg_split<<<blocks(n * nt), threads>>>(a->vhat, n * nt, D, (int)D, ops.vhat_h, ops.vhat_l, NULL, a->range_flag,
+  k_wg_split<<<blocks(n * nt), threads>>>(a->vhat, n * nt, D, (int)D, ops.vhat_h, ops.vhat_l, 1.0f, NULL, a->range_flag,
                                           none);
   launchCheck();
   return SQ_OK;
@@ -642,26 +676,21 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_ref_wg(kc_attn_args a, co
         l[gi] += p[gi];
       }
     }
+    wg_put_weights(sm, p_base, p_x, p); /* as k_attn_wg */
 #pragma unroll
-    for (int gi = 0; gi < GG; gi++) { /* the weights as P hi | lo, as k_attn_wg */
-      __half hh = __float2half_rn(p[gi]);
-      __half ll = __float2half_rn((p[gi] - __half2float(hh)) * WG_LO_SCALE);
-      *(__half *)(sm + p_base + gi * 128 + ((p_x ^ gi) << 4)) = hh;
-      *(__half *)(sm + p_base + gi * 128 + ((p_x ^ 4 ^ gi) << 4)) = ll;
+    for (int gi = 0; gi < GG; gi++)
       if (lane == 0) alpha_s[4 * warp + gi] = alpha[gi];
-    }
     kw_fence_proxy();
     __syncthreads(); /* the weights and rescale factors of every row are in */
     const float a0 = alpha_s[r0], a1 = alpha_s[r0 + 8];
 #pragma unroll
     for (int i = 0; i < NPV / 2; i += 4) o[i] *= a0, o[i + 1] *= a0, o[i + 2] *= a1, o[i + 3] *= a1;
     const uint32_t vhd = dvh0 + (uint32_t)((it & 1) * 2 * C::T_BYTES >> 4);
-    float corc[NPV / 2];
     kw_fence();
-    wg_issue3x<NPV, 1, TILE / 16>(o, corc, 1, dph, dph + p_lo, p_step, vhd, vhd + t_off, v_step);
+    wg_issue3x1<NPV, 1, TILE / 16>(o, 1, dph, dph + p_lo, p_step, vhd, vhd + t_off, v_step);
     kw_commit();
     kw_wait<0>();
-    wg_fold<NPV>(o, corc);
+    kw_fence_regs<NPV / 2>(o);
   }
   __syncthreads(); /* every warpgroup is done with the queries' space and the last tile */
   float *osm = (float *)sm;
@@ -695,7 +724,7 @@ int kca_launch_ref_wg(const kc_attn_args *a, int n_y, int *done, sq_err *e) {
   __half *vh = (__half *)a->wg_scratch, *vl = vh + rows * a->D;
   int over = 0;
   cudaCheck(cudaMemsetAsync(a->range_flag, 0, sizeof(int)));
-  k_wg_split<<<(unsigned)((rows + 7) / 8), 256>>>(a->v, rows, a->D, a->D, vh, vl, NULL, a->range_flag, wg_lg{});
+  k_wg_split<<<(unsigned)((rows + 7) / 8), 256>>>(a->v, rows, a->D, a->D, vh, vl, 1.0f, NULL, a->range_flag, wg_lg{});
   launchCheck();
   cudaCheck(cudaMemcpy(&over, a->range_flag, sizeof over, cudaMemcpyDeviceToHost));
   if (over) return SQ_OK; /* a value beyond fp16's range: the caller runs k_ref_gqa */
