@@ -13,7 +13,8 @@
 # Knobs: E2E_TOKENS (default 24576: with --calib-frac 0.34 and 1024-token sequences that is 8192
 # calibration and 16384 evaluation tokens), RUN_TIMEOUT, TORCH_LAYERS (default 1; 0 = skip),
 # TORCH_HEADS (default 2), TORCH_REPEAT (timed passes after the warm-up, default 2), TORCH_TIMEOUT,
-# TORCH_ARGS.
+# TORCH_ARGS; E2E_AB (variable assignments, e.g. "SQEXP_CUDA_ATTN=wg2 SQEXP_CUDA_CODES=grouped"): the
+# run again with them, its wall time, phases and whether its final tables equal the first run's.
 set -u
 OUT=${OUT:-/tmp/sqexp-out}
 mkdir -p "$OUT"
@@ -57,6 +58,26 @@ t3=$(date +%s.%N)
   grep -h '"phase' "$RES"/provenance.json 2>/dev/null | head -20
 } > "$OUT/e2e.txt"
 cp "$RES/provenance.json" "$OUT/provenance.json" 2>/dev/null
+if [ -n "${E2E_AB:-}" ]; then # the same run again with these variables set (say, an opt-in kernel), cold again
+  rm -rf "$RES-b"
+  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
+  .bundle/sqexp --version > /dev/null
+  t4=$(date +%s.%N)
+  env $E2E_AB timeout ${RUN_TIMEOUT:-300} .bundle/sqexp run configs/mistral.ini --set run.dump="$DUMP" --out "$RES-b" > /tmp/run-b.log 2>&1
+  rc2=$?
+  t5=$(date +%s.%N)
+  {
+    echo "with $E2E_AB: exit $rc2, wall $(awk "BEGIN{print $t5-$t4}") s"
+    grep -h "command ran from\|cuda eval phases\|first layer\|backend created" /tmp/run-b.log
+    grep -h '"phase' "$RES-b"/provenance.json 2>/dev/null | head -20
+    # the tables, with and without (identical to the digits written, unless the change moved a number)
+    if diff -r "$RES/tables" "$RES-b/tables" > /tmp/ab.diff; then
+      echo "tables ($(ls "$RES/tables" | wc -l) files): identical"
+    else
+      echo "tables differ:"; head -40 /tmp/ab.diff
+    fi
+  } >> "$OUT/e2e.txt"
+fi
 cat "$OUT/e2e.txt"
 tail -5 "$OUT/run.log"
 if [ "${TORCH_LAYERS:-1}" != 0 ]; then

@@ -39,14 +39,21 @@ for step in $STEPS; do
       rc=$?; [ $rc = 0 ] || fails=1
       echo "exit $rc" | tee -a "$OUT/gpu_tests.log"
     done
-    # the default is the wgmma kernel (wg); check the other eval kernels too
-    for k in ${AGREE_KINDS:-tcpv tc gqa rows}; do
-      echo "== gpu_agree with SQEXP_CUDA_ATTN=$k" | tee -a "$OUT/gpu_tests.log"
-      SQEXP_CUDA_ATTN=$k SQEXP_SRC=$here SQEXP_BIN=$here/.bundle/sqexp timeout 300 .bundle/gpu_agree --verbose >> "$OUT/gpu_tests.log" 2>&1
+    # the default is the wgmma kernel (wg) and the per-plan code phase; check the other eval
+    # kernels (wg2: not yet the default) and the grouped code phase, once with its default limits and
+    # once with limits small enough for several row chunks and plan groups per batch
+    agree() {
+      echo "== gpu_agree with $*" | tee -a "$OUT/gpu_tests.log"
+      env "$@" SQEXP_SRC=$here SQEXP_BIN=$here/.bundle/sqexp timeout 300 .bundle/gpu_agree --verbose >> "$OUT/gpu_tests.log" 2>&1
       rc=$?
       echo "exit $rc" | tee -a "$OUT/gpu_tests.log"
       [ $rc = 0 ] || fails=1
-    done
+    }
+    for k in ${AGREE_KINDS:-wg2 tcpv tc gqa rows}; do agree SQEXP_CUDA_ATTN=$k; done
+    if [ "${AGREE_CODES:-1}" = 1 ]; then
+      agree SQEXP_CUDA_CODES=grouped
+      agree SQEXP_CUDA_CODES=grouped SQEXP_CUDA_CODES_ROWS=100 SQEXP_CUDA_CODES_BYTES=307200
+    fi
     echo "gpu tests: $([ $fails = 0 ] && echo pass || echo FAIL)" | tee -a "$OUT/gpu_tests.log" "$OUT/device.txt"
     grep -E "FAIL|SKIP|Synthesis|rows with differing" "$OUT/gpu_tests.log" | tail -30 ;;
   bench)

@@ -89,6 +89,18 @@ typedef struct {
   kc_buf xhat;  /* float [rows][D] */
 } kc_work;
 
+/* One input's projection by one rotation (a side of one head's eval rows), kept for the other
+ * plans of an eval batch that use the same rotation: the SpectralQuant plans of a head all point
+ * at its calibrated basis, so their sides share the device copy of the matrix, the unit rows'
+ * norms and y = rot . u, and only quantise and reconstruct on their own. */
+typedef struct {
+  const float *rot_host; /* the key: the plan's rotation (NULL: an unused slot), its normalize flag */
+  int normalize, is_key;
+  int have_y;            /* y and norm hold the projection */
+  kc_buf rot;            /* double [D*D]: the device copy */
+  kc_buf y, norm;        /* double [n][D], float [n] */
+} kc_proj;
+
 /* Eval's batched code phase (kcuda_codes.cu), one side of it: the head's rows (row t at
  * x + t stride), the plans it handles (idx[0 .. m-1] into ps / ss, the batch's plan sides), where
  * plan i's decoded rows go (dst + i n_tok D; keys: the effective keys) and its per-token
@@ -103,8 +115,14 @@ typedef struct {
   float *dst;
   double *rec;
 } kc_codes_side;
-/* Its buffers, kept by the backend between batches. */
+/* Device bytes of one group's fp64 intermediates (projections, quantised projections,
+ * reconstructions), and rows per chunk (a projection covers a whole chunk): the defaults of
+ * kc_codes' bytes and rows (a test sets them small: several groups and row chunks). */
+#define KC_CODES_BYTES ((int64_t)2 << 30)
+#define KC_CODES_ROWS ((int64_t)1 << 16)
+/* Its buffers, kept by the backend between batches, and its limits (0: the defaults). */
 typedef struct {
+  int64_t bytes, rows;
   kc_buf rot_f, rot_d;     /* the batch's rotations: float as uploaded, double [n_rot][D][D] */
   kc_buf u, norm;          /* unit rows (unnormalised, normalised) [2][rows][D], their fp16 norms */
   kc_buf y, yh, acc;       /* a group's projections, quantised projections, reconstructions */
@@ -132,11 +150,12 @@ int kc_upload_mats(kc_work *w, const plan_side *p, kc_mats *m, sq_err *e);
 /* The pipeline of one side over n device rows (row i at x + i*stride floats):
  *   project (norm, rot in double) -> quantize (idx, yh) -> reconstruct xhat -> QJL (signs, |r|).
  * Results stay in w: idx, norm, sg, rnorm; xhat (float) when want_xhat; keff (the effective key
- * xhat + c*S^T signs) written to keff when non-NULL (it may equal w->xhat). */
+ * xhat + c*S^T signs) written to keff when non-NULL (it may equal w->xhat). pj (a rotated side,
+ * or NULL): the projection comes from it when it has one, else is stored in it. */
 int kc_side_run(cublasHandle_t cb_h, const kc_side *s, const kc_mats *m, const float *cb_dev,
                 kc_work *w, const float *x, int64_t n, int64_t stride, float *xhat_out,
-                float *keff_out, sq_err *e);
-/* Its steps for eval's batched code phase (kcuda_codes.cu): the unit rows (kc_prep, below);
+                float *keff_out, kc_proj *pj, sq_err *e);
+/* Its steps for eval's grouped code phase (kcuda_codes.cu): the unit rows (kc_prep, below);
  * quantise n rows of projections y into yh (idx, the stored fields, when not NULL); and, after
  * the reconstruction acc = rot^T yh, xhat = (float)(norm16 * acc) with the rows' reconstruction
  * statistics (kc_rec_stats' rec [n][3], in its order) in one pass (sides without QJL). */

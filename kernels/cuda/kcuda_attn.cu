@@ -403,7 +403,7 @@ static int launch_rows(const kc_attn_args *a, dim3 grid, sq_err *e) {
 static int launch_wg_checked(const kc_attn_args *a, int n_y, int *done, sq_err *e) {
   int over = 0;
   cudaCheck(cudaMemsetAsync(a->range_flag, 0, sizeof(int)));
-  tryCheck(kca_launch_wg(a, n_y, e));
+  tryCheck(a->gqa == KC_ATTN_WG2 ? kca_launch_wg2(a, n_y, e) : kca_launch_wg(a, n_y, e));
   cudaCheck(cudaMemcpy(&over, a->range_flag, sizeof over, cudaMemcpyDeviceToHost));
   *done = !over;
   return SQ_OK;
@@ -412,7 +412,7 @@ static int launch_wg_checked(const kc_attn_args *a, int n_y, int *done, sq_err *
 
 static int launch_eval_attn(const kc_attn_args *a, int n_y, dim3 grid, sq_err *e) {
 #ifdef SQEXP_CUDA_SM90A
-  if (a->gqa == KC_ATTN_WG && kc_wg_shape(a->G, a->D) && a->range_flag && a->wg_scratch && a->lg_a) {
+  if (kc_attn_is_wg(a->gqa) && kc_wg_shape(a->G, a->D) && a->range_flag && a->wg_scratch && a->lg_a) {
     int done = 0;
     tryCheck(launch_wg_checked(a, n_y, &done, e));
     if (done) return SQ_OK;
@@ -431,7 +431,7 @@ int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e) {
   switch (mode) {
   case KC_REF_ATTN:
 #ifdef SQEXP_CUDA_SM90A
-    if (a->gqa == KC_ATTN_WG && kc_wg_shape(a->G, a->D) && a->topk <= 64 && a->range_flag && a->wg_scratch) {
+    if (kc_attn_is_wg(a->gqa) && kc_wg_shape(a->G, a->D) && a->topk <= 64 && a->range_flag && a->wg_scratch) {
       int done = 0;
       tryCheck(kca_launch_ref_wg(a, n_y, &done, e));
       if (done) return SQ_OK;

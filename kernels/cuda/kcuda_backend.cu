@@ -16,6 +16,7 @@
 
 /* Rows of one side pipeline at a time (bounds the fp64 work buffers: 64k x D x 8 bytes each). */
 #define KC_ROW_CHUNK ((int64_t)1 << 16)
+#define KC_PROJ_SLOTS 8 /* distinct (rotation, normalize, side) per eval batch with a shared projection */
 /* Device bytes a plan batch of eval may take for its decoded keys/values and per-row outputs. */
 #define KC_EVAL_BYTES ((int64_t)4 << 30)
 /* Rows of calibration data converted to double at once in moments(). */
@@ -51,7 +52,9 @@ struct kc_state {
   kern_layer pre_L;
   cudaStream_t pre_stream;
   pthread_mutex_t pre_lock;
-  kc_codes codes;                /* eval's code phase (kcuda_codes.cu) */
+  kc_proj proj[KC_PROJ_SLOTS];   /* this eval batch's shared projections (code_side) */
+  int codes_grouped;             /* SQEXP_CUDA_CODES=grouped: the code phase by kcuda_codes.cu */
+  kc_codes codes;                /* its buffers */
   kc_buf cb;
   cb_table cb_host;
   int cb_valid;
@@ -206,7 +209,7 @@ static int cuda_encode(kern_backend *b, const plan_side *p, const cb_table *cb, 
   return encode_host_rows(st, x, n, stride, s.D, s.code_bytes, codes,
                           [&](const float *xd, int64_t nc, uint8_t *cd) {
                             tryCheck(kc_side_run(st->blas, &s, &mt, (const float *)st->cb.p, &st->wk, xd, nc,
-                                                 s.D, NULL, NULL, e));
+                                                 s.D, NULL, NULL, NULL, e));
                             return kc_pack(&s, &st->wk, nc, cd, e);
                           }, e);
 }
@@ -315,7 +318,13 @@ static int take_preload(kc_state *st, const kern_layer *L) {
 
 /* k_attn_wg (and k_ref_wg) serve the loaded layer: chosen (SQEXP_CUDA_ATTN) and of their shape.
  * They need k_ref_wg's split values, and the logit-sum terms (kcuda_logit). */
-static int wg_on(const kc_state *st) { return st->gqa == KC_ATTN_WG && kc_wg_shape(st->G, st->L.head_dim); }
+static int wg_on(const kc_state *st) { return kc_attn_is_wg(st->gqa) && kc_wg_shape(st->G, st->L.head_dim); }
+/* The scratch of an eval launch of n plans on the loaded layer (k_attn_wg's or k_attn_wg2's). */
+static size_t wg_scratch_of(const kc_state *st, int n) {
+  const int64_t nt = st->L.n_tok;
+  const int D = st->L.head_dim;
+  return st->gqa == KC_ATTN_WG2 ? kca_wg2_scratch(n, nt, D, st->L.topk) : kca_wg_scratch(n, nt, D);
+}
 
 static kc_attn_args base_args(const kc_state *st) {
   const kern_layer *L = &st->L;
@@ -412,32 +421,78 @@ static int check_plan(const kc_state *st, const plan_side *p, int i, const char 
   return SQ_OK;
 }
 
-/* Decode one side of plan i over all eval tokens of `head` through its own pipeline
- * (kc_side_run; the sides with QJL): keff (keys) or vhat (values) and the per-token
- * reconstruction statistics. */
-static int code_side(kc_state *st, const plan_side *p, const kc_side *s, int head, int is_key, float *dst,
-                     double *rec, sq_err *e) {
+/* Does another plan of the batch project this side (K: is_key) with the same rotation? Only those
+ * sides take a kc_proj slot: a rotation used once (TurboQuant's, one per plan) would only fill
+ * the slots that later SpectralQuant plans of the batch could share. */
+static int side_shared(const plan_pair *const *plans, int n, int i, int is_key) {
+  const plan_side *p = is_key ? &plans[i]->k : &plans[i]->v;
+  for (int j = 0; j < n; j++) {
+    const plan_side *q = is_key ? &plans[j]->k : &plans[j]->v;
+    if (j != i && q->rot == p->rot && q->normalize == p->normalize) return 1;
+  }
+  return 0;
+}
+
+/* The shared-projection slot of a rotated plan side in this eval batch (kc_proj), when `shared`
+ * (side_shared): the one with its rotation, normalize flag and side, else a free one (claimed),
+ * else NULL (computed alone). */
+static kc_proj *proj_slot(kc_state *st, const plan_side *p, int is_key, int shared) {
+  if (!shared || !p->rot || st->L.n_tok > KC_ROW_CHUNK) return NULL; /* (one chunk: all rows' projection) */
+  for (int i = 0; i < KC_PROJ_SLOTS; i++) {
+    kc_proj *s = &st->proj[i];
+    if (!s->rot_host) {
+      s->rot_host = p->rot, s->normalize = p->normalize, s->is_key = is_key, s->have_y = 0;
+      return s;
+    }
+    if (s->rot_host == p->rot && s->normalize == p->normalize && s->is_key == is_key) return s;
+  }
+  return NULL;
+}
+
+/* The device matrices of p: a shared slot's copy of the rotation when it has one and p has no
+ * QJL matrix, else uploaded (and the rotation kept in a fresh slot). */
+static int side_mats(kc_state *st, const plan_side *p, kc_proj *pj, kc_mats *mt, sq_err *e) {
+  const size_t rot_bytes = (size_t)p->D * p->D * sizeof(double);
+  if (pj && pj->have_y && p->qjl_rows == 0) {
+    mt->rot = (double *)pj->rot.p;
+    mt->S = NULL;
+    return SQ_OK;
+  }
+  tryCheck(kc_upload_mats(&st->wk, p, mt, e));
+  if (pj && !pj->have_y) {
+    tryCheck(kc_buf_need(&pj->rot, rot_bytes, e));
+    cudaCheck(cudaMemcpyAsync(pj->rot.p, mt->rot, rot_bytes, cudaMemcpyDeviceToDevice));
+  }
+  return SQ_OK;
+}
+
+/* Decode one side of plan i over all eval tokens of `head`: keff (keys) or vhat (values) and the
+ * per-token reconstruction statistics. */
+static int code_side(kc_state *st, const plan_side *p, const kc_side *s, int head, int is_key, int shared,
+                     float *dst, double *rec, sq_err *e) {
   const kern_layer *L = &st->L;
   int64_t D = L->head_dim, stride = (int64_t)L->n_kv_heads * D;
   const float *x = (const float *)(is_key ? st->k.p : st->v.p) + (int64_t)head * D;
+  kc_proj *pj = proj_slot(st, p, is_key, shared);
   kc_mats mt;
-  tryCheck(kc_upload_mats(&st->wk, p, &mt, e));
+  tryCheck(side_mats(st, p, pj, &mt, e));
   for (int64_t r0 = 0; r0 < L->n_tok; r0 += KC_ROW_CHUNK) {
     int64_t nc = L->n_tok - r0 < KC_ROW_CHUNK ? L->n_tok - r0 : KC_ROW_CHUNK;
     const float *xr = x + r0 * stride;
     float *xh_out = is_key ? NULL : dst + r0 * D;
     tryCheck(kc_side_run(st->blas, s, &mt, (const float *)st->cb.p, &st->wk, xr, nc, stride, xh_out,
-                         is_key ? dst + r0 * D : NULL, e));
+                         is_key ? dst + r0 * D : NULL, pj, e));
     const float *xh = is_key ? (const float *)st->wk.xhat.p : xh_out;
     tryCheck(kc_rec_stats(xr, stride, xh, nc, (int)D, rec + r0 * 3, e));
   }
   return SQ_OK;
 }
 
-/* The batch's code phase: every plan's effective keys / decoded values and their statistics. The
- * sides without QJL go through kc_codes_batch (kcuda_codes.cu: uploads, projections and
- * reconstructions grouped by rotation), those with QJL through code_side. */
-static int code_batch(kc_state *st, int head, int n, const plan_pair *const *plans, const kc_side *ks,
+/* The batch's code phase grouped (SQEXP_CUDA_CODES=grouped; not yet run on a GPU, docs/cuda.md):
+ * every plan's effective keys / decoded values and their statistics, the sides without QJL through
+ * kc_codes_batch (kcuda_codes.cu: uploads, projections and reconstructions grouped by rotation),
+ * those with QJL through code_side. */
+static int code_grouped(kc_state *st, int head, int n, const plan_pair *const *plans, const kc_side *ks,
                       const kc_side *vs, float *keff, float *vhat, double *krec, double *vrec, sq_err *e) {
   const kern_layer *L = &st->L;
   const int64_t D = L->head_dim, stride = (int64_t)L->n_kv_heads * D, nt = L->n_tok;
@@ -463,7 +518,7 @@ static int code_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   for (int i = 0; !rc && i < n; i++)
     for (int side = 0; !rc && side < 2; side++)
       if (ps[side * n + i]->qjl_rows > 0)
-        rc = code_side(st, ps[side * n + i], side ? &vs[i] : &ks[i], head, !side,
+        rc = code_side(st, ps[side * n + i], side ? &vs[i] : &ks[i], head, !side, 0,
                        (side ? vhat : keff) + i * nt * D, (side ? vrec : krec) + i * nt * 3, e);
   free(ps);
   free(idx);
@@ -496,7 +551,17 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   double *sums = (double *)st->sums.p;
   ph_mark(st, KC_PH_CODE);
   for (int i = 0; i < n; i++) empty_metrics(&out[i]);
-  tryCheck(code_batch(st, head, n, plans, ks, vs, keff, vhat, krec, vrec, e));
+  if (st->codes_grouped) {
+    tryCheck(code_grouped(st, head, n, plans, ks, vs, keff, vhat, krec, vrec, e));
+  } else {
+    for (int i = 0; i < KC_PROJ_SLOTS; i++) st->proj[i].rot_host = NULL; /* (proj_slot resets what it claims) */
+    for (int i = 0; i < n; i++) {
+      tryCheck(code_side(st, &plans[i]->k, &ks[i], head, 1, side_shared(plans, n, i, 1), keff + i * nt * D,
+                         krec + i * nt * 3, e));
+      tryCheck(code_side(st, &plans[i]->v, &vs[i], head, 0, side_shared(plans, n, i, 0), vhat + i * nt * D,
+                         vrec + i * nt * 3, e));
+    }
+  }
   double *hs = (double *)sq_xmalloc((size_t)n * 16 * sizeof(double));
   tryCheck(kc_colsum(krec, n, nt, 3, sums, e));
   tryCheck(kc_colsum(vrec, n, nt, 3, sums + 3 * n, e));
@@ -514,7 +579,7 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   a.rows_out = rows;
   int rc = SQ_OK;
   if (st->attn_on && wg_on(st)) {
-    a.wg_scratch_bytes = kca_wg_scratch(n, nt, (int)D, L->topk);
+    a.wg_scratch_bytes = wg_scratch_of(st, n);
     rc = kc_buf_need(&st->wg_scratch, a.wg_scratch_bytes, e);
     a.wg_scratch = st->wg_scratch.p;
     if (st->lg.ready) {
@@ -612,7 +677,7 @@ static int cuda_eval(kern_backend *b, int head, int n, const plan_pair *const *p
   /* decoded keys and values, statistics, attention rows, and k_attn_wg's split operands */
   int64_t per_plan = nt * D * 2 * (int64_t)sizeof(float) + nt * 6 * (int64_t)sizeof(double) +
                      nt * st->G * KC_ATTN_FIELDS * (int64_t)sizeof(double) +
-                     (int64_t)(kca_wg_scratch(2, nt, (int)D, L->topk) - kca_wg_scratch(1, nt, (int)D, L->topk));
+                     (int64_t)(wg_scratch_of(st, 2) - wg_scratch_of(st, 1));
   int chunk = (int)(KC_EVAL_BYTES / per_plan);
   chunk = chunk < 1 ? 1 : chunk > 64 ? 64 : chunk;
   for (int i0 = 0; i0 < n && !rc; i0 += chunk) {
@@ -650,6 +715,11 @@ static void cuda_destroy(kern_backend *b) {
                    &st->lg.a,       &st->lg.w,       &st->lg.s, &st->lg.b, &st->lg.tiles,
                    &st->pre_k,      &st->pre_v,      &st->pre_q};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_buf_free(all[i]);
+  for (int i = 0; i < KC_PROJ_SLOTS; i++) {
+    kc_buf_free(&st->proj[i].rot);
+    kc_buf_free(&st->proj[i].y);
+    kc_buf_free(&st->proj[i].norm);
+  }
   kc_codes_free(&st->codes);
   kc_work_free(&st->wk);
   kc_solver_free(st->solver);
@@ -686,6 +756,12 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   const char *attn = getenv("SQEXP_CUDA_ATTN");
   /* rows, gqa, tc, tcpv (the default: scores and weighted sums on tensor cores): kcuda_attn.cuh */
   st->gqa = kc_attn_kind(attn);
+  const char *codes = getenv("SQEXP_CUDA_CODES"); /* grouped: kcuda_codes.cu (not yet run on a GPU) */
+  st->codes_grouped = codes && !strcmp(codes, "grouped");
+  /* (tests: SQEXP_CUDA_CODES_ROWS / _BYTES small, to run several row chunks and plan groups) */
+  const char *crows = getenv("SQEXP_CUDA_CODES_ROWS"), *cbytes = getenv("SQEXP_CUDA_CODES_BYTES");
+  st->codes.rows = crows ? atoll(crows) : 0;
+  st->codes.bytes = cbytes ? atoll(cbytes) : 0;
   const char *ph = getenv("SQEXP_EVAL_PHASES");
   if (ph && *ph && strcmp(ph, "0")) { /* timing is optional: without its events, go without it */
     int made = 0;

@@ -128,7 +128,7 @@ static int run_batch(batch_ctx *c, int decode, sq_err *e) {
       uint8_t *codes = c->codes + ((int64_t)l * o->H + h) * N * c->cbytes;
       if (!decode) {
         const float *x = c->x + (int64_t)l * N * stride + (int64_t)h * o->D;
-        tryCheck(kc_side_run(kc_cublas(c->gpu), s, &c->mats[h], c->cbd, c->w, x, N, stride, NULL, NULL, e));
+        tryCheck(kc_side_run(kc_cublas(c->gpu), s, &c->mats[h], c->cbd, c->w, x, N, stride, NULL, NULL, NULL, e));
         tryCheck(kc_pack(s, c->w, N, codes, e));
       } else {
         float *xh = c->xhat + ((int64_t)l * o->H + h) * N * o->D;
@@ -150,7 +150,7 @@ static int precision_rows(batch_ctx *c, FILE *f, const char *name, sq_err *e) {
   int64_t N = o->tokens, D = o->D;
   cublasHandle_t h = kc_cublas(c->gpu);
   kc_buf uf = {0}, rf = {0}, yf = {0}, rows = {0}, sums = {0};
-  tryCheck(kc_side_run(h, s, &c->mats[0], c->cbd, c->w, c->x, N, (int64_t)o->H * D, NULL, NULL, e));
+  tryCheck(kc_side_run(h, s, &c->mats[0], c->cbd, c->w, c->x, N, (int64_t)o->H * D, NULL, NULL, NULL, e));
   /* re-create u and y = rot.u in double (kc_side_run overwrote u with yh) */
   tryCheck(kc_buf_need(&uf, (size_t)(N * D) * sizeof(float), e));
   tryCheck(kc_buf_need(&rf, (size_t)(D * D) * sizeof(float), e));

@@ -15,14 +15,6 @@
  * Sides with QJL (their keys' residual sketch) stay on kc_side_run. */
 #include "kcuda.cuh"
 
-/* Device bytes of one group's projections, quantised projections and reconstructions (fp64). */
-#ifndef KC_CODES_BYTES /* (a test build sets both small, to run several groups and row chunks) */
-#define KC_CODES_BYTES ((int64_t)2 << 30)
-#endif
-/* Rows per chunk (a projection covers a whole chunk). */
-#ifndef KC_CODES_ROWS
-#define KC_CODES_ROWS ((int64_t)1 << 16)
-#endif
 
 /* A rotation of the batch: its host matrix, the unit rows it projects (normalised or not), its
  * side (0 keys, 1 values). */
@@ -157,8 +149,9 @@ static int codes_run(kc_codes *c, cublasHandle_t h, const float *cb_dev, int64_t
                      const kc_codes_side sides[2], codes_rot *rots, int *rix[2], int *ord[2], sq_err *e) {
   const int nr = codes_rotations(sides, rots, rix);
   tryCheck(codes_upload(c, rots, nr, D, e));
-  const int64_t chunk = n_tok < KC_CODES_ROWS ? n_tok : KC_CODES_ROWS;
-  int64_t gmax = KC_CODES_BYTES / (3 * chunk * D * (int64_t)sizeof(double));
+  const int64_t rows = c->rows > 0 ? c->rows : KC_CODES_ROWS, bytes = c->bytes > 0 ? c->bytes : KC_CODES_BYTES;
+  const int64_t chunk = n_tok < rows ? n_tok : rows;
+  int64_t gmax = bytes / (3 * chunk * D * (int64_t)sizeof(double));
   gmax = gmax < 1 ? 1 : gmax > 64 ? 64 : gmax;
   const size_t arr = (size_t)gmax * chunk * D * sizeof(double);
   tryCheck(kc_buf_need(&c->y, arr, e));

@@ -238,25 +238,39 @@ static int reconstruct(cublasHandle_t h, const kc_side *s, const kc_mats *mt, kc
   return SQ_OK;
 }
 
-/* The projection y = rot . u (u the unit rows) into w->y, norms into w->norm. Returns the
- * projection's address through proj (u itself without a rotation). */
+/* The projection y = rot . u (u the unit rows) into y, norms into w->norm; from / into pj when
+ * given (kc_proj). Returns the projection's address through proj. */
 static int project(cublasHandle_t h, const kc_side *s, const kc_mats *mt, kc_work *w, const float *x, int64_t n,
-                   int64_t stride, const double **proj, sq_err *e) {
+                   int64_t stride, kc_proj *pj, const double **proj, sq_err *e) {
   const double one = 1.0, zero = 0.0;
   const int D = s->D;
   double *u = (double *)w->u.p, *y = (double *)w->y.p;
+  if (pj && pj->have_y) {
+    cudaCheck(cudaMemcpyAsync(w->norm.p, pj->norm.p, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice));
+    *proj = (const double *)pj->y.p;
+    return SQ_OK;
+  }
   k_prep<<<blocks_for(n * 32, 256), 256>>>(D, s->normalize, x, stride, n, u, (float *)w->norm.p);
   launchCheck();
   *proj = u;
   if (!s->has_rot) return SQ_OK;
+  if (pj) {
+    tryCheck(kc_buf_need(&pj->y, (size_t)n * D * sizeof(double), e));
+    tryCheck(kc_buf_need(&pj->norm, (size_t)n * sizeof(float), e));
+    y = (double *)pj->y.p;
+  }
   cublasCheck(cublasDgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, D, (int)n, D, &one, mt->rot, D, u, D, &zero, y, D));
+  if (pj) {
+    cudaCheck(cudaMemcpyAsync(pj->norm.p, w->norm.p, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice));
+    pj->have_y = 1;
+  }
   *proj = y;
   return SQ_OK;
 }
 
 int kc_side_run(cublasHandle_t h, const kc_side *s, const kc_mats *mt, const float *cb_dev,
                 kc_work *w, const float *x, int64_t n, int64_t stride, float *xhat_out,
-                float *keff_out, sq_err *e) {
+                float *keff_out, kc_proj *pj, sq_err *e) {
   const double one = 1.0, zero = 0.0;
   int D = s->D, m = s->m;
   if (n <= 0) return SQ_OK;
@@ -264,7 +278,7 @@ int kc_side_run(cublasHandle_t h, const kc_side *s, const kc_mats *mt, const flo
   tryCheck(work_need(w, s, n, e));
   double *u = (double *)w->u.p;
   const double *proj;
-  tryCheck(project(h, s, mt, w, x, n, stride, &proj, e));
+  tryCheck(project(h, s, mt, w, x, n, stride, s->has_rot ? pj : NULL, &proj, e));
   k_quant<<<blocks_for(n * D, 256), 256>>>(*s, cb_dev, proj, u, (uint16_t *)w->idx.p, n);
   launchCheck();
   float *xh = xhat_out ? xhat_out : (float *)w->xhat.p;
