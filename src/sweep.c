@@ -704,17 +704,23 @@ static int sweep_head_eval(sweep_run_ctx *r, sweep_layer_buf *b, int layer, int 
   return rc;
 }
 
+/* Head 0's plans of layer `layer` into *p: built on a thread (sweep_plan_ahead) while the caller
+ * loads the layer, else in line. The calibration of b is complete. */
+static void sweep_heads_first(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sweep_plans *p) {
+  sweep_plans_init(r, b, layer, 0, p);
+  sweep_plans_start(p, sweep_plan_ahead(r));
+}
+
 /* All pending grid points of every selected head of the loaded layer: head hi + 1's plans are
- * built (ahead, sweep_plan_ahead) while head hi is evaluated. */
-int sweep_heads(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sweep_layer_sum *ls, sq_err *e) {
+ * built (ahead, sweep_plan_ahead) while head hi is evaluated; head 0's are in *first (from
+ * sweep_heads_first; the slot is taken over and freed here). */
+static int sweep_heads_from(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sweep_layer_sum *ls,
+                            sweep_plans *first, sq_err *e) {
   const sweep_state *s = r->s;
-  if (s->n_heads < 1) return SQ_OK;
   const int ahead = sweep_plan_ahead(r);
   /* two slots used in turn: a building thread writes into its slot, so slots are swapped by
    * pointer, never copied */
-  sweep_plans slot[2], *cur = &slot[0], *next = &slot[1];
-  sweep_plans_init(r, b, layer, 0, cur);
-  sweep_plans_start(cur, 0);
+  sweep_plans *cur = first, other, *next = &other;
   int rc = SQ_OK;
   for (int hi = 0; !rc && !sweep_stop_signal; hi++) {
     rc = sweep_plans_take(cur, r, e);
@@ -728,6 +734,14 @@ int sweep_heads(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sweep_layer_sum
   }
   sweep_plans_free(cur); /* the last head's, or (stopped, failed) the next head's: wait, free */
   return rc;
+}
+
+int sweep_heads(sweep_run_ctx *r, sweep_layer_buf *b, int layer, sweep_layer_sum *ls, sq_err *e) {
+  if (r->s->n_heads < 1) return SQ_OK;
+  sweep_plans first;
+  sweep_plans_init(r, b, layer, 0, &first);
+  sweep_plans_start(&first, 0);
+  return sweep_heads_from(r, b, layer, ls, &first, e);
 }
 
 /* Does this layer have anything left to do? */
@@ -812,6 +826,7 @@ static void *sweep_pf_main(void *arg) {
  * the layer is simply read in line when taken. */
 static void sweep_pf_start(sweep_pf *p, int idx) {
   if (!p->enabled || p->running) return;
+  p->held = 0;
   p->idx = idx;
   p->rc = SQ_OK;
   sq_err_clear(&p->err);
@@ -825,6 +840,7 @@ static void sweep_pf_join(sweep_pf *p, sweep_run_ctx *r) {
   double t0 = prov_mono();
   pthread_join(p->th, NULL);
   p->running = 0;
+  p->held = 1;
   r->prov.phase_s[PROV_READ_WAIT] += prov_mono() - t0;
   r->prov.phase_s[PROV_READ] += p->work_s;
   r->prov.phase_s[PROV_CALIB] += p->calib_s;
@@ -846,8 +862,9 @@ static int sweep_pf_take_calib(sweep_pf *p, sweep_layer_buf *b) {
 /* Stored layer idx into *out: the prefetched copy when the thread read that one (buffers
  * swapped, no copy), else read here. */
 static int sweep_pf_take(sweep_pf *p, sweep_run_ctx *r, int idx, dump_layer *out, sq_err *e) {
-  int had = p->running && p->idx == idx;
   sweep_pf_join(p, r);
+  const int had = p->held && p->idx == idx;
+  p->held = 0;
   if (!had) p->calibrated = 0; /* (of a layer not taken) */
   if (had) {
     if (p->rc) {
@@ -899,7 +916,9 @@ int sweep_read_at(sweep_run_ctx *r, sweep_pf *p, const int *want, int li, dump_l
   return SQ_OK;
 }
 
-static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
+/* The main grid, layer by layer. pf: the run's reader, which may already be reading the first
+ * selected layer (sweep_execute starts it before creating the backend); it is finished here. */
+static int sweep_layers(sweep_run_ctx *r, sweep_pf *pfp, sq_err *e) {
   sweep_state *s = r->s;
   const dump_t *d = &s->dump;
   int H = d->n_kv_heads, D = d->head_dim;
@@ -910,13 +929,19 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
   b.randq = R ? sq_xmalloc((size_t)H * s->n_eval_seq * R * D * sizeof *b.randq) : NULL;
   int *want = sq_xmalloc((size_t)s->n_layers * sizeof *want);
   for (int li = 0; li < s->n_layers; li++) want[li] = sweep_layer_pending(r, d->layers[s->layer_idx[li]]);
-  sweep_pf pf;
-  sweep_pf_init(&pf, &s->dump);
-  /* both layer buffers (they are swapped) from the backend's host allocator: page-locked for cuda */
-  b.raw.host_alloc = pf.buf.host_alloc = r->be->host_alloc;
-  b.raw.host_free = pf.buf.host_free = r->be->host_free;
-  pf.calib = r; /* the thread calibrates the layers it reads */
-  sweep_calib_alloc(s, &pf.cb);
+  sweep_pf *pf = pfp;
+  sweep_pf_join(pf, r); /* the first layer, read while the backend was created (its wait is read_wait) */
+  if (pf->held && (!want[0] || pf->rc)) { /* done already (a resume), or failed: read again when wanted */
+    dump_layer_free(&pf->buf);
+    pf->held = 0;
+  }
+  /* the layer buffers from the backend's host allocator (page-locked for cuda); the first layer's
+   * buffer, read before the backend existed, is plain memory, freed after its layer */
+  b.raw.host_alloc = r->be->host_alloc;
+  b.raw.host_free = r->be->host_free;
+  if (!pf->held) pf->buf.host_alloc = r->be->host_alloc, pf->buf.host_free = r->be->host_free;
+  pf->calib = r; /* the thread calibrates the layers it reads (set with no thread running) */
+  sweep_calib_alloc(s, &pf->cb);
   int rc = SQ_OK, first = 0;
   while (first < s->n_layers && !want[first]) first++;
   const char *ph = getenv("SQEXP_EVAL_PHASES");
@@ -932,9 +957,9 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
     snprintf(what, sizeof what, "layer %d: reading", layer);
     progress_set(&r->prog, r->done, what);
     int ahead = 0;
-    if (!(rc = sweep_read_at(r, &pf, want, li, &b.raw, e))) ahead = sweep_pf_take_calib(&pf, &b);
+    if (!(rc = sweep_read_at(r, pf, want, li, &b.raw, e))) ahead = sweep_pf_take_calib(pf, &b);
     double t1 = prov_mono();
-    if (!rc) rc = ahead ? sweep_calib_record(r, &b, layer, e) : sweep_pf_calibrate(&pf, r, &b, layer, e);
+    if (!rc) rc = ahead ? sweep_calib_record(r, &b, layer, e) : sweep_pf_calibrate(pf, r, &b, layer, e);
     double t2 = prov_mono();
     r->prov.phase_s[PROV_CALIB_WAIT] += t2 - t1;
     if (!ahead) r->prov.phase_s[PROV_CALIB] += t2 - t1;
@@ -942,10 +967,14 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
     memset(&ls, 0, sizeof ls);
     double t3 = t2;
     if (!rc && s->n_grid > 0) {
+      sweep_plans head0; /* head 0's plans are built while the layer is loaded */
+      const int heads = s->n_heads > 0;
+      if (heads) sweep_heads_first(r, &b, layer, &head0);
       rc = sweep_load_eval(r, &b, layer, e);
       t3 = prov_mono();
       r->prov.phase_s[PROV_EVAL] += t3 - t2;
-      if (!rc) rc = sweep_heads(r, &b, layer, &ls, e);
+      if (heads && !rc) rc = sweep_heads_from(r, &b, layer, &ls, &head0, e);
+      else if (heads) sweep_plans_free(&head0);
     }
     if (timing && li == first) /* the first layer pays the one-time costs: where */
       fprintf(stderr, "first layer %d: read %.3f s, calibrate %.3f s, load_eval %.3f s, heads %.3f s\n", layer,
@@ -954,8 +983,12 @@ static int sweep_layers(sweep_run_ctx *r, sq_err *e) {
       sweep_layer_line(r, layer, &ls, prov_mono() - t0);
       progress_layer(&r->prog, layer, li, s->n_layers);
     }
+    if (b.raw.host_alloc != r->be->host_alloc) { /* the first layer's plain buffer: the thread's */
+      dump_layer_free(&b.raw);                    /* next read into it allocates a page-locked one */
+      b.raw.host_alloc = r->be->host_alloc, b.raw.host_free = r->be->host_free;
+    }
   }
-  sweep_pf_done(&pf, r); /* before any other HDF5 call (shift, stability, dump_close) */
+  sweep_pf_done(pf, r); /* before any other HDF5 call (shift, stability, dump_close) */
   free(want);
   sweep_layer_buf_free(&b, s->n_heads);
   return rc;
@@ -1015,8 +1048,18 @@ static int sweep_execute(sweep_state *s, const sweep_opts *o, sq_err *e) {
   r.prov.dump_size = s->dump_size;
   r.prov.start_time = prov_now();
   r.prov.status = "running";
+  /* The first selected layer is read (HDF5, fp16 -> fp32) while the backend is created: CUDA's
+   * start takes a few tenths of a second. Until sweep_layers joins it, the thread is the only HDF5
+   * caller (nothing below touches the dump). On resume it may read a layer that is already done. */
+  sweep_pf pf;
+  sweep_pf_init(&pf, &s->dump);
+  if (s->n_layers > 0) sweep_pf_start(&pf, s->layer_idx[0]);
+  int pf_open = 1;
   int rc = kern_create(&r.be, s->cfg.run.backend, s->cfg.run.threads, e);
-  if (rc) return sweep_exit_code(e);
+  if (rc) {
+    sweep_pf_done(&pf, &r);
+    return sweep_exit_code(e);
+  }
   r.prov.backend = r.be->name;
   r.cb = sq_xmalloc(sizeof *r.cb);
   rc = cb_table_build(r.cb, s->dump.head_dim, e);
@@ -1033,11 +1076,13 @@ static int sweep_execute(sweep_state *s, const sweep_opts *o, sq_err *e) {
     if (!o->quiet && r.done > 0)
       fprintf(stderr, "sqexp run: resuming %s: %lld of %lld rows already done\n", s->out_dir, (long long)r.done,
               (long long)total);
-    rc = sweep_layers(&r, e);
+    rc = sweep_layers(&r, &pf, e); /* (finishes pf) */
+    pf_open = 0;
     progress_finish(&r.prog);
     if (!rc && !sweep_stop_signal && s->do_shift) rc = sweep_shift(&r, o->fresh, e);
     if (!rc && !sweep_stop_signal && s->do_stability) rc = sweep_stability(&r, o->fresh, e);
   }
+  if (pf_open) sweep_pf_done(&pf, &r); /* (the store or the codebooks failed before the layers) */
   int status = rc ? sweep_exit_code(e) : 0;
   if (!rc && sweep_stop_signal) status = 130;
   r.prov.rows_computed = r.computed;

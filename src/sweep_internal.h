@@ -99,6 +99,7 @@ typedef struct {
   dump_t *d;
   int enabled;      /* SQEXP_PREFETCH is not "0" */
   int running;      /* a thread was started and not joined yet */
+  int held;         /* joined: buf holds stored layer idx (unless rc), not yet taken */
   int idx;          /* stored layer number the thread reads */
   dump_layer buf;   /* what it reads into; swapped with the consumer's buffer on take */
   int rc;
