@@ -39,9 +39,10 @@ for step in $STEPS; do
       rc=$?; [ $rc = 0 ] || fails=1
       echo "exit $rc" | tee -a "$OUT/gpu_tests.log"
     done
-    # the default is the wgmma kernel (wg) and the per-plan code phase; check the other eval
-    # kernels (wg2: not yet the default) and the grouped code phase, once with its default limits and
-    # once with limits small enough for several row chunks and plan groups per batch
+    # the default is the wgmma kernel (wg), the per-plan code phase and the uncached probs passes;
+    # check the other eval kernels (wg2: not yet the default), the cached probs passes and the grouped
+    # code phase, once with its default limits and once with limits small enough for several row
+    # chunks and plan groups per batch
     agree() {
       echo "== gpu_agree with $*" | tee -a "$OUT/gpu_tests.log"
       env "$@" SQEXP_SRC=$here SQEXP_BIN=$here/.bundle/sqexp timeout 300 .bundle/gpu_agree --verbose >> "$OUT/gpu_tests.log" 2>&1
@@ -50,6 +51,7 @@ for step in $STEPS; do
       [ $rc = 0 ] || fails=1
     }
     for k in ${AGREE_KINDS:-wg2 tcpv tc gqa rows}; do agree SQEXP_CUDA_ATTN=$k; done
+    [ "${AGREE_PROBS:-1}" = 1 ] && agree SQEXP_CUDA_PROBS=cache
     if [ "${AGREE_CODES:-1}" = 1 ]; then
       agree SQEXP_CUDA_CODES=grouped
       agree SQEXP_CUDA_CODES=grouped SQEXP_CUDA_CODES_ROWS=100 SQEXP_CUDA_CODES_BYTES=307200

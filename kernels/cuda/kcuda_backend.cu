@@ -54,6 +54,8 @@ struct kc_state {
   pthread_mutex_t pre_lock;
   kc_proj proj[KC_PROJ_SLOTS];   /* this eval batch's shared projections (code_side) */
   int codes_grouped;             /* SQEXP_CUDA_CODES=grouped: the code phase by kcuda_codes.cu */
+  int probs_cache;               /* SQEXP_CUDA_PROBS=cache: k_probs_seq keeps the scores (kcuda_attn.cu) */
+  int64_t max_seq;               /* the loaded layer's longest evaluation sequence */
   kc_codes codes;                /* its buffers */
   kc_buf cb;
   cb_table cb_host;
@@ -362,6 +364,9 @@ static int cuda_load_layer(kern_backend *b, const kern_layer *L, sq_err *e) {
   st->probs_on = (L->protocols & PROTO_PROBS) && L->q && L->probs_last > 0;
   st->randq_on = (L->protocols & PROTO_RANDQ) && L->n_randq > 0;
   int64_t D = L->head_dim, Hq = L->n_q_heads, Hkv = L->n_kv_heads, nt = L->n_tok;
+  st->max_seq = 0;
+  for (int s = 0; s < L->n_seq; s++)
+    if (L->seq_off[s + 1] - L->seq_off[s] > st->max_seq) st->max_seq = L->seq_off[s + 1] - L->seq_off[s];
   tryCheck(upload(&st->seq_off, L->seq_off, (size_t)(L->n_seq + 1) * sizeof(int64_t), e));
   if (!take_preload(st, L)) {
     tryCheck(upload(&st->k, L->k, (size_t)(nt * Hkv * D) * sizeof(float), e));
@@ -577,6 +582,7 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   a.vhat = vhat;
   a.plan_stride = nt * D;
   a.rows_out = rows;
+  a.probs_cache = st->probs_cache ? st->max_seq : 0;
   int rc = SQ_OK;
   if (st->attn_on && wg_on(st)) {
     a.wg_scratch_bytes = wg_scratch_of(st, n);
@@ -758,6 +764,8 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   st->gqa = kc_attn_kind(attn);
   const char *codes = getenv("SQEXP_CUDA_CODES"); /* grouped: kcuda_codes.cu (not yet run on a GPU) */
   st->codes_grouped = codes && !strcmp(codes, "grouped");
+  const char *probs = getenv("SQEXP_CUDA_PROBS"); /* cache: k_probs_seq's cached passes (not yet run on a GPU) */
+  st->probs_cache = probs && !strcmp(probs, "cache");
   /* (tests: SQEXP_CUDA_CODES_ROWS / _BYTES small, to run several row chunks and plan groups) */
   const char *crows = getenv("SQEXP_CUDA_CODES_ROWS"), *cbytes = getenv("SQEXP_CUDA_CODES_BYTES");
   st->codes.rows = crows ? atoll(crows) : 0;
