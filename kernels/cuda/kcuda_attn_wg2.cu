@@ -1,12 +1,13 @@
 /* kcuda_attn_wg2: k_attn_wg2 (SQEXP_CUDA_ATTN=wg2; not yet run on a GPU, so not the default):
- * k_attn_wg (kcuda_attn_wg.cu) with three changes meant to shorten its tiles --
+ * k_attn_wg (kcuda_attn_wg.cu) with four changes meant to shorten its tiles --
  *   - the reference slots' exact s^_r come from k_wg_slot_scores, a separate kernel at full
  *     occupancy, instead of the block's prologue (13 % of k_attn_wg's stall samples, with one
  *     block per SM and the tensor cores idle);
  *   - phase C of tile it (O += P V) runs during phase B of tile it + 1: issued after the first
  *     barrier, waited for at the next tile's (P double-buffered, four stages);
  *   - the weighted sums in one accumulator: P and V split with unscaled lo parts (wg_issue3x1),
- *     no correction accumulator, no fold.
+ *     no correction accumulator, no fold;
+ *   - with top-k <= 8 the rank slots transposed, one per lane (wg2_tslots, below).
  * The scores (phase A), the recall and the softmax are k_attn_wg's. docs/cuda.md, "The attention
  * rows". */
 #include "kcuda_attn_wg.cuh"
@@ -62,7 +63,107 @@ __global__ void __launch_bounds__(WG_SS_WARPS * 32) k_wg_slot_scores(kc_attn_arg
   }
 }
 
-template <int D, int TWO>
+/* The rank slots transposed (top-k <= 8, k_attn_wg2's TR): lane 8 gi + sl holds slot sl of head gi,
+ * one slot per lane instead of one per lane and head. A candidate key of the tile then costs one
+ * step for the four heads together (its score read from the tile's score row, each lane deciding
+ * for its own slot) instead of a shuffled step per head, and the thresholds one segmented minimum
+ * instead of one warp minimum per head. Every decision is tc_phase_b's (rank_offer_tc): the same
+ * candidates, the same margin TC_EPS |q| |k_j| + 1e-30, the chain's value where the tensor-core
+ * score is within it of a live slot's (the lane rescores it itself: another slot's decision with
+ * the tensor-core value is the chain's, outside the margin), the same count and tie-break. */
+struct wg2_tslots {
+  int r, c;        /* the reference key (sequence-local, -1: no slot) and its count (K: out) */
+  float v;         /* its s^ (k_wg_slot_scores) */
+  float thr[4];    /* warp-uniform, per head: min v over its slots still in (+inf when none) */
+};
+
+__device__ __forceinline__ void wg2_tslots_thr(wg2_tslots &T, int K) {
+  float m = T.c < K ? T.v : INFINITY;
+  m = fminf(m, __shfl_xor_sync(0xffffffffu, m, 4));
+  m = fminf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+  m = fminf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+#pragma unroll
+  for (int gi = 0; gi < 4; gi++) T.thr[gi] = __shfl_sync(0xffffffffu, m, 8 * gi);
+}
+
+/* gqa_rank_init_from's slots, transposed; ss: token t's [4][K] scores. */
+__device__ __forceinline__ void wg2_tslots_init(const kc_attn_args &a, int64_t t, const float *ss, int live,
+                                                wg2_tslots &T) {
+  const int K = a.topk, lane = threadIdx.x & 31, gi = lane >> 3, sl = lane & 7, own = live && sl < K;
+  T.r = own ? __ldg(a.topk_ref + (t * a.Hq + a.head * 4 + gi) * K + sl) : -1;
+  T.v = own ? __ldg(ss + gi * K + sl) : INFINITY;
+  T.c = T.r >= 0 ? 0 : K;
+  wg2_tslots_thr(T, K);
+}
+
+/* tc_phase_b without the logit sums, its rank offers on the transposed slots (sc: this tile's
+ * scores, [64][TC_LDS]). */
+__device__ __forceinline__ int wg2_phase_b_tr(tc_row_state &S, wg2_tslots &T, const float *sc, float knl, int warp,
+                                              int live, int64_t j0, int nt, int64_t kb, int64_t ke, int K,
+                                              const float4 *q4, const float *Kh, int D, float c, float (&p)[4],
+                                              float (&alpha)[4]) {
+  const int lane = threadIdx.x & 31, GG = 4;
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) p[gi] = 0.0f, alpha[gi] = 1.0f;
+  if (!(live && j0 + nt > kb && j0 < ke)) return 0; /* warp-uniform */
+  int64_t j = j0 + lane;
+  int valid = lane < nt && j >= kb && j < ke;
+  const float *row = sc + 4 * warp * TC_LDS + lane; /* this lane's key in rows 4 warp + gi */
+  float sh[GG];
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) sh[gi] = valid ? row[gi * TC_LDS] : -INFINITY;
+  int cand[GG], any_cand = 0;
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    const float err = TC_EPS * S.qn[gi] * knl + 1e-30f;
+    cand[gi] = valid && sh[gi] >= T.thr[gi] - err;
+    any_cand |= cand[gi];
+  }
+  if (__any_sync(0xffffffffu, any_cand)) {
+    uint32_t m[GG];
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) m[gi] = __ballot_sync(0xffffffffu, cand[gi]);
+    const int hg = lane >> 3, base = (int)(j0 - kb);
+    const uint32_t mine = hg == 0 ? m[0] : hg == 1 ? m[1] : hg == 2 ? m[2] : m[3];
+    const float qh = hg == 0 ? S.qn[0] : hg == 1 ? S.qn[1] : hg == 2 ? S.qn[2] : S.qn[3];
+    const float *myrow = sc + (4 * warp + hg) * TC_LDS;
+    uint32_t U = m[0] | m[1] | m[2] | m[3];
+    do {
+      const int src = __ffs(U) - 1;
+      U &= U - 1;
+      const float knj = __shfl_sync(0xffffffffu, knl, src); /* (every lane: uniform) */
+      if ((mine >> src & 1u) && T.c < K) {
+        float cv = myrow[src];
+        const float ce = TC_EPS * qh * knj + 1e-30f;
+        const int cj = base + src;
+        if (cj != T.r && fabsf(cv - T.v) <= ce) /* too close to call: the chain's own value */
+          cv = gqa_score_g(q4 + hg * (D >> 2), (const float4 *)(Kh + (kb + cj) * D), D >> 2);
+        T.c += cj != T.r && (cv > T.v || (cv == T.v && cj < T.r));
+      }
+    } while (U);
+    wg2_tslots_thr(T, K);
+  }
+  unsigned up = 0;
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) up |= (unsigned)(sh[gi] > S.m[gi]) << gi;
+  up = __reduce_or_sync(0xffffffffu, up);
+  const float c2 = c * 1.4426950408889634f; /* exp(x c) = exp2(x c log2 e) */
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    if (up >> gi & 1) {
+      float mnew = fmaxf(S.m[gi], warp_max_f(sh[gi]));
+      alpha[gi] = exp2f((S.m[gi] - mnew) * c2);
+      S.l[gi] *= alpha[gi];
+      S.m[gi] = mnew;
+    }
+    p[gi] = valid ? exp2f((sh[gi] - S.m[gi]) * c2) : 0.0f;
+    S.l[gi] += p[gi];
+  }
+  return 1;
+}
+
+/* TR (top-k <= 8, TWO 0): the rank slots transposed (wg2_tslots); else tc_phase_b's. */
+template <int D, int TWO, int TR>
 __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg2(kc_attn_args a, wg2_ops ops) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   typedef wg_cfg<D, WG2_NST, 2> C;
@@ -108,7 +209,9 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg2(kc_attn_args a, 
   }
   const int K = a.topk;
   const float4 *q4 = (const float4 *)qg;
-  if (live) gqa_rank_init_from<GG, TWO>(a, t, ops.slot_s + ((int64_t)plan * nt_all + t) * GG * K, S.R);
+  wg2_tslots T; /* (TR) */
+  if (TR) wg2_tslots_init(a, t, ops.slot_s + ((int64_t)plan * nt_all + t) * GG * K, live, T);
+  else if (live) gqa_rank_init_from<GG, TWO>(a, t, ops.slot_s + ((int64_t)plan * nt_all + t) * GG * K, S.R);
   const float c = 1.0f / sqrtf((float)D);
   float o[NPV / 2]; /* O[64][D]: warpgroup wg's dimensions NPV wg .. in the accumulator layout */
 #pragma unroll
@@ -192,7 +295,8 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg2(kc_attn_args a, 
     }
     const float kn_next = more ? kn_g[j0 + TILE + lane] : 0.0f;
     float p[GG], alpha[GG];
-    tc_phase_b<TWO, 0>(S, sc + buf * 64 * TC_LDS, knl, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
+    if (TR) wg2_phase_b_tr(S, T, sc + buf * 64 * TC_LDS, knl, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
+    else tc_phase_b<TWO, 0>(S, sc + buf * 64 * TC_LDS, knl, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
     wg_put_weights(sm + buf * C::P_BYTES, p_base, p_x, p); /* P[buf]: C(it - 2) read it, waited for */
     int moved = 0;
 #pragma unroll
@@ -240,6 +344,13 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg2(kc_attn_args a, 
   float og[GG][GQA_NDL];
   tc_gather_rows(osm, warp, D, og);
   if (!live) return;
+  if (TR) /* back to one slot per lane and head for the hit counts (lanes 8 and up: no slot) */
+#pragma unroll
+    for (int gi = 0; gi < GG; gi++) {
+      const int cg = __shfl_sync(0xffffffffu, T.c, 8 * gi + (lane & 7));
+      S.R[gi].c0 = lane < 8 ? cg : K;
+      S.R[gi].c1 = K;
+    }
   gqa_write_rows<GG, TWO, 1>(a, plan, t, ke - kb, K, og, S.l, S.R, S.sums);
 #endif
 }
@@ -273,12 +384,12 @@ static int wg2_slot_scores(const kc_attn_args *a, int n, const wg2_ops &ops, sq_
   return SQ_OK;
 }
 
-template <int D, int TWO>
+template <int D, int TWO, int TR>
 static int launch_wg2(const kc_attn_args *a, int n_y, const wg2_ops &ops, sq_err *e) {
   const int smem = wg_cfg<D, WG2_NST, 2>::SMEM;
   dim3 grid((unsigned)((a->n_rows / 4 + GQA_WARPS - 1) / GQA_WARPS), (unsigned)n_y);
-  cudaCheck(cudaFuncSetAttribute(k_attn_wg2<D, TWO>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  k_attn_wg2<D, TWO><<<grid, GQA_WARPS * 32, smem>>>(*a, ops);
+  cudaCheck(cudaFuncSetAttribute(k_attn_wg2<D, TWO, TR>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  k_attn_wg2<D, TWO, TR><<<grid, GQA_WARPS * 32, smem>>>(*a, ops);
   launchCheck();
   return SQ_OK;
 }
@@ -294,7 +405,10 @@ int kca_launch_wg2(const kc_attn_args *a, int n_y, sq_err *e) {
   const wg2_ops ops = wg2_ops_at(a->wg_scratch, n_y, nt, a->D, a->topk);
   tryCheck(wg2_split_all(a, n_y, ops, e));
   tryCheck(wg2_slot_scores(a, n_y, ops, e));
-  const int two = a->topk > 32;
-  if (a->D == 128) return two ? launch_wg2<128, 1>(a, n_y, ops, e) : launch_wg2<128, 0>(a, n_y, ops, e);
-  return two ? launch_wg2<64, 1>(a, n_y, ops, e) : launch_wg2<64, 0>(a, n_y, ops, e);
+  const int two = a->topk > 32, tr = a->topk <= 8;
+  if (a->D == 128)
+    return two ? launch_wg2<128, 1, 0>(a, n_y, ops, e)
+               : tr ? launch_wg2<128, 0, 1>(a, n_y, ops, e) : launch_wg2<128, 0, 0>(a, n_y, ops, e);
+  return two ? launch_wg2<64, 1, 0>(a, n_y, ops, e)
+             : tr ? launch_wg2<64, 0, 1>(a, n_y, ops, e) : launch_wg2<64, 0, 0>(a, n_y, ops, e);
 }
