@@ -13,8 +13,9 @@
 # Knobs: E2E_TOKENS (default 24576: with --calib-frac 0.34 and 1024-token sequences that is 8192
 # calibration and 16384 evaluation tokens), RUN_TIMEOUT, TORCH_LAYERS (default 1; 0 = skip),
 # TORCH_HEADS (default 2), TORCH_REPEAT (timed passes after the warm-up, default 2), TORCH_TIMEOUT,
-# TORCH_ARGS; E2E_AB (variable assignments, e.g. "SQEXP_CUDA_ATTN=wg2 SQEXP_CUDA_CODES=grouped"): the
-# run again with them, its wall time, phases and whether its final tables equal the first run's.
+# TORCH_ARGS; E2E_AB (';'-separated sets of variable assignments, e.g. "SQEXP_CUDA_ATTN=wg2;
+# SQEXP_CUDA_ATTN=wg2 SQEXP_CUDA_CODES=grouped"): the run again with each, its wall time, phases
+# and whether its tables equal the first run's.
 set -u
 OUT=${OUT:-/tmp/sqexp-out}
 mkdir -p "$OUT"
@@ -25,6 +26,10 @@ TOK=${E2E_TOKENS:-24576}
 RES=/tmp/res-mistral
 t0=$(date +%s.%N)
 PY=python3
+# the latest session's wall time and phase seconds of a results directory's provenance.json
+phases() {
+  $PY -c 'import json,sys; l=json.load(open(sys.argv[1]))["latest"]; print("wall_s %.3f  " % l["wall_s"] + "  ".join("%s %.3f" % kv for kv in l["phase_s"].items()))' "$1" 2>/dev/null
+}
 [ -x /opt/torch/.venv/bin/python3 ] && PY=/opt/torch/.venv/bin/python3
 if [ -e /tmp/synth.log ] && [ ! -e /tmp/synth.done ]; then   # started in the background by device_run.sh
   while [ ! -e /tmp/synth.done ]; do sleep 1; done
@@ -55,28 +60,34 @@ t3=$(date +%s.%N)
   echo "process started at $t2, ended at $t3 (epoch s); the program's files re-read in $(awk "BEGIN{print $tw2-$tw}") s before it"
   grep -h "command ran from" "$OUT/run.log"
   echo "rows: $(wc -l < "$RES/rows.jsonl" 2>/dev/null)"
-  grep -h '"phase' "$RES"/provenance.json 2>/dev/null | head -20
+  phases "$RES/provenance.json"
 } > "$OUT/e2e.txt"
 cp "$RES/provenance.json" "$OUT/provenance.json" 2>/dev/null
-if [ -n "${E2E_AB:-}" ]; then # the same run again with these variables set (say, an opt-in kernel), cold again
-  rm -rf "$RES-b"
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
-  .bundle/sqexp --version > /dev/null
-  t4=$(date +%s.%N)
-  env $E2E_AB timeout ${RUN_TIMEOUT:-300} .bundle/sqexp run configs/mistral.ini --set run.dump="$DUMP" --out "$RES-b" > /tmp/run-b.log 2>&1
-  rc2=$?
-  t5=$(date +%s.%N)
-  {
-    echo "with $E2E_AB: exit $rc2, wall $(awk "BEGIN{print $t5-$t4}") s"
-    grep -h "command ran from\|cuda eval phases\|first layer\|backend created" /tmp/run-b.log
-    grep -h '"phase' "$RES-b"/provenance.json 2>/dev/null | head -20
-    # the tables, with and without (identical to the digits written, unless the change moved a number)
-    if diff -r "$RES/tables" "$RES-b/tables" > /tmp/ab.diff; then
-      echo "tables ($(ls "$RES/tables" | wc -l) files): identical"
-    else
-      echo "tables differ:"; head -40 /tmp/ab.diff
-    fi
-  } >> "$OUT/e2e.txt"
+if [ -n "${E2E_AB:-}" ]; then # the same run again with each ';'-separated set of variables (say, an opt-in kernel), cold again
+  IFS=';' read -ra variants <<< "$E2E_AB"
+  n=0
+  for vars in "${variants[@]}"; do
+    n=$((n + 1))
+    rm -rf "$RES-$n"
+    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null
+    .bundle/sqexp --version > /dev/null
+    t4=$(date +%s.%N)
+    env $vars timeout ${RUN_TIMEOUT:-300} .bundle/sqexp run configs/mistral.ini --set run.dump="$DUMP" --out "$RES-$n" > /tmp/run-$n.log 2>&1
+    rc2=$?
+    t5=$(date +%s.%N)
+    {
+      echo "== with $vars: exit $rc2, wall $(awk "BEGIN{print $t5-$t4}") s"
+      grep -h "command ran from\|cuda eval phases\|first layer\|backend created" /tmp/run-$n.log
+      phases "$RES-$n/provenance.json"
+      # the tables, with and without (identical to the digits written, unless the change moved a number)
+      if diff -r "$RES/tables" "$RES-$n/tables" > /tmp/ab.diff; then
+        echo "tables ($(ls "$RES/tables" | wc -l) files): identical to the first run's"
+      else
+        echo "tables differ from the first run's:"; head -40 /tmp/ab.diff
+      fi
+      [ $rc2 = 0 ] || tail -20 /tmp/run-$n.log
+    } >> "$OUT/e2e.txt"
+  done
 fi
 cat "$OUT/e2e.txt"
 tail -5 "$OUT/run.log"
