@@ -30,6 +30,7 @@
 #include "kern.h"
 #include "plan.h"
 #include "util/tu_layer.h"
+#include "util/tu_plans.h"
 
 #define D 128
 #define HKV 2
@@ -77,36 +78,8 @@ static void teardown(void) {
 
 TestSuite(gpu_agree, .init = setup, .fini = teardown);
 
-static plan_knobs knobs(int arm, int bits) { return plan_knobs_defaults(arm, bits); }
-
-/* Every plan kind the harness builds. */
-static int all_knobs(plan_knobs *out) {
-  int n = 0;
-  for (int v = 0; v < 2; v++)
-    for (int r = 0; r < 2; r++)
-      for (int c = 0; c < 2; c++) {
-        plan_knobs k = knobs(ARM_TQ, 3);
-        k.tq_variant = v ? TQ_MSE : TQ_PROD;
-        k.tq_rotation = r ? TQ_HADAMARD : TQ_HAAR;
-        k.tq_codebook = c ? TQ_CB_GAUSSIAN : TQ_CB_BETA;
-        out[n++] = k;
-      }
-  out[n] = knobs(ARM_TQ, 1), n++;
-  out[n] = knobs(ARM_TQ, 4), out[n].tq_shared_rotation = 1, n++;
-  for (int wf = 0; wf < 2; wf++)
-    for (int qjl = 0; qjl < 2; qjl++) {
-      plan_knobs k = knobs(ARM_SQ, 3);
-      k.use_water_fill = wf;
-      k.use_qjl = qjl;
-      out[n++] = k;
-    }
-  out[n] = knobs(ARM_SQ, 2), out[n].noise_bits = 1, out[n].use_qjl = 1, n++;
-  out[n] = knobs(ARM_SQ, 4), out[n].noise_bits = 0, out[n].value_noise_bits = 2, n++;
-  out[n++] = knobs(ARM_SQV1, 3);
-  out[n] = knobs(ARM_LOWRANK, 0), out[n].rank = 8, n++;
-  out[n] = knobs(ARM_LOWRANK, 0), out[n].rank = 0, n++;
-  return n;
-}
+/* Every plan kind the harness builds (tests/util/tu_plans). */
+static int all_knobs(plan_knobs *out) { return tu_all_knobs(out); }
 
 static void build_all(plan_pair *pp, const plan_knobs *kn, int n, int head) {
   sq_err e = {0};
@@ -316,7 +289,7 @@ Test(gpu_agree, bad_input_is_an_error_not_a_crash) {
   kern_layer L = lay.L;
   L.topk = 0;
   cr_expect_eq(gpu->load_layer(gpu, &L, &e), SQ_EINPUT);
-  plan_knobs k = knobs(ARM_TQ, 3);
+  plan_knobs k = plan_knobs_defaults(ARM_TQ, 3);
   plan_pair pp;
   cr_assert_eq(plan_build(&pp, &k, &ck[0], &cv[0], 0, 0, 42, &e), SQ_OK, "%s", e.msg);
   pp.k.bits[3] = 11; /* not a valid width */

@@ -19,6 +19,7 @@
 #include "f16.h"
 #include "plan.h"
 #include "util/tu_layer.h"
+#include "util/tu_plans.h"
 
 #define D 64
 #define HKV 2
@@ -32,11 +33,7 @@ static float *xk, *xv; /* [NTOK][HKV][D]: the rows of head 0 are coded */
 static plan_pair pp[MAXP];
 static int np;
 
-static plan_knobs knobs(int arm, int bits) { return plan_knobs_defaults(arm, bits); }
-
-/* gpu_agree's plan kinds: tq prod/mse x haar/hadamard x beta/gaussian (prod keys have QJL and are
- * left to the per-plan path), b = 1, a shared rotation, sq with / without water-filling and QJL,
- * noise bits, sq_paper_v1 (values in the key basis), lowrank (fixed rank, rank = d_eff). */
+/* Every plan kind (tu_plans; the keys with QJL are left to the per-plan path, as in the backend). */
 static void setup(void) {
   sq_err e = {0};
   cr_assert_eq(cb_table_build(&cb, D, &e), SQ_OK, "%s", e.msg);
@@ -50,30 +47,7 @@ static void setup(void) {
   tu_rows(&xk, NTOK, HKV, D, 0, 12); /* (other draws than the calibration's) */
   tu_rows(&xv, NTOK, HKV, D, 1, 12);
   plan_knobs kn[MAXP];
-  int n = 0;
-  for (int v = 0; v < 2; v++)
-    for (int r = 0; r < 2; r++)
-      for (int c = 0; c < 2; c++) {
-        plan_knobs k = knobs(ARM_TQ, 3);
-        k.tq_variant = v ? TQ_MSE : TQ_PROD;
-        k.tq_rotation = r ? TQ_HADAMARD : TQ_HAAR;
-        k.tq_codebook = c ? TQ_CB_GAUSSIAN : TQ_CB_BETA;
-        kn[n++] = k;
-      }
-  kn[n++] = knobs(ARM_TQ, 1);
-  kn[n] = knobs(ARM_TQ, 4), kn[n].tq_shared_rotation = 1, n++;
-  for (int wf = 0; wf < 2; wf++)
-    for (int qjl = 0; qjl < 2; qjl++) {
-      plan_knobs k = knobs(ARM_SQ, 3);
-      k.use_water_fill = wf;
-      k.use_qjl = qjl;
-      kn[n++] = k;
-    }
-  kn[n] = knobs(ARM_SQ, 2), kn[n].noise_bits = 1, n++;
-  kn[n] = knobs(ARM_SQ, 4), kn[n].noise_bits = 0, kn[n].value_noise_bits = 2, n++;
-  kn[n++] = knobs(ARM_SQV1, 3);
-  kn[n] = knobs(ARM_LOWRANK, 0), kn[n].rank = 8, n++;
-  kn[n] = knobs(ARM_LOWRANK, 0), kn[n].rank = 0, n++;
+  const int n = tu_all_knobs(kn);
   for (int i = 0; i < n; i++)
     cr_assert_eq(plan_build(&pp[i], &kn[i], &ck, &cv, 0, 0, 42, &e), SQ_OK, "%s", e.msg);
   np = n;

@@ -39,6 +39,30 @@ struct tc_row_state {
   rank_slots R[4];
 };
 
+/* The online softmax of one tile for a warp's 4 heads (lane = key, scores sh, -inf off the causal
+ * range): the max moves only when a key beats it, by one vote (otherwise the rescale factor would be
+ * exactly 1); the weights as exp2 of the logit times c log2 e, within ~2 ulp of expf. */
+__device__ __forceinline__ void tc_softmax_step(tc_row_state &S, const float (&sh)[4], int valid, float c,
+                                                float (&p)[4], float (&alpha)[4]) {
+  const int GG = 4;
+  unsigned up = 0;
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) up |= (unsigned)(sh[gi] > S.m[gi]) << gi;
+  up = __reduce_or_sync(0xffffffffu, up);
+  const float c2 = c * 1.4426950408889634f; /* exp(x c) = exp2(x c log2 e) */
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    if (up >> gi & 1) {
+      float mnew = fmaxf(S.m[gi], warp_max_f(sh[gi]));
+      alpha[gi] = exp2f((S.m[gi] - mnew) * c2);
+      S.l[gi] *= alpha[gi];
+      S.m[gi] = mnew;
+    }
+    p[gi] = valid ? exp2f((sh[gi] - S.m[gi]) * c2) : 0.0f;
+    S.l[gi] += p[gi];
+  }
+}
+
 /* Phase B for one warp and tile (keys j0 .. j0 + nt - 1; the token's causal range [kb, ke)): with
  * lane = key, its scores from sc ([2][64][TC_LDS]: s^, then s; s only read when SUMS), knl its
  * effective key's norm; the logit sums (when SUMS: k_attn_wg has them from kcuda_logit), the
@@ -90,22 +114,7 @@ __device__ __forceinline__ int tc_phase_b(tc_row_state &S, const float *sc, floa
     for (int gi = 0; gi < GG; gi++)
       rank_offer_tc<TWO>(&S.R[gi], K, cand[gi], sh[gi], err[gi], base, q4 + gi * (D >> 2), Kh + kb * D, D);
   }
-  unsigned up = 0;
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) up |= (unsigned)(sh[gi] > S.m[gi]) << gi;
-  up = __reduce_or_sync(0xffffffffu, up);
-  const float c2 = c * 1.4426950408889634f; /* exp(x c) = exp2(x c log2 e) */
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) {
-    if (up >> gi & 1) {
-      float mnew = fmaxf(S.m[gi], warp_max_f(sh[gi]));
-      alpha[gi] = exp2f((S.m[gi] - mnew) * c2);
-      S.l[gi] *= alpha[gi];
-      S.m[gi] = mnew;
-    }
-    p[gi] = valid ? exp2f((sh[gi] - S.m[gi]) * c2) : 0.0f;
-    S.l[gi] += p[gi];
-  }
+  tc_softmax_step(S, sh, valid, c, p, alpha);
   return 1;
 }
 

@@ -8,8 +8,9 @@
  *   - the weighted sums in one accumulator: P and V split with unscaled lo parts (wg_issue3x1),
  *     no correction accumulator, no fold;
  *   - with top-k <= 8 the rank slots transposed, one per lane (wg2_tslots, below).
- * The scores (phase A), the recall and the softmax are k_attn_wg's. docs/cuda.md, "The attention
- * rows". */
+ * The scores (phase A), the recall and the softmax are k_attn_wg's. Most of the kernel repeats
+ * k_attn_wg's on purpose: k_attn_wg stays exactly the measured default until this one has passed
+ * gpu_agree and been timed on a GPU; then one of the two goes. docs/cuda.md, "The attention rows". */
 #include "kcuda_attn_wg.cuh"
 
 #define WG2_NST 4 /* stages: C(it - 1) and A(it + 1) in flight during tile it, it + 2 landing (a power of 2) */
@@ -143,22 +144,7 @@ __device__ __forceinline__ int wg2_phase_b_tr(tc_row_state &S, wg2_tslots &T, co
     } while (U);
     wg2_tslots_thr(T, K);
   }
-  unsigned up = 0;
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) up |= (unsigned)(sh[gi] > S.m[gi]) << gi;
-  up = __reduce_or_sync(0xffffffffu, up);
-  const float c2 = c * 1.4426950408889634f; /* exp(x c) = exp2(x c log2 e) */
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) {
-    if (up >> gi & 1) {
-      float mnew = fmaxf(S.m[gi], warp_max_f(sh[gi]));
-      alpha[gi] = exp2f((S.m[gi] - mnew) * c2);
-      S.l[gi] *= alpha[gi];
-      S.m[gi] = mnew;
-    }
-    p[gi] = valid ? exp2f((sh[gi] - S.m[gi]) * c2) : 0.0f;
-    S.l[gi] += p[gi];
-  }
+  tc_softmax_step(S, sh, valid, c, p, alpha);
   return 1;
 }
 

@@ -386,29 +386,36 @@ int kc_unpack_decode(cublasHandle_t h, const kc_side *s, const kc_mats *mt, cons
   return reconstruct(h, s, mt, w, NULL, 0, n, xhat, e);
 }
 
+/* A row's reconstruction statistics, accumulated by the lanes of its warp: x . xh, |x|^2, |xh|^2,
+ * |x - xh|^2 (double, each lane its dimensions in order), then summed over the warp and written by
+ * lane 0 as cos(x, xh) (kern.h convention), |x - xh|^2, |x|^2. */
+__device__ __forceinline__ void rec_add(double a, double b, double (&st)[4]) {
+  st[0] += a * b;
+  st[1] += a * a;
+  st[2] += b * b;
+  st[3] += (a - b) * (a - b);
+}
+__device__ __forceinline__ void rec_put(double (&st)[4], int lane, double *rec) {
+  for (int i = 0; i < 4; i++) st[i] = warp_sum_d(st[i]);
+  const double dot = st[0], nx = st[1], nh = st[2];
+  if (lane == 0) {
+    rec[0] = (nx == 0.0 && nh == 0.0) ? 1.0 : (nx == 0.0 || nh == 0.0) ? 0.0 : dot / sqrt(nx * nh);
+    rec[1] = st[3];
+    rec[2] = nx;
+  }
+}
+
 /* Per row: cos(x, xh) (kern.h convention), |x - xh|^2, |x|^2. Warp per row. */
 __global__ void k_rec(const float *x, int64_t stride, const float *xh, int64_t n, int D, double *rec) {
   int64_t row = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
   int lane = threadIdx.x & 31;
   if (row >= n) return;
-  double dot = 0, nx = 0, nh = 0, err = 0;
+  double st[4] = {0, 0, 0, 0};
   for (int j = lane; j < D; j += 32) {
     double a = x[row * stride + j], b = xh[row * D + j];
-    dot += a * b;
-    nx += a * a;
-    nh += b * b;
-    err += (a - b) * (a - b);
+    rec_add(a, b, st);
   }
-  dot = warp_sum_d(dot);
-  nx = warp_sum_d(nx);
-  nh = warp_sum_d(nh);
-  err = warp_sum_d(err);
-  if (lane == 0) {
-    double c = (nx == 0.0 && nh == 0.0) ? 1.0 : (nx == 0.0 || nh == 0.0) ? 0.0 : dot / sqrt(nx * nh);
-    rec[row * 3 + 0] = c;
-    rec[row * 3 + 1] = err;
-    rec[row * 3 + 2] = nx;
-  }
+  rec_put(st, lane, rec + row * 3);
 }
 
 int kc_rec_stats(const float *x, int64_t stride, const float *xh, int64_t n, int D, double *rec,
@@ -426,26 +433,14 @@ __global__ void k_finish_rec(int D, const float *x, int64_t stride, const double
   int64_t row = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
   int lane = threadIdx.x & 31;
   if (row >= n) return;
-  double nhr = (double)norm16[row], dot = 0, nx = 0, nh = 0, err = 0;
+  double nhr = (double)norm16[row], st[4] = {0, 0, 0, 0};
   for (int j = lane; j < D; j += 32) {
     float xh = (float)(nhr * acc[row * D + j]);
     xhat[row * D + j] = xh;
     double a = x[row * stride + j], b = xh;
-    dot += a * b;
-    nx += a * a;
-    nh += b * b;
-    err += (a - b) * (a - b);
+    rec_add(a, b, st);
   }
-  dot = warp_sum_d(dot);
-  nx = warp_sum_d(nx);
-  nh = warp_sum_d(nh);
-  err = warp_sum_d(err);
-  if (lane == 0) {
-    double c = (nx == 0.0 && nh == 0.0) ? 1.0 : (nx == 0.0 || nh == 0.0) ? 0.0 : dot / sqrt(nx * nh);
-    rec[row * 3 + 0] = c;
-    rec[row * 3 + 1] = err;
-    rec[row * 3 + 2] = nx;
-  }
+  rec_put(st, lane, rec + row * 3);
 }
 
 int kc_finish_rec(int D, const float *x, int64_t stride, const double *acc, const float *norm16, int64_t n,
