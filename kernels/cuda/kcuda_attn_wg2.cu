@@ -284,6 +284,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg2(kc_attn_args a, 
     if (TR) wg2_phase_b_tr(S, T, sc + buf * 64 * TC_LDS, knl, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
     else tc_phase_b<TWO, 0>(S, sc + buf * 64 * TC_LDS, knl, warp, live, j0, nt, kb, ke, K, q4, Kh, D, c, p, alpha);
     wg_put_weights(sm + buf * C::P_BYTES, p_base, p_x, p); /* P[buf]: C(it - 2) read it, waited for */
+    kw_fence_proxy(); /* P's generic-proxy stores before C(it)'s wgmma reads them (k_attn_wg has none) */
     int moved = 0;
 #pragma unroll
     for (int gi = 0; gi < GG; gi++) {
