@@ -11,6 +11,8 @@
  * The scores (phase A), the recall and the softmax are k_attn_wg's. Most of the kernel repeats
  * k_attn_wg's on purpose: k_attn_wg stays exactly the measured default until this one has passed
  * gpu_agree and been timed on a GPU; then one of the two goes. docs/cuda.md, "The attention rows". */
+#include <stdlib.h>
+#include <string.h>
 #include "kcuda_attn_wg.cuh"
 
 #define WG2_NST 4 /* stages: C(it - 1) and A(it + 1) in flight during tile it, it + 2 landing (a power of 2) */
@@ -392,7 +394,10 @@ int kca_launch_wg2(const kc_attn_args *a, int n_y, sq_err *e) {
   const wg2_ops ops = wg2_ops_at(a->wg_scratch, n_y, nt, a->D, a->topk);
   tryCheck(wg2_split_all(a, n_y, ops, e));
   tryCheck(wg2_slot_scores(a, n_y, ops, e));
-  const int two = a->topk > 32, tr = a->topk <= 8;
+  /* SQEXP_CUDA_WG2_TR=0 keeps tc_phase_b's slots (to tell the transposed ones from the rest of the
+   * kernel, should gpu_agree disagree) */
+  static const char *tr_env = getenv("SQEXP_CUDA_WG2_TR");
+  const int two = a->topk > 32, tr = a->topk <= 8 && !(tr_env && !strcmp(tr_env, "0"));
   if (a->D == 128)
     return two ? launch_wg2<128, 1, 0>(a, n_y, ops, e)
                : tr ? launch_wg2<128, 0, 1>(a, n_y, ops, e) : launch_wg2<128, 0, 0>(a, n_y, ops, e);
