@@ -13,6 +13,7 @@
 #include <stdint.h>
 extern "C" {
 #include "codebook.h"
+#include "codes_sched.h"
 #include "err.h"
 #include "kern.h"
 #include "plan.h"
@@ -101,17 +102,15 @@ typedef struct {
   kc_buf y, norm;        /* double [n][D], float [n] */
 } kc_proj;
 
-/* Eval's batched code phase (kcuda_codes.cu), one side of it: the head's rows (row t at
- * x + t stride), the plans it handles (idx[0 .. m-1] into ps / ss, the batch's plan sides), where
- * plan i's decoded rows go (dst + i n_tok D; keys: the effective keys) and its per-token
- * statistics (rec + i n_tok 3, kc_rec_stats' fields). Only sides without QJL. */
+/* Eval's grouped code phase (kcuda_codes.cu), one side of it: the plans it handles (in: the
+ * schedule's input, codes_sched.h; their kc_sides ss, indexed as in.ps), the head's rows (row t at
+ * x + t stride), where plan i's decoded rows go (dst + i n_tok D; keys: the effective keys) and its
+ * per-token statistics (rec + i n_tok 3, kc_rec_stats' fields). Only sides without QJL. */
 typedef struct {
+  csched_side in;
+  const kc_side *ss;
   const float *x;
   int64_t stride;
-  int m;
-  const int *idx;
-  const plan_side *const *ps;
-  const kc_side *ss;
   float *dst;
   double *rec;
 } kc_codes_side;
@@ -144,6 +143,8 @@ int kc_side_of(const plan_side *p, kc_side *out, sq_err *e);
 int kc_buf_need(kc_buf *b, size_t bytes, sq_err *e);
 void kc_buf_free(kc_buf *b);
 void kc_work_free(kc_work *w);
+/* dst[i] = (double)src[i], i < n (device arrays). */
+int kc_f2d(const float *src, double *dst, int64_t n, sq_err *e);
 /* Upload rot/S of p as doubles into w->mats; fills m. */
 int kc_upload_mats(kc_work *w, const plan_side *p, kc_mats *m, sq_err *e);
 

@@ -508,15 +508,15 @@ static int code_grouped(kc_state *st, int head, int n, const plan_pair *const *p
     kc_codes_side *c = &sd[side];
     c->x = (const float *)(side ? st->v.p : st->k.p) + (int64_t)head * D;
     c->stride = stride;
-    c->ps = ps + side * n;
+    c->in.ps = ps + side * n;
+    c->in.idx = idx + side * n;
+    c->in.m = 0;
     c->ss = side ? vs : ks;
-    c->idx = idx + side * n;
     c->dst = side ? vhat : keff;
     c->rec = side ? vrec : krec;
-    c->m = 0;
     for (int i = 0; i < n; i++) {
       ps[side * n + i] = side ? &plans[i]->v : &plans[i]->k;
-      if (ps[side * n + i]->qjl_rows == 0) idx[side * n + c->m++] = i;
+      if (ps[side * n + i]->qjl_rows == 0) idx[side * n + c->in.m++] = i;
     }
   }
   int rc = kc_codes_batch(&st->codes, st->blas, (const float *)st->cb.p, nt, (int)D, sd, e);

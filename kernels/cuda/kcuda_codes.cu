@@ -16,14 +16,6 @@
  * kernels/codes_sched.c's (checked on the CPU by tests/test_codes_sched.c); this file maps each to
  * one cuBLAS call or kernel. */
 #include "kcuda.cuh"
-extern "C" {
-#include "codes_sched.h"
-}
-
-__global__ void k_codes_f2d(const float *src, double *dst, int64_t n) {
-  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (i < n) dst[i] = (double)src[i];
-}
 
 /* Upload the schedule's rotations (floats, through the page-locked staging buffer) and widen
  * them to double. */
@@ -44,10 +36,7 @@ static int codes_upload(kc_codes *c, const csched *cs, int D, sq_err *e) {
   cudaCheck(cudaMemcpyAsync(c->rot_f.p, c->rot_h, bytes, cudaMemcpyHostToDevice));
   cudaCheck(cudaEventRecord(c->up_done));
   c->staged = 1;
-  const int64_t n = (int64_t)cs->n_rot * (int64_t)per;
-  k_codes_f2d<<<(unsigned)((n + 255) / 256), 256>>>((const float *)c->rot_f.p, (double *)c->rot_d.p, n);
-  launchCheck();
-  return SQ_OK;
+  return kc_f2d((const float *)c->rot_f.p, (double *)c->rot_d.p, (int64_t)cs->n_rot * (int64_t)per, e);
 }
 
 /* One operation of the schedule (codes_sched.h) on the device buffers: u and norm [2][chunk],
@@ -105,9 +94,8 @@ static int codes_run(kc_codes *c, cublasHandle_t h, const float *cb_dev, int64_t
 
 int kc_codes_batch(kc_codes *c, cublasHandle_t h, const float *cb_dev, int64_t n_tok, int D,
                    const kc_codes_side sides[2], sq_err *e) {
-  if (n_tok <= 0 || (sides[0].m <= 0 && sides[1].m <= 0)) return SQ_OK;
-  csched_side in[2];
-  for (int s = 0; s < 2; s++) in[s].m = sides[s].m, in[s].idx = sides[s].idx, in[s].ps = sides[s].ps;
+  if (n_tok <= 0 || (sides[0].in.m <= 0 && sides[1].in.m <= 0)) return SQ_OK;
+  const csched_side in[2] = {sides[0].in, sides[1].in};
   csched cs;
   csched_build(&cs, in, n_tok, D, c->rows > 0 ? c->rows : KC_CODES_ROWS, c->bytes > 0 ? c->bytes : KC_CODES_BYTES);
   const int rc = codes_run(c, h, cb_dev, n_tok, D, sides, &cs, e);

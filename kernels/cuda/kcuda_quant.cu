@@ -72,6 +72,13 @@ __global__ void k_f2d(const float *src, double *dst, int64_t n) {
   if (i < n) dst[i] = (double)src[i];
 }
 
+int kc_f2d(const float *src, double *dst, int64_t n, sq_err *e) {
+  if (n <= 0) return SQ_OK;
+  k_f2d<<<(unsigned)((n + 255) / 256), 256>>>(src, dst, n);
+  launchCheck();
+  return SQ_OK;
+}
+
 int kc_upload_mats(kc_work *w, const plan_side *p, kc_mats *m, sq_err *e) {
   int64_t D = p->D, nr = p->rot ? D * D : 0, ns = (int64_t)p->qjl_rows * D, tot = nr + ns;
   m->rot = m->S = NULL;
@@ -82,8 +89,7 @@ int kc_upload_mats(kc_work *w, const plan_side *p, kc_mats *m, sq_err *e) {
   float *f = (float *)(d + tot);
   if (nr) cudaCheck(cudaMemcpy(f, p->rot, (size_t)nr * sizeof(float), cudaMemcpyHostToDevice));
   if (ns) cudaCheck(cudaMemcpy(f + nr, p->qjl, (size_t)ns * sizeof(float), cudaMemcpyHostToDevice));
-  k_f2d<<<(unsigned)((tot + 255) / 256), 256>>>(f, d, tot);
-  launchCheck();
+  tryCheck(kc_f2d(f, d, tot, e));
   m->rot = nr ? d : NULL;
   m->S = ns ? d + nr : NULL;
   return SQ_OK;
