@@ -458,6 +458,16 @@ __device__ __forceinline__ float gqa_score_g(const float4 *q4, const float4 *kr,
   return sh;
 }
 
+/* The end of a rank-slot initialisation: without TWO the second half empty, then the thresholds. */
+template <int GG, int TWO>
+__device__ __forceinline__ void rank_slots_close(rank_slots (&R)[GG], int K) {
+#pragma unroll
+  for (int gi = 0; gi < GG; gi++) {
+    if (!TWO) R[gi].r1 = -1, R[gi].v1 = INFINITY, R[gi].c1 = K;
+    rank_set_thr(&R[gi], K, TWO);
+  }
+}
+
 /* The reference slots of token t's GG heads: lane i holds slots i (and i + 32 when TWO) with the
  * reference key's index and its s^ by the key loop's fmaf chain (so every rank decision compares
  * values of one chain); the s^ are computed spread over all lanes ((head, slot) pairs through scr,
@@ -486,11 +496,7 @@ __device__ __forceinline__ void gqa_rank_init(const kc_attn_args &a, int64_t t, 
     }
     __syncwarp();
   }
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) {
-    if (!TWO) R[gi].r1 = -1, R[gi].v1 = INFINITY, R[gi].c1 = K;
-    rank_set_thr(&R[gi], K, TWO);
-  }
+  rank_slots_close<GG, TWO>(R, K);
 }
 
 /* gqa_rank_init with the s^_r computed before the kernel (k_attn_wg2: k_wg_slot_scores, the same
@@ -512,11 +518,7 @@ __device__ __forceinline__ void gqa_rank_init_from(const kc_attn_args &a, int64_
       else R[gi].r0 = r, R[gi].v0 = v, R[gi].c0 = r >= 0 ? 0 : K;
     }
   }
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) {
-    if (!TWO) R[gi].r1 = -1, R[gi].v1 = INFINITY, R[gi].c1 = K;
-    rank_set_thr(&R[gi], K, TWO);
-  }
+  rank_slots_close<GG, TWO>(R, K);
 }
 
 /* Launchers of the other translation units (a valid shape is the caller's check). */

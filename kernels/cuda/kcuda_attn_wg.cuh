@@ -226,9 +226,9 @@ __device__ __forceinline__ void wg_mma(float *d, uint64_t da, uint64_t db, int a
 }
 
 /* 3xfp16 over NKS k-steps, issued (the caller fences before and commits, waits and folds after):
- * d (+)= Ah Bh, cor = Ah Bl + Al Bh (then d += cor 2^-11, wg_fold). Operands by their
- * descriptors' low words at k-step 0 (kw_lo; the high word is KW_HI), sa(ks) / sb(ks) the low
- * word's advance at k-step ks. */
+ * d (+)= Ah Bh, cor = Ah Bl + Al Bh (then d += cor 2^-11, wg_fold), or with cor == d all three
+ * into d (wg_issue3x1). Operands by their descriptors' low words at k-step 0 (kw_lo; the high word
+ * is KW_HI), sa(ks) / sb(ks) the low word's advance at k-step ks. */
 template <int N, int TB, int NKS, class FA, class FB>
 __device__ __forceinline__ void wg_issue3x(float *d, float *cor, int acc, uint32_t ah, uint32_t al, FA sa, uint32_t bh,
                                            uint32_t bl, FB sb) {
@@ -236,7 +236,7 @@ __device__ __forceinline__ void wg_issue3x(float *d, float *cor, int acc, uint32
   for (int ks = 0; ks < NKS; ks++) {
     const uint32_t oa = sa(ks), ob = sb(ks);
     wg_mma<N, TB>(d, kw_mk(ah + oa, KW_HI), kw_mk(bh + ob, KW_HI), acc || ks > 0);
-    wg_mma<N, TB>(cor, kw_mk(ah + oa, KW_HI), kw_mk(bl + ob, KW_HI), ks > 0);
+    wg_mma<N, TB>(cor, kw_mk(ah + oa, KW_HI), kw_mk(bl + ob, KW_HI), cor == d || ks > 0);
     wg_mma<N, TB>(cor, kw_mk(al + oa, KW_HI), kw_mk(bh + ob, KW_HI), 1);
   }
 }
@@ -248,13 +248,7 @@ __device__ __forceinline__ void wg_issue3x(float *d, float *cor, int acc, uint32
 template <int N, int TB, int NKS, class FA, class FB>
 __device__ __forceinline__ void wg_issue3x1(float *d, int acc, uint32_t ah, uint32_t al, FA sa, uint32_t bh,
                                             uint32_t bl, FB sb) {
-#pragma unroll
-  for (int ks = 0; ks < NKS; ks++) {
-    const uint32_t oa = sa(ks), ob = sb(ks);
-    wg_mma<N, TB>(d, kw_mk(ah + oa, KW_HI), kw_mk(bh + ob, KW_HI), acc || ks > 0);
-    wg_mma<N, TB>(d, kw_mk(ah + oa, KW_HI), kw_mk(bl + ob, KW_HI), 1);
-    wg_mma<N, TB>(d, kw_mk(al + oa, KW_HI), kw_mk(bh + ob, KW_HI), 1);
-  }
+  wg_issue3x<N, TB, NKS>(d, d, acc, ah, al, sa, bh, bl, sb);
 }
 /* The weights of a lane's key for its token's 4 heads as P hi | lo (lo unscaled, wg_issue3x1) at
  * p (the P buffer) + p_base, rows 4 warp + gi: kw_swz(64, row, lane) and (.., 32 + lane), unrolled

@@ -17,25 +17,19 @@
 
 #define WG2_NST 4 /* stages: C(it - 1) and A(it + 1) in flight during tile it, it + 2 landing (a power of 2) */
 
-/* The split operands of one launch (n plans, nt tokens, top-k K): k_attn_wg's (wg_ops), then the
- * rank slots' scores. */
-struct wg2_ops {
-  __half *keff_h, *keff_l, *vhat_h, *vhat_l; /* [n * nt][D] (the values' lo unscaled) */
-  float *slot_s;                             /* [n][nt][4][K]: k_wg_slot_scores' s^_r */
-  float *keff_norm;                          /* [n * nt], then 2 TILE floats that the lanes past the
-                                                keys read a tile ahead (and do not use) */
+/* The split operands of one launch (n plans, nt tokens, top-k K): k_attn_wg's (the values' lo
+ * unscaled), then the rank slots' scores ([n][nt][4][K], k_wg_slot_scores' s^_r, 4-byte aligned
+ * after wg_ops' norms). */
+struct wg2_ops : wg_ops {
+  float *slot_s;
 };
 static size_t wg2_ops_bytes(int n, int64_t nt, int D, int K) {
-  return (size_t)(4 * n) * (size_t)nt * D * sizeof(__half) + (size_t)n * nt * 4 * K * sizeof(float) +
-         ((size_t)n * nt + 2 * TILE) * sizeof(float);
+  return wg_ops_bytes(n, nt, D) + (size_t)n * nt * 4 * K * sizeof(float);
 }
-static wg2_ops wg2_ops_at(void *buf, int n, int64_t nt, int D, int K) {
+static wg2_ops wg2_ops_at(void *buf, int n, int64_t nt, int D) {
   wg2_ops o;
-  __half *h = (__half *)buf;
-  size_t one = (size_t)n * nt * D;
-  o.keff_h = h, o.keff_l = h + one, o.vhat_h = h + 2 * one, o.vhat_l = h + 3 * one;
-  o.slot_s = (float *)(h + 4 * one);
-  o.keff_norm = o.slot_s + (size_t)n * nt * 4 * K;
+  *(wg_ops *)&o = wg_ops_at(buf, n, nt, D);
+  o.slot_s = (float *)((unsigned char *)buf + wg_ops_bytes(n, nt, D));
   return o;
 }
 
@@ -100,7 +94,8 @@ __device__ __forceinline__ void wg2_tslots_init(const kc_attn_args &a, int64_t t
 }
 
 /* tc_phase_b without the logit sums, its rank offers on the transposed slots (sc: this tile's
- * scores, [64][TC_LDS]). */
+ * scores, [64][TC_LDS]). Its first lines are tc_phase_b's: sharing them through a function changed
+ * k_attn_tc's instructions, which stay as measured. */
 __device__ __forceinline__ int wg2_phase_b_tr(tc_row_state &S, wg2_tslots &T, const float *sc, float knl, int warp,
                                               int live, int64_t j0, int nt, int64_t kb, int64_t ke, int K,
                                               const float4 *q4, const float *Kh, int D, float c, float (&p)[4],
@@ -391,7 +386,7 @@ int kca_launch_wg2(const kc_attn_args *a, int n_y, sq_err *e) {
   if (!a->wg_scratch || a->wg_scratch_bytes < need)
     return sq_fail(e, SQ_EFAIL, "%s:%d: k_attn_wg2: scratch of %zu bytes, %zu needed", __FILE__, __LINE__,
                    a->wg_scratch_bytes, need);
-  const wg2_ops ops = wg2_ops_at(a->wg_scratch, n_y, nt, a->D, a->topk);
+  const wg2_ops ops = wg2_ops_at(a->wg_scratch, n_y, nt, a->D);
   tryCheck(wg2_split_all(a, n_y, ops, e));
   tryCheck(wg2_slot_scores(a, n_y, ops, e));
   /* SQEXP_CUDA_WG2_TR=0 keeps tc_phase_b's slots (to tell the transposed ones from the rest of the
