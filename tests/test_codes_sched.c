@@ -75,6 +75,24 @@ typedef struct {
 static const float *side_x(int s) { return s ? xv : xk; }
 static const plan_side *side_of(int i, int s) { return s ? &pp[i].v : &pp[i].k; }
 
+/* The schedule's input as the backend builds it: every plan's side, those without QJL handled. */
+typedef struct {
+  const plan_side *ps[2][MAXP];
+  int idx[2 * MAXP], m[2];
+  csched_side in[2];
+} sched_inputs;
+
+static void sched_inputs_make(sched_inputs *I) {
+  for (int s = 0; s < 2; s++) {
+    I->m[s] = 0;
+    for (int i = 0; i < np; i++) {
+      I->ps[s][i] = side_of(i, s);
+      if (I->ps[s][i]->qjl_rows == 0) I->idx[s * MAXP + I->m[s]++] = i; /* the backend's selection */
+    }
+    I->in[s] = (csched_side){I->m[s], I->idx + s * MAXP, I->ps[s]};
+  }
+}
+
 /* k_quant: one coordinate's decoded projection. */
 static double quant(const plan_side *p, int i, double yd) {
   const float yv = (float)yd;
@@ -181,20 +199,14 @@ static void check_invariants(const csched *c, const int *idx, const int m[2]) {
 
 /* Build the schedule with these limits, run it, compare with the CPU reference. */
 static void run_case(int64_t max_rows, int64_t max_bytes, int want_chunks_gt1, int want_groups_gt1) {
-  const plan_side *ps[2][MAXP];
-  int idx[2 * MAXP], m[2] = {0, 0};
-  for (int s = 0; s < 2; s++)
-    for (int i = 0; i < np; i++) {
-      ps[s][i] = side_of(i, s);
-      if (ps[s][i]->qjl_rows == 0) idx[s * MAXP + m[s]++] = i; /* the backend's selection */
-    }
-  csched_side in[2] = {{m[0], idx, ps[0]}, {m[1], idx + MAXP, ps[1]}};
+  sched_inputs I;
+  sched_inputs_make(&I);
   csched c;
-  csched_build(&c, in, NTOK, D, max_rows, max_bytes);
+  csched_build(&c, I.in, NTOK, D, max_rows, max_bytes);
   cr_assert(c.chunk >= 1 && c.gmax >= 1);
   if (want_chunks_gt1) cr_assert_lt(c.chunk, NTOK, "chunk %lld", (long long)c.chunk);
-  if (want_groups_gt1) cr_assert_lt(c.gmax, m[0], "gmax %d", c.gmax);
-  check_invariants(&c, idx, m);
+  if (want_groups_gt1) cr_assert_lt(c.gmax, I.m[0], "gmax %d", c.gmax);
+  check_invariants(&c, I.idx, I.m);
   exec_bufs B;
   B.u = calloc((size_t)(2 * c.chunk * D), sizeof(double));
   B.norm = calloc((size_t)(2 * c.chunk), sizeof(float));
@@ -209,9 +221,9 @@ static void run_case(int64_t max_rows, int64_t max_bytes, int want_chunks_gt1, i
   for (int i = 0; i < c.n_op; i++) exec_op(&c, &c.op[i], &B);
   int bad_rows = 0, checked = 0;
   for (int s = 0; s < 2; s++)
-    for (int j = 0; j < m[s]; j++) {
-      const int p = idx[s * MAXP + j];
-      const plan_side *side = ps[s][p];
+    for (int j = 0; j < I.m[s]; j++) {
+      const int p = I.idx[s * MAXP + j];
+      const plan_side *side = I.ps[s][p];
       sq_err e = {0};
       kcpu_layout lay;
       cr_assert_eq(kcpu_layout_of(side, &lay, &e), SQ_OK, "%s", e.msg);
@@ -264,16 +276,10 @@ Test(codes_sched, one_plan_one_row) { run_case(1, 1, 1, 1); }
 /* Rotations: one entry per (matrix, normalize flag, side), keys before values, each side's
  * unnormalised before normalised; the SpectralQuant plans of a side share one. */
 Test(codes_sched, rotation_entries) {
-  const plan_side *ps[2][MAXP];
-  int idx[2 * MAXP], m[2] = {0, 0};
-  for (int s = 0; s < 2; s++)
-    for (int i = 0; i < np; i++) {
-      ps[s][i] = side_of(i, s);
-      if (ps[s][i]->qjl_rows == 0) idx[s * MAXP + m[s]++] = i;
-    }
-  csched_side in[2] = {{m[0], idx, ps[0]}, {m[1], idx + MAXP, ps[1]}};
+  sched_inputs I;
+  sched_inputs_make(&I);
   csched c;
-  csched_build(&c, in, NTOK, D, (int64_t)1 << 16, (int64_t)2 << 30);
+  csched_build(&c, I.in, NTOK, D, (int64_t)1 << 16, (int64_t)2 << 30);
   for (int r = 0; r < c.n_rot; r++) {
     for (int q = 0; q < r; q++)
       cr_assert(!(c.rot[q] == c.rot[r] && c.rot_nz[q] == c.rot_nz[r] && c.rot_side[q] == c.rot_side[r]),
@@ -285,11 +291,11 @@ Test(codes_sched, rotation_entries) {
   }
   int distinct = 0; /* at most one entry per distinct matrix pointer of a side and flag */
   for (int s = 0; s < 2; s++)
-    for (int j = 0; j < m[s]; j++) {
-      const plan_side *p = ps[s][idx[s * MAXP + j]];
+    for (int j = 0; j < I.m[s]; j++) {
+      const plan_side *p = I.ps[s][I.idx[s * MAXP + j]];
       int first = 1;
       for (int k = 0; k < j; k++) {
-        const plan_side *q = ps[s][idx[s * MAXP + k]];
+        const plan_side *q = I.ps[s][I.idx[s * MAXP + k]];
         if (q->rot == p->rot && !!q->normalize == !!p->normalize) first = 0;
       }
       distinct += first && p->rot;
