@@ -10,7 +10,9 @@
  *   - with top-k <= 8 the rank slots transposed, one per lane (wg2_tslots, below).
  * The scores (phase A), the recall and the softmax are k_attn_wg's. Most of the kernel repeats
  * k_attn_wg's on purpose: k_attn_wg stays exactly the measured default until this one has passed
- * gpu_agree and been timed on a GPU; then one of the two goes. docs/cuda.md, "The attention rows". */
+ * gpu_agree and been timed on a GPU; then one of the two goes. (Sharing the block's set-up through
+ * a struct both kernels build changed k_attn_wg's instructions, so it was not done.)
+ * docs/cuda.md, "The attention rows". */
 #include <stdlib.h>
 #include <string.h>
 #include "kcuda_attn_wg.cuh"
