@@ -127,8 +127,7 @@ typedef struct {
   kc_buf y, yh, acc;       /* a group's projections, quantised projections, reconstructions */
   float *rot_h;            /* page-locked staging of the rotations' upload */
   size_t rot_h_bytes;
-  cudaEvent_t up_done;     /* the last upload has read rot_h */
-  int staged;
+  cudaEvent_t up_done;     /* the last upload has read rot_h (created with the first upload) */
 } kc_codes;
 /* Keys (sides[0]) and values (sides[1]) of a batch: every handled plan's decoded rows and
  * statistics. kc_codes_free releases c (zeroed, reusable). */

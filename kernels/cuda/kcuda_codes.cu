@@ -22,7 +22,7 @@
 static int codes_upload(kc_codes *c, const csched *cs, int D, sq_err *e) {
   const size_t per = (size_t)D * D, bytes = (size_t)cs->n_rot * per * sizeof(float);
   if (cs->n_rot == 0) return SQ_OK;
-  if (c->staged) cudaCheck(cudaEventSynchronize(c->up_done)); /* the last upload has left the staging */
+  if (c->up_done) cudaCheck(cudaEventSynchronize(c->up_done)); /* the last upload has left the staging */
   if (c->rot_h_bytes < bytes) {
     if (c->rot_h) cudaFreeHost(c->rot_h);
     c->rot_h = NULL, c->rot_h_bytes = 0;
@@ -35,7 +35,6 @@ static int codes_upload(kc_codes *c, const csched *cs, int D, sq_err *e) {
   tryCheck(kc_buf_need(&c->rot_d, 2 * bytes, e));
   cudaCheck(cudaMemcpyAsync(c->rot_f.p, c->rot_h, bytes, cudaMemcpyHostToDevice));
   cudaCheck(cudaEventRecord(c->up_done));
-  c->staged = 1;
   return kc_f2d((const float *)c->rot_f.p, (double *)c->rot_d.p, (int64_t)cs->n_rot * (int64_t)per, e);
 }
 
@@ -106,8 +105,7 @@ int kc_codes_batch(kc_codes *c, cublasHandle_t h, const float *cb_dev, int64_t n
 void kc_codes_free(kc_codes *c) {
   kc_buf *all[] = {&c->rot_f, &c->rot_d, &c->u, &c->norm, &c->y, &c->yh, &c->acc};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_buf_free(all[i]);
-  if (c->staged) cudaEventSynchronize(c->up_done);
-  if (c->up_done) cudaEventDestroy(c->up_done);
+  if (c->up_done) cudaEventSynchronize(c->up_done), cudaEventDestroy(c->up_done);
   if (c->rot_h) cudaFreeHost(c->rot_h);
   memset(c, 0, sizeof *c);
 }
