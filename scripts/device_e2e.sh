@@ -13,8 +13,8 @@
 # Knobs: E2E_TOKENS (default 24576: with --calib-frac 0.34 and 1024-token sequences that is 8192
 # calibration and 16384 evaluation tokens), RUN_TIMEOUT, TORCH_LAYERS (default 1; 0 = skip),
 # TORCH_HEADS (default 2), TORCH_REPEAT (timed passes after the warm-up, default 2), TORCH_TIMEOUT,
-# TORCH_ARGS; E2E_AB (';'-separated sets of variable assignments, e.g. "SQEXP_CUDA_ATTN=wg2;
-# SQEXP_CUDA_ATTN=wg2 SQEXP_CUDA_CODES=grouped"): the run again with each, its wall time, phases
+# TORCH_ARGS; E2E_AB (';'-separated sets of variable assignments, e.g. "SQEXP_CUDA_ATTN=tcpv;
+# SQEXP_CUDA_CODES=plan SQEXP_CUDA_PROBS=recompute"): the run again with each, its wall time, phases
 # and whether its tables equal the first run's.
 set -u
 OUT=${OUT:-/tmp/sqexp-out}
@@ -58,7 +58,7 @@ t3=$(date +%s.%N)
   head -30 /tmp/inspect.log
   echo "sqexp run configs/mistral.ini (full grid, all layers, backend auto, attention kernel ${SQEXP_CUDA_ATTN:-wg (default)}): exit $rc, wall $(awk "BEGIN{print $t3-$t2}") s"
   echo "process started at $t2, ended at $t3 (epoch s); the program's files re-read in $(awk "BEGIN{print $tw2-$tw}") s before it"
-  grep -h "command ran from" "$OUT/run.log"
+  grep -h "command ran from\|cuda eval phases\|first layer\|backend created\|load_eval:" "$OUT/run.log"
   echo "rows: $(wc -l < "$RES/rows.jsonl" 2>/dev/null)"
   phases "$RES/provenance.json"
 } > "$OUT/e2e.txt"
@@ -77,7 +77,7 @@ if [ -n "${E2E_AB:-}" ]; then # the same run again with each ';'-separated set o
     t5=$(date +%s.%N)
     {
       echo "== with $vars: exit $rc2, wall $(awk "BEGIN{print $t5-$t4}") s"
-      grep -h "command ran from\|cuda eval phases\|first layer\|backend created" /tmp/run-$n.log
+      grep -h "command ran from\|cuda eval phases\|first layer\|backend created\|load_eval:" /tmp/run-$n.log
       phases "$RES-$n/provenance.json"
       # the tables, with and without (identical to the digits written, unless the change moved a number)
       if diff -r "$RES/tables" "$RES-$n/tables" > /tmp/ab.diff; then

@@ -39,10 +39,10 @@ for step in $STEPS; do
       rc=$?; [ $rc = 0 ] || fails=1
       echo "exit $rc" | tee -a "$OUT/gpu_tests.log"
     done
-    # the default is the wgmma kernel (wg), the per-plan code phase and the uncached probs passes;
-    # check the other eval kernels (wg2: not yet the default), the cached probs passes and the grouped
-    # code phase, once with its default limits and once with limits small enough for several row
-    # chunks and plan groups per batch
+    # the defaults are the wgmma kernel (wg), the grouped code phase and the cached probs passes;
+    # check the other eval kernels, wg without its transposed rank slots, the recomputing probs
+    # passes, the per-plan code phase, and the grouped one with limits small enough for several
+    # row chunks and plan groups per batch
     agree() {
       echo "== gpu_agree with $*" | tee -a "$OUT/gpu_tests.log"
       env "$@" SQEXP_SRC=$here SQEXP_BIN=$here/.bundle/sqexp timeout 300 .bundle/gpu_agree --verbose >> "$OUT/gpu_tests.log" 2>&1
@@ -50,20 +50,17 @@ for step in $STEPS; do
       echo "exit $rc" | tee -a "$OUT/gpu_tests.log"
       [ $rc = 0 ] || fails=1
     }
-    for k in ${AGREE_KINDS:-wg2 tcpv tc gqa rows}; do
-      agree SQEXP_CUDA_ATTN=$k
-      # wg2 failing: once more without its transposed rank slots, to tell them from the rest
-      if [ $k = wg2 ] && [ $rc != 0 ]; then agree SQEXP_CUDA_ATTN=wg2 SQEXP_CUDA_WG2_TR=0; fi
-    done
-    [ "${AGREE_PROBS:-1}" = 1 ] && agree SQEXP_CUDA_PROBS=cache
+    for k in ${AGREE_KINDS:-tcpv tc gqa rows}; do agree SQEXP_CUDA_ATTN=$k; done
+    [ "${AGREE_TR:-1}" = 1 ] && agree SQEXP_CUDA_WG_TR=0
+    [ "${AGREE_PROBS:-1}" = 1 ] && agree SQEXP_CUDA_PROBS=recompute
     if [ "${AGREE_CODES:-1}" = 1 ]; then
-      agree SQEXP_CUDA_CODES=grouped
-      agree SQEXP_CUDA_CODES=grouped SQEXP_CUDA_CODES_ROWS=100 SQEXP_CUDA_CODES_BYTES=307200
+      agree SQEXP_CUDA_CODES=plan
+      agree SQEXP_CUDA_CODES_ROWS=100 SQEXP_CUDA_CODES_BYTES=307200
     fi
     echo "gpu tests: $([ $fails = 0 ] && echo pass || echo FAIL)" | tee -a "$OUT/gpu_tests.log" "$OUT/device.txt"
     grep -E "FAIL|SKIP|Synthesis|rows with differing" "$OUT/gpu_tests.log" | tail -30 ;;
   bench)
-    timeout 300 .bundle/sqexp bench --out "$OUT/bench-h200.txt" > /tmp/bench.log 2>&1
+    timeout 300 .bundle/sqexp bench --out "$OUT/bench.txt" > /tmp/bench.log 2>&1
     echo "bench exit $?" | tee -a "$OUT/device.txt"; tail -5 /tmp/bench.log >> "$OUT/device.txt"
     cat /tmp/bench.log ;;
   e2e)

@@ -946,6 +946,8 @@ static int sweep_layers(sweep_run_ctx *r, sweep_pf *pfp, sq_err *e) {
   while (first < s->n_layers && !want[first]) first++;
   const char *ph = getenv("SQEXP_EVAL_PHASES");
   const int timing = ph && *ph && strcmp(ph, "0");
+  double load_eval_s = 0.0; /* (timing: the layers' load_eval, the reference rows on the critical path) */
+  int n_loaded = 0;
   for (int li = 0; li < s->n_layers && !rc && !sweep_stop_signal; li++) {
     int layer = d->layers[s->layer_idx[li]];
     if (!want[li]) {
@@ -973,6 +975,7 @@ static int sweep_layers(sweep_run_ctx *r, sweep_pf *pfp, sq_err *e) {
       rc = sweep_load_eval(r, &b, layer, e);
       t3 = prov_mono();
       r->prov.phase_s[PROV_EVAL] += t3 - t2;
+      load_eval_s += t3 - t2, n_loaded++;
       if (heads && !rc) rc = sweep_heads_from(r, &b, layer, &ls, &head0, e);
       else if (heads) sweep_plans_free(&head0);
     }
@@ -989,6 +992,9 @@ static int sweep_layers(sweep_run_ctx *r, sweep_pf *pfp, sq_err *e) {
     }
   }
   sweep_pf_done(pf, r); /* before any other HDF5 call (shift, stability, dump_close) */
+  if (timing && n_loaded > 0)
+    fprintf(stderr, "load_eval: %.3f s over %d layers (%.1f ms each; part of the eval phase)\n", load_eval_s,
+            n_loaded, 1e3 * load_eval_s / n_loaded);
   free(want);
   sweep_layer_buf_free(&b, s->n_heads);
   return rc;

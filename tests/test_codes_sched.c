@@ -1,6 +1,6 @@
-/* test_codes_sched: the grouped code phase's schedule (kernels/codes_sched.c), which the CUDA
- * backend runs with SQEXP_CUDA_CODES=grouped (kernels/cuda/kcuda_codes.cu maps each operation to
- * one cuBLAS call or kernel), executed here with plain loops in the same buffers and the same
+/* test_codes_sched: the grouped code phase's schedule (kernels/codes_sched.c), the CUDA backend's
+ * default code phase (SQEXP_CUDA_CODES=plan: per plan instead; kernels/cuda/kcuda_codes.cu maps
+ * each operation to one cuBLAS call or kernel), executed here with plain loops in the same buffers and the same
  * arithmetic (unit rows and projections in double, the quantiser, rot^T yh in double, fp16 norms),
  * for every plan kind the harness builds, with the limits the backend uses and with limits small
  * enough for several row chunks and plan groups. Every decoded row must be the CPU reference's

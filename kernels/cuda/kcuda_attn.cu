@@ -305,7 +305,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) k_probs(kc_attn_args a) {
  * (k_probs: 16 blocks per sequence read the same keys). The same three passes, each over all
  * tiles; lane = key; the scores are the fmaf chain of k_probs (dotf: fma4 in dimension order),
  * so every score and exponential is k_probs's; the row sums are summed in another order.
- * CACHE (SQEXP_CUDA_PROBS=cache, not yet run on a GPU; a.probs_cache = the layer's longest
+ * CACHE (the default; SQEXP_CUDA_PROBS=recompute turns it off; a.probs_cache = the layer's longest
  * sequence, when its rows' scores fit beside the stages): pass 0 keeps each key's two scores in
  * shared memory and passes 1 and 2 read them back instead of staging every tile and computing both
  * chains again -- each lane its own keys in the same order, so every sum is bit for bit the
@@ -394,7 +394,7 @@ static int launch_probs(const kc_attn_args *a, int n_y, sq_err *e) {
   if (R <= PROBS_SEQ_ROWS && a->D <= 128 && (int64_t)a->n_seq * R == a->n_rows) {
     const size_t smem = ((size_t)R * a->D + 2 * 2 * (size_t)TILE * (a->D + KPAD)) * sizeof(float);
     const size_t cache = (size_t)R * (size_t)(a->probs_cache > 0 ? a->probs_cache : 0) * sizeof(float2);
-    if (a->probs_cache > 0 && smem + cache <= PROBS_SEQ_SMEM_MAX) { /* SQEXP_CUDA_PROBS=cache */
+    if (a->probs_cache > 0 && smem + cache <= PROBS_SEQ_SMEM_MAX) { /* (SQEXP_CUDA_PROBS unset or not "recompute") */
       cudaCheck(cudaFuncSetAttribute(k_probs_seq<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(smem + cache)));
       k_probs_seq<1><<<dim3((unsigned)a->n_seq, (unsigned)n_y), R * 32, smem + cache>>>(*a);
     } else {
@@ -429,7 +429,7 @@ static int launch_rows(const kc_attn_args *a, dim3 grid, sq_err *e) {
 static int launch_wg_checked(const kc_attn_args *a, int n_y, int *done, sq_err *e) {
   int over = 0;
   cudaCheck(cudaMemsetAsync(a->range_flag, 0, sizeof(int)));
-  tryCheck(a->gqa == KC_ATTN_WG2 ? kca_launch_wg2(a, n_y, e) : kca_launch_wg(a, n_y, e));
+  tryCheck(kca_launch_wg(a, n_y, e));
   cudaCheck(cudaMemcpy(&over, a->range_flag, sizeof over, cudaMemcpyDeviceToHost));
   *done = !over;
   return SQ_OK;

@@ -24,18 +24,17 @@ typedef struct {
   double *rows_out;          /* eval modes: [plan][n_rows][n_fields] */
   int gqa;                   /* EVAL_ATTN kernel: KC_ATTN_* (kc_attn_kind) */
   int *range_flag;           /* device int for k_attn_wg's range check (NULL: k_attn_wg is not used) */
-  void *wg_scratch;          /* k_attn_wg's split operands, kca_wg_scratch bytes (k_attn_wg2: kca_wg2_scratch; NULL: unused) */
+  void *wg_scratch;          /* k_attn_wg's split operands and slot scores, kca_wg_scratch bytes (NULL: unused) */
   size_t wg_scratch_bytes;
   const double *lg_a, *lg_w, *lg_s; /* this head's logit-sum terms (kcuda_logit.cuh; NULL: k_attn_wg is not used) */
   int64_t probs_cache;       /* > 0: k_probs_seq keeps every row's scores in shared memory when the
                                 layer's longest sequence (this many keys) fits (SQEXP_CUDA_PROBS=cache) */
 } kc_attn_args;
 
-/* The scratch k_attn_wg needs for a launch of n_plans plans over n_tok tokens of head_dim D,
- * k_attn_wg2 with the layer's top-k (the split operands and the rank slots' scores), and k_ref_wg
- * for a layer's reference rows (its values split). */
-size_t kca_wg_scratch(int n_plans, int64_t n_tok, int D);
-size_t kca_wg2_scratch(int n_plans, int64_t n_tok, int D, int topk);
+/* The scratch k_attn_wg needs for a launch of n_plans plans over n_tok tokens of head_dim D with
+ * the layer's top-k (the split operands and the rank slots' scores), and k_ref_wg for a layer's
+ * reference rows (its values split). */
+size_t kca_wg_scratch(int n_plans, int64_t n_tok, int D, int topk);
 size_t kca_ref_wg_scratch(int64_t n_tok, int Hkv, int D);
 
 /* The group-per-warp EVAL_ATTN kernel's shape. */
@@ -50,19 +49,16 @@ static inline int kc_wg_shape(int G, int D) { return G == 4 && (D == 64 || D == 
  * (scores on tensor cores in 3xTF32; TCPV: the weighted sum of values too) where kc_tc_shape
  * (else as GQA); k_attn_wg (both products on wgmma in 3xfp16) where kc_wg_shape in an sm_90a
  * build (else as TCPV, and TCPV recomputes a launch whose operands exceed fp16's range). */
-/* KC_ATTN_WG2: k_attn_wg2 (kcuda_attn_wg2.cu, not yet run on a GPU) where k_attn_wg would run;
- * the reference rows and every fallback as KC_ATTN_WG. */
-enum { KC_ATTN_ROWS = 0, KC_ATTN_GQA = 1, KC_ATTN_TC = 2, KC_ATTN_TCPV = 3, KC_ATTN_WG = 4, KC_ATTN_WG2 = 5 };
-static inline int kc_attn_is_wg(int kind) { return kind == KC_ATTN_WG || kind == KC_ATTN_WG2; }
+enum { KC_ATTN_ROWS = 0, KC_ATTN_GQA = 1, KC_ATTN_TC = 2, KC_ATTN_TCPV = 3, KC_ATTN_WG = 4 };
+static inline int kc_attn_is_wg(int kind) { return kind == KC_ATTN_WG; }
 
-/* SQEXP_CUDA_ATTN's value (NULL when unset): rows, gqa, tc, tcpv, wg, wg2; anything else is the
+/* SQEXP_CUDA_ATTN's value (NULL when unset): rows, gqa, tc, tcpv, wg; anything else is the
  * default, wg (docs/cuda.md, "The attention rows"). */
 static inline int kc_attn_kind(const char *env) {
   if (env && !strcmp(env, "rows")) return KC_ATTN_ROWS;
   if (env && !strcmp(env, "gqa")) return KC_ATTN_GQA;
   if (env && !strcmp(env, "tc")) return KC_ATTN_TC;
   if (env && !strcmp(env, "tcpv")) return KC_ATTN_TCPV;
-  if (env && !strcmp(env, "wg2")) return KC_ATTN_WG2;
   return KC_ATTN_WG;
 }
 

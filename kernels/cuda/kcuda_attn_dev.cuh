@@ -128,7 +128,7 @@ __device__ __forceinline__ float warp_min_f(float v) {
  * order -- so reference key r is in it iff
  *   rank(r) = #{causal keys j != r : s^_j > s^_r, or s^_j == s^_r and j < r} < K.
  * Each reference slot (slot i in lane i % 32, half i / 32, as in topk_list) holds s^_r, computed
- * before the key loop (k_attn_wg2: before the kernel, k_wg_slot_scores) with exactly the fmaf chain
+ * before the key loop (k_attn_wg: before the kernel, k_wg_slot_scores) with exactly the fmaf chain
  * the loop uses for s^_j (so ties are ties), and counts the keys that come before r. A slot whose
  * count reached K is out for good, so only keys with s^_j >= thr = min s^ over the slots still in
  * can change a count: those are ballotted and broadcast one at a time. hits = slots still in at the
@@ -499,7 +499,7 @@ __device__ __forceinline__ void gqa_rank_init(const kc_attn_args &a, int64_t t, 
   rank_slots_close<GG, TWO>(R, K);
 }
 
-/* gqa_rank_init with the s^_r computed before the kernel (k_attn_wg2: k_wg_slot_scores, the same
+/* gqa_rank_init with the s^_r computed before the kernel (k_attn_wg: k_wg_slot_scores, the same
  * gqa_score_g chain operand for operand, so the same bits): ss holds token t's [GG][K] values,
  * INFINITY for an empty slot. Lane i takes slots i (and i + 32 when TWO) as gqa_rank_init does. */
 template <int GG, int TWO>
@@ -526,7 +526,6 @@ int kca_launch_gqa(const kc_attn_args *a, int n_y, sq_err *e);     /* EVAL_ATTN,
 int kca_launch_ref_gqa(const kc_attn_args *a, int n_y, sq_err *e); /* REF_ATTN, k_ref_gqa */
 int kca_launch_tc(const kc_attn_args *a, int n_y, sq_err *e);      /* EVAL_ATTN, k_attn_tc (tc / tcpv) */
 int kca_launch_wg(const kc_attn_args *a, int n_y, sq_err *e);      /* EVAL_ATTN, k_attn_wg (sm_90a) */
-int kca_launch_wg2(const kc_attn_args *a, int n_y, sq_err *e);     /* EVAL_ATTN, k_attn_wg2 (sm_90a) */
 /* REF_ATTN, k_ref_wg (sm_90a); done = 0 when a value is beyond fp16's range (nothing computed) */
 int kca_launch_ref_wg(const kc_attn_args *a, int n_y, int *done, sq_err *e);
 

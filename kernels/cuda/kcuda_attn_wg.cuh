@@ -1,4 +1,4 @@
-/* kcuda_attn_wg.cuh: what k_attn_wg (kcuda_attn_wg.cu) and k_attn_wg2 (kcuda_attn_wg2.cu) share --
+/* kcuda_attn_wg.cuh: what k_attn_wg (kcuda_attn_wg.cu) and k_ref_wg (kcuda_ref_wg.cu) share --
  * the block's shared-memory layout, the split operands, the staging of key / value tiles, the
  * wgmma issue helpers. docs/cuda.md, "The attention rows". */
 #ifndef SQEXP_KCUDA_ATTN_WG_CUH
@@ -10,7 +10,7 @@
 /* The operands are split once per launch (k_wg_split), not per block: every x becomes fp16 hi +
  * lo x 2^-11 (the fast encoder's split: hi = x rounded to fp16, lo = (x - hi) 2^11 rounded, so
  * x = hi + lo 2^-11 to ~2^-22 relative) in row-major arrays: the plans' effective keys and
- * decoded values, plus the effective keys' norms (the recall margins) and, from the same pass
+ * decoded values (their lo unscaled: one accumulator, wg_issue3x1), plus the effective keys' norms (the recall margins) and, from the same pass
  * over the effective keys, the logit sums' per-key terms (kcuda_logit.cuh: the kernel computes
  * s^ only, never the true scores). A key is used by every later block of its sequence (~32 at
  * Mistral's 1,024-token sequences), so splitting it in the kernel cost each block-tile ~230
@@ -18,21 +18,29 @@
  *
  * Per tile of 32 keys, with the block's 64 query rows (16 tokens x 4 heads; row 4 w + gi = token
  * w, head gi; their queries split once per block) and 4 warpgroups:
- *   - staging (cp.async, three stages): the four hi / lo tiles straight into the 128-byte swizzle
+ *   - staging (cp.async, four stages): the four hi / lo tiles straight into the 128-byte swizzle
  *     layout wgmma reads (16-byte unit u of key row r at unit u ^ (r & 7)): K-major for the keys
  *     (Q K^T) and, the same layout read MN-major (wgmma's transposed B), for the values;
  *   - phase A: warpgroup g < WG_AS computes S^ for the tile's keys: Q hi . K hi into one
  *     accumulator, Q hi . K lo + Q lo . K hi into another, added x 2^-11 (the lo . lo term, ~2^-22,
  *     is dropped): as accurate as k_attn_tc's 3xTF32 (fp16 and tf32 both keep 11 significant
  *     bits, and hi here is rounded, not truncated), so TC_EPS stays its margin. Phase A of tile
- *     it + 1 is issued before phase B of tile it and runs during it (scores double-buffered);
+ *     it + 1 is issued before phase B of tile it and runs during it (scores double-buffered; the
+ *     reference slots' s^_r come from k_wg_slot_scores, launched before the kernel);
  *   - phase B (all warps): tc_phase_b (k_attn_tc's, without the logit sums), the weights split
- *     into P hi | lo (A operand: k 0..31 hi, 32..63 lo of one 128-byte row);
- *   - phase C: warpgroup g: O[:, D/4 g ..] = alpha O + P V, 3xfp16 likewise (O rescaled only when
- *     some row's max moved: the barrier before it is a __syncthreads_or). Two barriers per tile.
+ *     into P hi | lo (A operand: k 0..31 hi, 32..63 lo of one 128-byte row; P double-buffered);
+ *   - phase C: warpgroup g: O[:, D/4 g ..] = alpha O + P V, 3xfp16 into one accumulator (O rescaled
+ *     only when some row's max moved: the barrier before it is a __syncthreads_or), issued after
+ *     tile it's first barrier and waited for at tile it + 1's, so it runs during phase B of it + 1.
+ *     Two barriers per tile.
+ * (k_ref_wg, the reference rows, has the block's 64 query rows and phase C, on the dump's values
+ * with lo scaled, two accumulators and a fold (wg_issue3x, wg_fold); its scores are fp32 fmaf
+ * chains, no phase A.)
  * Measured on the H200 (the bench's 48 (plan, head), attention GPU time): the in-kernel split 77.3
  * ms, split once per launch 65.9, with the staging, descriptor and phase B trims 56.5, phase A on
- * two warpgroups (S and S^) 51.4, s^ only 44.1-44.4 (k_attn_tc: 93.0). docs/cuda.md has what was
+ * two warpgroups (S and S^) 51.4, s^ only 44.1-44.4 (k_attn_tc: 93.0); then, for the whole grid on
+ * an H100, the slot scores moved out, phase C overlapped and one accumulator: 6.92 -> 6.56 s
+ * (kcuda_attn_wg.cu). docs/cuda.md has what was
  * tried and dropped (warp specialisation among it).
  * fp16's range is the price: k_wg_split, or the block for its queries, raises a.range_flag when
  * an operand would not fit (|x| >= 65520 rounds to infinity), and the launcher recomputes the
@@ -47,7 +55,7 @@
 #define WG_NA (TILE / WG_AS) /* phase A's block width */
 
 /* The shared-memory layout of a k_attn_wg block: NST stages of staged tiles, NP weight buffers
- * (k_attn_wg: 3 and 1; k_attn_wg2: 4 and 2). */
+ * (k_attn_wg: 4 and 2; the defaults serve the queries' and the stager's offsets, which do not depend on them). */
 template <int D, int NST = 3, int NP = 1>
 struct wg_cfg {
   static_assert(D == 64 || D == 128, "whole 128-byte swizzle rows of dimensions");
@@ -105,7 +113,7 @@ struct wg_lg {
 
 __device__ __forceinline__ uint32_t wg_smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
-/* fp16 hi and lo x ls of two floats as half2 bits (ls: WG_LO_SCALE, or 1 for k_attn_wg2's weighted
+/* fp16 hi and lo x ls of two floats as half2 bits (ls: WG_LO_SCALE, or 1 for k_attn_wg's weighted
  * sums, wg_issue3x1). */
 __device__ __forceinline__ void wg_split2(float x, float y, uint32_t *hi, uint32_t *lo, float ls = WG_LO_SCALE) {
   __half2 h = __floats2half2_rn(x, y);
@@ -118,7 +126,7 @@ __device__ __forceinline__ void wg_split2(float x, float y, uint32_t *hi, uint32
 /* One warp per row: rows r of src (row r at src + r * stride, D floats) into hi / lo [r][D];
  * norm[r] = |row| when norm is set; flag when an element does not fit fp16; lg's terms (plan
  * r / nt, key r % nt) when lg.a is set. */
-template <int SCALED> /* lo x WG_LO_SCALE (1), or unscaled (0: k_attn_wg2's values) */
+template <int SCALED> /* lo x WG_LO_SCALE (1), or unscaled (0: k_attn_wg's values) */
 __global__ void k_wg_split(const float *src, int64_t rows, int64_t stride, int D, __half *hi, __half *lo,
                            float *norm, int *flag, wg_lg lg) {
   const int lane = threadIdx.x & 31;

@@ -53,8 +53,8 @@ struct kc_state {
   cudaStream_t pre_stream;
   pthread_mutex_t pre_lock;
   kc_proj proj[KC_PROJ_SLOTS];   /* this eval batch's shared projections (code_side) */
-  int codes_grouped;             /* SQEXP_CUDA_CODES=grouped: the code phase by kcuda_codes.cu */
-  int probs_cache;               /* SQEXP_CUDA_PROBS=cache: k_probs_seq keeps the scores (kcuda_attn.cu) */
+  int codes_grouped;             /* the code phase by kcuda_codes.cu (the default; SQEXP_CUDA_CODES=plan: per plan) */
+  int probs_cache;               /* k_probs_seq keeps the scores (the default; SQEXP_CUDA_PROBS=recompute: not) */
   int64_t max_seq;               /* the loaded layer's longest evaluation sequence */
   kc_codes codes;                /* its buffers */
   kc_buf cb;
@@ -321,11 +321,11 @@ static int take_preload(kc_state *st, const kern_layer *L) {
 /* k_attn_wg (and k_ref_wg) serve the loaded layer: chosen (SQEXP_CUDA_ATTN) and of their shape.
  * They need k_ref_wg's split values, and the logit-sum terms (kcuda_logit). */
 static int wg_on(const kc_state *st) { return kc_attn_is_wg(st->gqa) && kc_wg_shape(st->G, st->L.head_dim); }
-/* The scratch of an eval launch of n plans on the loaded layer (k_attn_wg's or k_attn_wg2's). */
+/* The scratch of k_attn_wg's launch of n plans on the loaded layer. */
 static size_t wg_scratch_of(const kc_state *st, int n) {
   const int64_t nt = st->L.n_tok;
   const int D = st->L.head_dim;
-  return st->gqa == KC_ATTN_WG2 ? kca_wg2_scratch(n, nt, D, st->L.topk) : kca_wg_scratch(n, nt, D);
+  return kca_wg_scratch(n, nt, D, st->L.topk);
 }
 
 static kc_attn_args base_args(const kc_state *st) {
@@ -762,10 +762,12 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   const char *attn = getenv("SQEXP_CUDA_ATTN");
   /* rows, gqa, tc, tcpv (the default: scores and weighted sums on tensor cores): kcuda_attn.cuh */
   st->gqa = kc_attn_kind(attn);
-  const char *codes = getenv("SQEXP_CUDA_CODES"); /* grouped: kcuda_codes.cu (not yet run on a GPU) */
-  st->codes_grouped = codes && !strcmp(codes, "grouped");
-  const char *probs = getenv("SQEXP_CUDA_PROBS"); /* cache: k_probs_seq's cached passes (not yet run on a GPU) */
-  st->probs_cache = probs && !strcmp(probs, "cache");
+  /* the code phase grouped over the batch (kcuda_codes.cu) and k_probs_seq's cached passes are the
+   * defaults; the per-plan code phase and the recomputing passes stay, to compare against */
+  const char *codes = getenv("SQEXP_CUDA_CODES");
+  st->codes_grouped = !(codes && !strcmp(codes, "plan"));
+  const char *probs = getenv("SQEXP_CUDA_PROBS");
+  st->probs_cache = !(probs && !strcmp(probs, "recompute"));
   /* (tests: SQEXP_CUDA_CODES_ROWS / _BYTES small, to run several row chunks and plan groups) */
   const char *crows = getenv("SQEXP_CUDA_CODES_ROWS"), *cbytes = getenv("SQEXP_CUDA_CODES_BYTES");
   st->codes.rows = crows ? atoll(crows) : 0;
