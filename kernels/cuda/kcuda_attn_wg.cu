@@ -343,7 +343,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, w
 }
 
 /* Split the launch's operands (n plans) into ops: the effective keys with their logit-sum terms
- * (a->lg_*), lo scaled as k_attn_wg's; the values with unscaled lo (the weighted sums in one
+ * (a->lg_*), lo scaled (phase A's correction accumulator); the values with unscaled lo (the weighted sums in one
  * accumulator, wg_issue3x1); the flag as k_wg_split's. */
 static int wg_split_all(const kc_attn_args *a, int n, const wg_eval_ops &ops, sq_err *e) {
   const int64_t nt = a->n_rows / 4, D = a->D;

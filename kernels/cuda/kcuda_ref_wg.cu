@@ -9,7 +9,8 @@
  * key rows and offers them to topk_offer in index order, so the top-k lists are k_rows' (and the
  * CPU's) to the bit, as k_ref_gqa's; the online softmax is k_ref_gqa's (expf, a max that moves by
  * one vote). The weighted sum of the dump's values, k_ref_gqa's float4 FMA loop, runs on wgmma in
- * 3xfp16 as k_attn_wg's phase C (the values split once per layer by k_wg_split), so o_ref differs
+ * 3xfp16 as k_attn_wg's phase C, but with lo scaled and a correction accumulator (the values split
+ * once per layer by k_wg_split<1>), so o_ref differs
  * from k_ref_gqa's by that arithmetic's round-off (~2^-22 relative per product). */
 template <int D>
 struct wr_cfg {
@@ -123,7 +124,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_ref_wg(kc_attn_args a, co
       }
     }
 #pragma unroll
-    for (int gi = 0; gi < GG; gi++) { /* the weights as P hi | lo, as k_attn_wg */
+    for (int gi = 0; gi < GG; gi++) { /* the weights as P hi | lo x 2^11 (k_attn_wg's lo is unscaled) */
       __half hh = __float2half_rn(p[gi]);
       __half ll = __float2half_rn((p[gi] - __half2float(hh)) * WG_LO_SCALE);
       *(__half *)(sm + p_base + gi * 128 + ((p_x ^ gi) << 4)) = hh;
