@@ -1,4 +1,4 @@
-/* codes_sched: the order of operations of eval's grouped code phase (SQEXP_CUDA_CODES=grouped,
+/* codes_sched: the order of operations of eval's grouped code phase (the CUDA backend's default,
  * kernels/cuda/kcuda_codes.cu) as data. The CUDA side maps each operation to one cuBLAS call or
  * kernel; tests/test_codes_sched.c runs the same list with plain loops on the CPU and compares
  * every decoded row with the CPU reference's, so the grouping (which projection a plan quantises,

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 #include "cmd.h"
+#include "prov.h"
 #include "sqexp_git.h" /* SQEXP_GIT: generated at build time */
 
 typedef struct {
@@ -31,8 +32,7 @@ static void usage(FILE *f) {
  * to stderr, so that a caller timing the whole process can tell the start and exit of the process
  * (libraries, CUDA context teardown) from the command's own time. */
 static int main_timed(int (*fn)(int, char **), int argc, char **argv) {
-  const char *ph = getenv("SQEXP_EVAL_PHASES");
-  const int timed = ph && *ph && strcmp(ph, "0");
+  const int timed = prov_phases_on();
   struct timespec t0, t1;
   clock_gettime(CLOCK_REALTIME, &t0);
   int rc = fn(argc, argv);

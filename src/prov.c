@@ -130,6 +130,11 @@ double prov_mono(void) {
   return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
+int prov_phases_on(void) {
+  const char *ph = getenv("SQEXP_EVAL_PHASES");
+  return ph && *ph && strcmp(ph, "0");
+}
+
 static json_t *prov_time(double t) {
   time_t s = (time_t)t;
   struct tm tm;

@@ -56,6 +56,8 @@ typedef struct {
 
 double prov_now(void);           /* wall clock, seconds since the epoch */
 double prov_mono(void);          /* monotonic seconds, for phase timing */
+/* SQEXP_EVAL_PHASES is set and not "0": print where a run's time goes (to stderr). */
+int prov_phases_on(void);
 /* Write DIR/provenance.json (atomically), keeping the sessions of earlier invocations. */
 int prov_write(const char *dir, const prov_info *p, sq_err *e);
 

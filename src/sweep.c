@@ -944,8 +944,7 @@ static int sweep_layers(sweep_run_ctx *r, sweep_pf *pfp, sq_err *e) {
   sweep_calib_alloc(s, &pf->cb);
   int rc = SQ_OK, first = 0;
   while (first < s->n_layers && !want[first]) first++;
-  const char *ph = getenv("SQEXP_EVAL_PHASES");
-  const int timing = ph && *ph && strcmp(ph, "0");
+  const int timing = prov_phases_on();
   double load_eval_s = 0.0; /* (timing: the layers' load_eval, the reference rows on the critical path) */
   int n_loaded = 0;
   for (int li = 0; li < s->n_layers && !rc && !sweep_stop_signal; li++) {
@@ -1061,7 +1060,9 @@ static int sweep_execute(sweep_state *s, const sweep_opts *o, sq_err *e) {
   sweep_pf_init(&pf, &s->dump);
   if (s->n_layers > 0) sweep_pf_start(&pf, s->layer_idx[0]);
   int pf_open = 1;
+  const double t_create = prov_mono();
   int rc = kern_create(&r.be, s->cfg.run.backend, s->cfg.run.threads, e);
+  if (!rc && prov_phases_on()) fprintf(stderr, "backend created in %.1f ms\n", (prov_mono() - t_create) * 1e3);
   if (rc) {
     sweep_pf_done(&pf, &r);
     return sweep_exit_code(e);

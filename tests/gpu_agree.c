@@ -78,9 +78,6 @@ static void teardown(void) {
 
 TestSuite(gpu_agree, .init = setup, .fini = teardown);
 
-/* Every plan kind the harness builds (tests/util/tu_plans). */
-static int all_knobs(plan_knobs *out) { return tu_all_knobs(out); }
-
 static void build_all(plan_pair *pp, const plan_knobs *kn, int n, int head) {
   sq_err e = {0};
   for (int i = 0; i < n; i++)
@@ -119,7 +116,7 @@ static int check_side(const plan_side *p, const char *what, const float *x, int6
 Test(gpu_agree, codes) {
   need_gpu();
   plan_knobs kn[32];
-  int n = all_knobs(kn), total_bad = 0;
+  int n = tu_all_knobs(kn), total_bad = 0;
   for (int h = 0; h < HKV; h++) {
     plan_pair pp[32];
     build_all(pp, kn, n, h);
@@ -147,7 +144,7 @@ static void eval_pair(const kern_layer *Lc, const kern_layer *Lg, const char *ta
   cr_assert_eq(cpu->load_layer(cpu, Lc, &e), SQ_OK, "%s", e.msg);
   cr_assert_eq(gpu->load_layer(gpu, Lg, &e), SQ_OK, "%s", e.msg);
   plan_knobs kn[32];
-  int n = all_knobs(kn);
+  int n = tu_all_knobs(kn);
   for (int h = 0; h < HKV; h++) {
     plan_pair pp[32];
     const plan_pair *ptr[32];
@@ -344,7 +341,7 @@ Test(gpu_agree, eval_after_preload) {
   sq_err e = {0};
   cr_assert_eq(gpu->load_layer(gpu, &Lg, &e), SQ_OK, "%s", e.msg);
   plan_knobs kn[32];
-  all_knobs(kn);
+  tu_all_knobs(kn);
   plan_pair pp;
   build_all(&pp, kn, 1, 0);
   const plan_pair *ptr = &pp;

@@ -438,7 +438,7 @@ static int launch_wg_checked(const kc_attn_args *a, int n_y, int *done, sq_err *
 
 static int launch_eval_attn(const kc_attn_args *a, int n_y, dim3 grid, sq_err *e) {
 #ifdef SQEXP_CUDA_SM90A
-  if (kc_attn_is_wg(a->gqa) && kc_wg_shape(a->G, a->D) && a->range_flag && a->wg_scratch && a->lg_a) {
+  if (a->gqa == KC_ATTN_WG && kc_wg_shape(a->G, a->D) && a->range_flag && a->wg_scratch && a->lg_a) {
     int done = 0;
     tryCheck(launch_wg_checked(a, n_y, &done, e));
     if (done) return SQ_OK;
@@ -457,7 +457,7 @@ int kc_attn_launch(int mode, const kc_attn_args *a, int n_y, sq_err *e) {
   switch (mode) {
   case KC_REF_ATTN:
 #ifdef SQEXP_CUDA_SM90A
-    if (kc_attn_is_wg(a->gqa) && kc_wg_shape(a->G, a->D) && a->topk <= 64 && a->range_flag && a->wg_scratch) {
+    if (a->gqa == KC_ATTN_WG && kc_wg_shape(a->G, a->D) && a->topk <= 64 && a->range_flag && a->wg_scratch) {
       int done = 0;
       tryCheck(kca_launch_ref_wg(a, n_y, &done, e));
       if (done) return SQ_OK;

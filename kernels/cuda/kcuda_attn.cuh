@@ -50,7 +50,6 @@ static inline int kc_wg_shape(int G, int D) { return G == 4 && (D == 64 || D == 
  * (else as GQA); k_attn_wg (both products on wgmma in 3xfp16) where kc_wg_shape in an sm_90a
  * build (else as TCPV, and TCPV recomputes a launch whose operands exceed fp16's range). */
 enum { KC_ATTN_ROWS = 0, KC_ATTN_GQA = 1, KC_ATTN_TC = 2, KC_ATTN_TCPV = 3, KC_ATTN_WG = 4 };
-static inline int kc_attn_is_wg(int kind) { return kind == KC_ATTN_WG; }
 
 /* SQEXP_CUDA_ATTN's value (NULL when unset): rows, gqa, tc, tcpv, wg; anything else is the
  * default, wg (docs/cuda.md, "The attention rows"). */

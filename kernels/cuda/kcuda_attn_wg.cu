@@ -18,8 +18,6 @@
 #include <string.h>
 #include "kcuda_attn_wg.cuh"
 
-#define WG_NST 4 /* stages: C(it - 1) and A(it + 1) in flight during tile it, it + 2 landing (a power of 2) */
-
 /* The split operands of one launch (n plans, nt tokens, top-k K): wg_ops (the values' lo
  * unscaled), then the rank slots' scores ([n][nt][4][K], k_wg_slot_scores' s^_r, 4-byte aligned
  * after wg_ops' norms). */
@@ -152,7 +150,7 @@ __device__ __forceinline__ int wg_phase_b_tr(tc_row_state &S, wg_tslots &T, cons
 template <int D, int TWO, int TR>
 __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_attn_wg(kc_attn_args a, wg_eval_ops ops) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  typedef wg_cfg<D, WG_NST, 2> C;
+  typedef wg_cfg<D> C;
   enum { GG = 4, W = GQA_WARPS, NPV = C::NPV };
   static_assert(W == 16, "64 query rows, 4 warpgroups");
   extern __shared__ __align__(1024) unsigned char sm[];
@@ -373,7 +371,7 @@ static int wg_slot_scores(const kc_attn_args *a, int n, const wg_eval_ops &ops, 
 
 template <int D, int TWO, int TR>
 static int launch_wg(const kc_attn_args *a, int n_y, const wg_eval_ops &ops, sq_err *e) {
-  const int smem = wg_cfg<D, WG_NST, 2>::SMEM;
+  const int smem = wg_cfg<D>::SMEM;
   dim3 grid((unsigned)((a->n_rows / 4 + GQA_WARPS - 1) / GQA_WARPS), (unsigned)n_y);
   cudaCheck(cudaFuncSetAttribute(k_attn_wg<D, TWO, TR>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   k_attn_wg<D, TWO, TR><<<grid, GQA_WARPS * 32, smem>>>(*a, ops);

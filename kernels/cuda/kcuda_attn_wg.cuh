@@ -54,9 +54,11 @@
 #endif
 #define WG_NA (TILE / WG_AS) /* phase A's block width */
 
-/* The shared-memory layout of a k_attn_wg block: NST stages of staged tiles, NP weight buffers
- * (k_attn_wg: 4 and 2; the defaults serve the queries' and the stager's offsets, which do not depend on them). */
-template <int D, int NST = 3, int NP = 1>
+#define WG_NST 4 /* stages: C(it - 1) and A(it + 1) in flight during tile it, it + 2 landing (a power of 2) */
+#define WG_NP 2  /* weight buffers: P of tile it is written while C(it - 1) reads the other */
+
+/* The shared-memory layout of a k_attn_wg block: WG_NST stages of staged tiles, WG_NP weight buffers. */
+template <int D>
 struct wg_cfg {
   static_assert(D == 64 || D == 128, "whole 128-byte swizzle rows of dimensions");
   enum : int {
@@ -68,12 +70,12 @@ struct wg_cfg {
     P_BYTES = 64 * 128,              /* the weights: 64 rows of hi | lo */
     OFF_QH = 0,
     OFF_QL = Q_BYTES,
-    OFF_STAGE = 2 * Q_BYTES,         /* NST stages of WG_NARR tiles */
-    OFF_P = OFF_STAGE + NST * STAGE,
-    OFF_SC = OFF_P + NP * P_BYTES,        /* [2][64][TC_LDS] scores of tiles it, it + 1; the rank slots'
+    OFF_STAGE = 2 * Q_BYTES,         /* WG_NST stages of WG_NARR tiles */
+    OFF_P = OFF_STAGE + WG_NST * STAGE,
+    OFF_SC = OFF_P + WG_NP * P_BYTES,        /* [2][64][TC_LDS] scores of tiles it, it + 1; the rank slots'
                                         scratch before tile 0 */
-    OFF_ALPHA = OFF_SC + 2 * 64 * TC_LDS * 4, /* NP x 64 rescale factors */
-    OFF_RANGE = OFF_ALPHA + NP * 64 * 4,  /* int64 [2][GQA_WARPS]: the warps' key ranges */
+    OFF_ALPHA = OFF_SC + 2 * 64 * TC_LDS * 4, /* WG_NP x 64 rescale factors */
+    OFF_RANGE = OFF_ALPHA + WG_NP * 64 * 4,  /* int64 [2][GQA_WARPS]: the warps' key ranges */
     SMEM = OFF_RANGE + 2 * GQA_WARPS * 8
   };
   static_assert(Q_BYTES % 1024 == 0 && T_BYTES % 1024 == 0 && OFF_P % 1024 == 0,

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "kcuda.cuh"
 #include "kcuda_attn.cuh"
 #include "kcuda_fast.cuh"
@@ -320,12 +319,10 @@ static int take_preload(kc_state *st, const kern_layer *L) {
 
 /* k_attn_wg (and k_ref_wg) serve the loaded layer: chosen (SQEXP_CUDA_ATTN) and of their shape.
  * They need k_ref_wg's split values, and the logit-sum terms (kcuda_logit). */
-static int wg_on(const kc_state *st) { return kc_attn_is_wg(st->gqa) && kc_wg_shape(st->G, st->L.head_dim); }
+static int wg_on(const kc_state *st) { return st->gqa == KC_ATTN_WG && kc_wg_shape(st->G, st->L.head_dim); }
 /* The scratch of k_attn_wg's launch of n plans on the loaded layer. */
 static size_t wg_scratch_of(const kc_state *st, int n) {
-  const int64_t nt = st->L.n_tok;
-  const int D = st->L.head_dim;
-  return kca_wg_scratch(n, nt, D, st->L.topk);
+  return kca_wg_scratch(n, st->L.n_tok, st->L.head_dim, st->L.topk);
 }
 
 static kc_attn_args base_args(const kc_state *st) {
@@ -493,7 +490,7 @@ static int code_side(kc_state *st, const plan_side *p, const kc_side *s, int hea
   return SQ_OK;
 }
 
-/* The batch's code phase grouped (SQEXP_CUDA_CODES=grouped; not yet run on a GPU, docs/cuda.md):
+/* The batch's code phase grouped (the default; SQEXP_CUDA_CODES=plan: per plan; docs/cuda.md):
  * every plan's effective keys / decoded values and their statistics, the sides without QJL through
  * kc_codes_batch (kcuda_codes.cu: uploads, projections and reconstructions grouped by rotation),
  * those with QJL through code_side. */
@@ -737,14 +734,7 @@ static void cuda_destroy(kern_backend *b) {
   free(b);
 }
 
-static double kc_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
-  const double t_create = kc_now(); /* (SQEXP_EVAL_PHASES: how long creating takes) */
   *out = NULL;
   int n = 0;
   cudaError_t ce = cudaGetDeviceCount(&n);
@@ -803,7 +793,6 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   b->host_alloc = kc_host_alloc;
   b->host_free = kc_host_free;
   b->eval_batch = 64;
-  if (st->ph.on) fprintf(stderr, "cuda backend created in %.1f ms\n", (kc_now() - t_create) * 1e3);
   *out = b;
   return SQ_OK;
 }
