@@ -521,6 +521,18 @@ __device__ __forceinline__ void gqa_rank_init_from(const kc_attn_args &a, int64_
   rank_slots_close<GG, TWO>(R, K);
 }
 
+/* A reference row's outputs (k_ref_gqa, k_ref_wg): o_out row orow = o / (the warp's sum of l),
+ * lane i its 4 dimensions from 4 i, and the row's top-k list (lane i: slots i and i + 32). */
+__device__ __forceinline__ void ref_put_row(const kc_attn_args &a, int64_t orow, const float (&o)[GQA_NDL], float l,
+                                            const topk_list &tl, int K, int D, int lane) {
+  float inv = 1.0f / warp_sum_f(l);
+  if (4 * lane < D)
+    *(float4 *)(a.o_out + orow * D + 4 * lane) = make_float4(o[0] * inv, o[1] * inv, o[2] * inv, o[3] * inv);
+  int32_t *tkp = a.topk_out + orow * K;
+  if (lane < K) tkp[lane] = tl.i0;
+  if (lane + 32 < K) tkp[lane + 32] = tl.i1;
+}
+
 /* Launchers of the other translation units (a valid shape is the caller's check). */
 int kca_launch_gqa(const kc_attn_args *a, int n_y, sq_err *e);     /* EVAL_ATTN, k_attn_gqa */
 int kca_launch_ref_gqa(const kc_attn_args *a, int n_y, sq_err *e); /* REF_ATTN, k_ref_gqa */

@@ -190,16 +190,7 @@ __global__ void __launch_bounds__(W * 32, 2) k_ref_gqa(kc_attn_args a) {
   }
   if (!live) return;
 #pragma unroll
-  for (int gi = 0; gi < GG; gi++) {
-    int64_t orow = t * a.Hq + h * GG + gi;
-    float inv = 1.0f / warp_sum_f(l[gi]);
-    if (4 * lane < D)
-      *(float4 *)(a.o_out + orow * D + 4 * lane) =
-          make_float4(o[gi][0] * inv, o[gi][1] * inv, o[gi][2] * inv, o[gi][3] * inv);
-    int32_t *tkp = a.topk_out + orow * K;
-    if (lane < K) tkp[lane] = TL[gi].i0;
-    if (lane + 32 < K) tkp[lane + 32] = TL[gi].i1;
-  }
+  for (int gi = 0; gi < GG; gi++) ref_put_row(a, t * a.Hq + h * GG + gi, o[gi], l[gi], TL[gi], K, D, lane);
 }
 
 /* k_attn_gqa's shared memory: W warps' queries, two stages of (keff, v) tiles, the weights. */

@@ -152,16 +152,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, 1) k_ref_wg(kc_attn_args a, co
   tc_gather_rows(osm, warp, D, og);
   if (!live) return;
 #pragma unroll
-  for (int gi = 0; gi < GG; gi++) { /* k_ref_gqa's outputs */
-    int64_t orow = t * a.Hq + h * GG + gi;
-    float inv = 1.0f / warp_sum_f(l[gi]);
-    if (4 * lane < D)
-      *(float4 *)(a.o_out + orow * D + 4 * lane) =
-          make_float4(og[gi][0] * inv, og[gi][1] * inv, og[gi][2] * inv, og[gi][3] * inv);
-    int32_t *tkp = a.topk_out + orow * K;
-    if (lane < K) tkp[lane] = TL[gi].i0;
-    if (lane + 32 < K) tkp[lane + 32] = TL[gi].i1;
-  }
+  for (int gi = 0; gi < GG; gi++) ref_put_row(a, t * a.Hq + h * GG + gi, og[gi], l[gi], TL[gi], K, D, lane);
 #endif
 }
 
