@@ -43,11 +43,9 @@ for step in $STEPS; do
     # check the other eval kernels, wg without its transposed rank slots, the recomputing probs
     # passes, the per-plan code phase, and the grouped one with limits small enough for several
     # row chunks and plan groups per batch
-    agree() { # [TEST=gpu_x] VAR=value...: gpu_agree (or TEST) with those variables set
-      local test=gpu_agree
-      if [[ $1 == TEST=* ]]; then test=${1#TEST=}; shift; fi
-      echo "== $test with $*" | tee -a "$OUT/gpu_tests.log"
-      env "$@" SQEXP_SRC=$here SQEXP_BIN=$here/.bundle/sqexp timeout 300 .bundle/$test --verbose >> "$OUT/gpu_tests.log" 2>&1
+    agree() {
+      echo "== gpu_agree with $*" | tee -a "$OUT/gpu_tests.log"
+      env "$@" SQEXP_SRC=$here SQEXP_BIN=$here/.bundle/sqexp timeout 300 .bundle/gpu_agree --verbose >> "$OUT/gpu_tests.log" 2>&1
       rc=$?
       echo "exit $rc" | tee -a "$OUT/gpu_tests.log"
       [ $rc = 0 ] || fails=1
@@ -58,10 +56,6 @@ for step in $STEPS; do
     if [ "${AGREE_CODES:-1}" = 1 ]; then
       agree SQEXP_CUDA_CODES=plan
       agree SQEXP_CUDA_CODES_ROWS=100 SQEXP_CUDA_CODES_BYTES=307200
-    fi
-    if [ "${AGREE_CALIB:-1}" = 1 ]; then # moments and eigh on their own stream (opt-in)
-      agree TEST=gpu_eigh SQEXP_CUDA_CALIB_STREAM=1
-      agree SQEXP_CUDA_CALIB_STREAM=1
     fi
     echo "gpu tests: $([ $fails = 0 ] && echo pass || echo FAIL)" | tee -a "$OUT/gpu_tests.log" "$OUT/device.txt"
     grep -E "FAIL|SKIP|Synthesis|rows with differing" "$OUT/gpu_tests.log" | tail -30 ;;

@@ -186,14 +186,6 @@ int kc_eigh(kern_backend *b, const double *C, int H, int D, double *eigval, doub
 typedef struct kc_solver kc_solver;
 kc_solver **kc_solver_slot(kern_backend *b);
 void kc_solver_free(kc_solver *s);
-/* The stream moments and eigh run on: NULL (the legacy default stream, where eval runs: the
- * default) or, with SQEXP_CUDA_CALIB_STREAM=1, the backend's own non-blocking one, so that a
- * layer calibrated on the prefetch thread shares the GPU with the eval instead of queueing its
- * small GEMMs and solves between the eval's kernels (docs/cuda.md). */
-cudaStream_t kc_calib_stream(kern_backend *b);
-/* A blocking copy on stream s: cudaMemcpy when s is NULL, else cudaMemcpyAsync on s and a wait
- * for s (the legacy stream's work is not waited for). */
-cudaError_t kc_copy_on(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s);
 
 /* Bench hooks (kcuda_bench.cu) use the backend's handles. */
 cublasHandle_t kc_cublas(kern_backend *b);

@@ -63,7 +63,6 @@ struct kc_state {
   kc_buf mx, md, mC;
   kc_buf fast_mats, fast_segs; /* kern_cuda_encode_fast: fp16 rotation, segment table */
   kc_solver *solver;  /* eigh's cuSOLVER handle (kcuda_eigh.cu), NULL until first used */
-  cudaStream_t calib_stream; /* moments' and eigh's (kc_calib_stream): NULL unless SQEXP_CUDA_CALIB_STREAM=1 */
 };
 
 static kc_state *state_of(kern_backend *b) { return (kc_state *)b->impl; }
@@ -94,13 +93,6 @@ static void ph_report(const kc_state *st) {
 }
 cublasHandle_t kc_cublas(kern_backend *b) { return state_of(b)->blas; }
 kc_solver **kc_solver_slot(kern_backend *b) { return &state_of(b)->solver; }
-cudaStream_t kc_calib_stream(kern_backend *b) { return state_of(b)->calib_stream; }
-
-cudaError_t kc_copy_on(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
-  if (!s) return cudaMemcpy(dst, src, bytes, kind);
-  cudaError_t ce = cudaMemcpyAsync(dst, src, bytes, kind, s);
-  return ce != cudaSuccess ? ce : cudaStreamSynchronize(s);
-}
 
 extern "C" int kern_cuda_available(void) {
   int n = 0;
@@ -158,14 +150,13 @@ static int cuda_moments(kern_backend *b, const float *x, int64_t n, int H, int D
   tryCheck(kc_buf_need(&st->mC, (size_t)H * D * D * sizeof(double), e));
   double *Cd = (double *)st->mC.p, *xd = (double *)st->md.p;
   const double one = 1.0, zero = 0.0;
-  if (st->calib_stream) cublasCheck(cublasSetStream(st->blas_m, st->calib_stream));
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     int64_t nc = n - r0 < chunk ? n - r0 : chunk;
-    cudaCheck(kc_copy_on(st->mx.p, x + r0 * H * D, (size_t)(nc * H * D) * sizeof(float), cudaMemcpyHostToDevice,
-                         st->calib_stream));
+    cudaCheck(cudaMemcpy(st->mx.p, x + r0 * H * D, (size_t)(nc * H * D) * sizeof(float),
+                         cudaMemcpyHostToDevice));
     int64_t nrows = nc * H;
-    k_mom_prep<<<(unsigned)((nrows * 32 + 255) / 256), 256, 0, st->calib_stream>>>((const float *)st->mx.p, nrows,
-                                                                                  D, normalize, xd);
+    k_mom_prep<<<(unsigned)((nrows * 32 + 255) / 256), 256>>>((const float *)st->mx.p, nrows, D,
+                                                              normalize, xd);
     launchCheck();
     /* column-major view: head h is D x nc with leading dimension H*D; C_h = X_h X_h^T (lower) */
     for (int h = 0; h < H; h++)
@@ -173,7 +164,7 @@ static int cuda_moments(kern_backend *b, const float *x, int64_t n, int H, int D
                               xd + (int64_t)h * D, H * D, r0 == 0 ? &zero : &one,
                               Cd + (int64_t)h * D * D, D));
   }
-  cudaCheck(kc_copy_on(C, Cd, (size_t)H * D * D * sizeof(double), cudaMemcpyDeviceToHost, st->calib_stream));
+  cudaCheck(cudaMemcpy(C, Cd, (size_t)H * D * D * sizeof(double), cudaMemcpyDeviceToHost));
   /* the lower triangle (column-major) is the row-major upper one: scale and mirror as the CPU */
   double inv_n = 1.0 / (double)n;
   for (int h = 0; h < H; h++) {
@@ -663,8 +654,8 @@ static int eval_batch(kc_state *st, int head, int n, const plan_pair *const *pla
   }
   free(hs);
   ph_mark(st, KC_PH_N);
-  if (!rc) { /* (with a calibration stream, not the calibration running beside the eval) */
-    cudaError_t ce = st->calib_stream ? cudaStreamSynchronize(cudaStreamLegacy) : cudaDeviceSynchronize();
+  if (!rc) {
+    cudaError_t ce = cudaDeviceSynchronize();
     if (ce != cudaSuccess) rc = sq_fail(e, SQ_EFAIL, "%s:%d: eval: %s", __FILE__, __LINE__, cudaGetErrorString(ce));
   }
   if (!rc) ph_add(st, n);
@@ -738,7 +729,6 @@ static void cuda_destroy(kern_backend *b) {
   if (st->blas) cublasDestroy(st->blas);
   if (st->blas_m) cublasDestroy(st->blas_m);
   if (st->pre_stream) cudaStreamDestroy(st->pre_stream);
-  if (st->calib_stream) cudaStreamDestroy(st->calib_stream);
   pthread_mutex_destroy(&st->pre_lock);
   free(st);
   free(b);
@@ -772,15 +762,6 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   const char *crows = getenv("SQEXP_CUDA_CODES_ROWS"), *cbytes = getenv("SQEXP_CUDA_CODES_BYTES");
   st->codes.rows = crows ? atoll(crows) : 0;
   st->codes.bytes = cbytes ? atoll(cbytes) : 0;
-  const char *cs = getenv("SQEXP_CUDA_CALIB_STREAM");
-  if (cs && *cs && strcmp(cs, "0")) {
-    cudaError_t ce2 = cudaStreamCreateWithFlags(&st->calib_stream, cudaStreamNonBlocking);
-    if (ce2 != cudaSuccess) {
-      pthread_mutex_destroy(&st->pre_lock);
-      free(st);
-      return sq_fail(e, SQ_EFAIL, "%s:%d: SQEXP_CUDA_CALIB_STREAM: %s", __FILE__, __LINE__, cudaGetErrorString(ce2));
-    }
-  }
   const char *ph = getenv("SQEXP_EVAL_PHASES");
   if (ph && *ph && strcmp(ph, "0")) { /* timing is optional: without its events, go without it */
     int made = 0;
@@ -795,7 +776,6 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
     if (bs != CUBLAS_STATUS_SUCCESS) cublasDestroy(st->blas);
   }
   if (bs != CUBLAS_STATUS_SUCCESS) {
-    if (st->calib_stream) cudaStreamDestroy(st->calib_stream);
     free(st);
     return sq_fail(e, SQ_EFAIL, "%s:%d: cublasCreate: %s", __FILE__, __LINE__, cublasGetStatusString(bs));
   }

@@ -78,30 +78,17 @@ static int get_solver(kern_backend *b, kc_solver **out, sq_err *e) {
 typedef struct {
   cusolverDnHandle_t h;
   cusolverDnParams_t params;
-  cudaStream_t s; /* kc_calib_stream: NULL (legacy stream, device-wide waits) or its own */
   double *A, *W;
   int *info;
   void *dwork, *hwork;
   int *info_host;
 } eigh_res;
 
-/* Device buffers: plain on the legacy stream; stream-ordered on a calibration stream, whose
- * frees do not wait for the whole device (cudaFree does: the eval running beside it). */
-static cudaError_t eigh_alloc(const eigh_res *r, void **p, size_t bytes) {
-  return r->s ? cudaMallocAsync(p, bytes, r->s) : cudaMalloc(p, bytes);
-}
-static void eigh_free(const eigh_res *r, void *p) {
-  if (!p) return;
-  if (r->s) cudaFreeAsync(p, r->s);
-  else cudaFree(p);
-}
-
 static void eigh_release(eigh_res *r) {
-  eigh_free(r, r->A);
-  eigh_free(r, r->W);
-  eigh_free(r, r->info);
-  eigh_free(r, r->dwork);
-  if (r->s) cudaStreamSynchronize(r->s);
+  if (r->A) cudaFree(r->A);
+  if (r->W) cudaFree(r->W);
+  if (r->info) cudaFree(r->info);
+  if (r->dwork) cudaFree(r->dwork);
   free(r->hwork);
   free(r->info_host);
 }
@@ -110,23 +97,22 @@ static void eigh_release(eigh_res *r) {
 static int eigh_batch(eigh_res *r, const double *C, int h0, int nb, int D, double *eigval,
                       double *evec, sq_err *e) {
   size_t mat = (size_t)D * D;
-  cudaCheck(kc_copy_on(r->A, C + (size_t)h0 * mat, (size_t)nb * mat * sizeof(double), cudaMemcpyHostToDevice, r->s));
+  cudaCheck(cudaMemcpy(r->A, C + (size_t)h0 * mat, (size_t)nb * mat * sizeof(double),
+                       cudaMemcpyHostToDevice));
   size_t dbytes = 0, hbytes = 0;
   cusolverCheck(cusolverDnXsyevBatched_bufferSize(r->h, r->params, CUSOLVER_EIG_MODE_VECTOR,
                                                   CUBLAS_FILL_MODE_LOWER, D, CUDA_R_64F, r->A, D,
                                                   CUDA_R_64F, r->W, CUDA_R_64F, &dbytes, &hbytes,
                                                   nb));
-  cudaCheck(eigh_alloc(r, &r->dwork, dbytes > 0 ? dbytes : 1));
+  cudaCheck(cudaMalloc(&r->dwork, dbytes > 0 ? dbytes : 1));
   r->hwork = sq_xmalloc(hbytes > 0 ? hbytes : 1);
-  cudaCheck(r->s ? cudaMemsetAsync(r->info, 0, (size_t)nb * sizeof(int), r->s)
-                 : cudaMemset(r->info, 0, (size_t)nb * sizeof(int)));
+  cudaCheck(cudaMemset(r->info, 0, (size_t)nb * sizeof(int)));
   cusolverCheck(cusolverDnXsyevBatched(r->h, r->params, CUSOLVER_EIG_MODE_VECTOR,
                                        CUBLAS_FILL_MODE_LOWER, D, CUDA_R_64F, r->A, D, CUDA_R_64F,
                                        r->W, CUDA_R_64F, r->dwork, dbytes, r->hwork, hbytes,
                                        r->info, nb));
-  /* execution errors surface here, naming this file:line */
-  cudaCheck(r->s ? cudaStreamSynchronize(r->s) : cudaDeviceSynchronize());
-  cudaCheck(kc_copy_on(r->info_host, r->info, (size_t)nb * sizeof(int), cudaMemcpyDeviceToHost, r->s));
+  cudaCheck(cudaDeviceSynchronize()); /* execution errors surface here, naming this file:line */
+  cudaCheck(cudaMemcpy(r->info_host, r->info, (size_t)nb * sizeof(int), cudaMemcpyDeviceToHost));
   for (int i = 0; i < nb; i++) {
     int inf = r->info_host[i];
     if (inf < 0)
@@ -136,10 +122,12 @@ static int eigh_batch(eigh_res *r, const double *C, int h0, int nb, int D, doubl
       return sq_fail(e, SQ_EFAIL, "%s:%d: eigh: head %d: cusolverDnXsyevBatched did not converge "
                      "(info %d, D=%d)", __FILE__, __LINE__, h0 + i, inf, D);
   }
-  cudaCheck(kc_copy_on(eigval + (size_t)h0 * D, r->W, (size_t)nb * D * sizeof(double), cudaMemcpyDeviceToHost, r->s));
+  cudaCheck(cudaMemcpy(eigval + (size_t)h0 * D, r->W, (size_t)nb * D * sizeof(double),
+                       cudaMemcpyDeviceToHost));
   /* column-major "column i = eigenvector i" is row-major "row i = eigenvector i" */
-  cudaCheck(kc_copy_on(evec + (size_t)h0 * mat, r->A, (size_t)nb * mat * sizeof(double), cudaMemcpyDeviceToHost, r->s));
-  eigh_free(r, r->dwork);
+  cudaCheck(cudaMemcpy(evec + (size_t)h0 * mat, r->A, (size_t)nb * mat * sizeof(double),
+                       cudaMemcpyDeviceToHost));
+  cudaFree(r->dwork);
   r->dwork = NULL;
   free(r->hwork);
   r->hwork = NULL;
@@ -153,9 +141,9 @@ static int eigh_run(eigh_res *r, const double *C, int H, int D, double *eigval, 
   int batch = (int)(H < cap ? H : cap);
   if (batch < 1)
     return sq_fail(e, SQ_EINPUT, "eigh: D=%d is too large for cusolverDnXsyevBatched", D);
-  cudaCheck(eigh_alloc(r, (void **)&r->A, (size_t)batch * per * sizeof(double)));
-  cudaCheck(eigh_alloc(r, (void **)&r->W, (size_t)batch * D * sizeof(double)));
-  cudaCheck(eigh_alloc(r, (void **)&r->info, (size_t)batch * sizeof(int)));
+  cudaCheck(cudaMalloc(&r->A, (size_t)batch * per * sizeof(double)));
+  cudaCheck(cudaMalloc(&r->W, (size_t)batch * D * sizeof(double)));
+  cudaCheck(cudaMalloc(&r->info, (size_t)batch * sizeof(int)));
   r->info_host = (int *)sq_xcalloc((size_t)batch, sizeof(int));
   for (int h0 = 0; h0 < H; h0 += batch) {
     int nb = H - h0 < batch ? H - h0 : batch;
@@ -172,9 +160,6 @@ int kc_eigh(kern_backend *b, const double *C, int H, int D, double *eigval, doub
   tryCheck(get_solver(b, &s, e));
   r.h = s->h;
   r.params = s->params;
-  r.s = kc_calib_stream(b);
-  if (r.s && cusolverDnSetStream(r.h, r.s) != CUSOLVER_STATUS_SUCCESS) /* (else the legacy stream, as created) */
-    return sq_fail(e, SQ_EFAIL, "%s:%d: eigh: cusolverDnSetStream failed", __FILE__, __LINE__);
   int rc = eigh_run(&r, C, H, D, eigval, evec, e);
   eigh_release(&r);
   return rc;
