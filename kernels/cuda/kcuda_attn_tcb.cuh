@@ -72,23 +72,37 @@ __device__ __forceinline__ void tc_softmax_step(tc_row_state &S, const float (&s
  * a key outside the causal range), alpha: the rows' rescale factors. Returns 0 (p = 0, alpha = 1)
  * when the tile holds no causal key of the token. q4: the token's queries, Kh: the plan's effective
  * keys (global memory), for the recall's exact rescoring. */
+/* The opening of a warp's phase B, shared by tc_phase_b and k_attn_wg's wg_phase_b_tr: p = 0 and
+ * alpha = 1; 0 when the tile holds no causal key of the token (warp-uniform), else 1 with valid
+ * (this lane's key, j0 + lane, is one), sh (its s^ for the four heads, -inf when not valid) and,
+ * when SUMS, sr (its s, from the 64 rows after s^'s; 0 when not valid or not SUMS). */
+template <int SUMS>
+__device__ __forceinline__ int tc_tile_open(const float *sc, int warp, int live, int64_t j0, int nt, int64_t kb,
+                                            int64_t ke, float (&p)[4], float (&alpha)[4], int &valid,
+                                            float (&sh)[4], float (&sr)[4]) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int gi = 0; gi < 4; gi++) p[gi] = 0.0f, alpha[gi] = 1.0f;
+  if (!(live && j0 + nt > kb && j0 < ke)) return 0; /* warp-uniform */
+  int64_t j = j0 + lane;
+  valid = lane < nt && j >= kb && j < ke;
+  const float *row = sc + 4 * warp * TC_LDS + lane; /* this lane's key in rows 4 warp + gi */
+#pragma unroll
+  for (int gi = 0; gi < 4; gi++) {
+    sh[gi] = valid ? row[gi * TC_LDS] : -INFINITY;
+    sr[gi] = SUMS && valid ? row[(64 + gi) * TC_LDS] : 0.0f;
+  }
+  return 1;
+}
+
 template <int TWO, int SUMS = 1>
 __device__ __forceinline__ int tc_phase_b(tc_row_state &S, const float *sc, float knl, int warp, int live,
                                           int64_t j0, int nt, int64_t kb, int64_t ke, int K, const float4 *q4,
                                           const float *Kh, int D, float c, float (&p)[4], float (&alpha)[4]) {
-  const int lane = threadIdx.x & 31, GG = 4;
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) p[gi] = 0.0f, alpha[gi] = 1.0f;
-  if (!(live && j0 + nt > kb && j0 < ke)) return 0; /* warp-uniform */
-  int64_t j = j0 + lane;
-  int valid = lane < nt && j >= kb && j < ke;
-  const float *row = sc + 4 * warp * TC_LDS + lane; /* this lane's key in rows 4 warp + gi */
+  const int GG = 4;
+  int valid;
   float sh[GG], sr[GG];
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) {
-    sh[gi] = valid ? row[gi * TC_LDS] : -INFINITY;
-    sr[gi] = SUMS && valid ? row[(64 + gi) * TC_LDS] : 0.0f;
-  }
+  if (!tc_tile_open<SUMS>(sc, warp, live, j0, nt, kb, ke, p, alpha, valid, sh, sr)) return 0;
   if (SUMS && valid) {
 #pragma unroll
     for (int gi = 0; gi < GG; gi++) {

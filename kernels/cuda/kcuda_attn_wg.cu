@@ -95,22 +95,15 @@ __device__ __forceinline__ void wg_tslots_init(const kc_attn_args &a, int64_t t,
 }
 
 /* tc_phase_b without the logit sums, its rank offers on the transposed slots (sc: this tile's
- * scores, [64][TC_LDS]). Its first lines are tc_phase_b's: sharing them through a function changed
- * k_attn_tc's instructions, which stay as measured. */
+ * scores, [64][TC_LDS]). */
 __device__ __forceinline__ int wg_phase_b_tr(tc_row_state &S, wg_tslots &T, const float *sc, float knl, int warp,
                                               int live, int64_t j0, int nt, int64_t kb, int64_t ke, int K,
                                               const float4 *q4, const float *Kh, int D, float c, float (&p)[4],
                                               float (&alpha)[4]) {
   const int lane = threadIdx.x & 31, GG = 4;
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) p[gi] = 0.0f, alpha[gi] = 1.0f;
-  if (!(live && j0 + nt > kb && j0 < ke)) return 0; /* warp-uniform */
-  int64_t j = j0 + lane;
-  int valid = lane < nt && j >= kb && j < ke;
-  const float *row = sc + 4 * warp * TC_LDS + lane; /* this lane's key in rows 4 warp + gi */
-  float sh[GG];
-#pragma unroll
-  for (int gi = 0; gi < GG; gi++) sh[gi] = valid ? row[gi * TC_LDS] : -INFINITY;
+  int valid;
+  float sh[GG], unused[GG]; /* (no logit sums here: kcuda_logit has them) */
+  if (!tc_tile_open<0>(sc, warp, live, j0, nt, kb, ke, p, alpha, valid, sh, unused)) return 0;
   int cand[GG], any_cand = 0;
 #pragma unroll
   for (int gi = 0; gi < GG; gi++) {
