@@ -17,6 +17,7 @@ extern "C" {
 #include "err.h"
 #include "kern.h"
 #include "plan.h"
+#include "prov.h"
 }
 
 #define cudaCheck(call)                                                                         \

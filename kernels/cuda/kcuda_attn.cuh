@@ -28,7 +28,7 @@ typedef struct {
   size_t wg_scratch_bytes;
   const double *lg_a, *lg_w, *lg_s; /* this head's logit-sum terms (kcuda_logit.cuh; NULL: k_attn_wg is not used) */
   int64_t probs_cache;       /* > 0: k_probs_seq keeps every row's scores in shared memory when the
-                                layer's longest sequence (this many keys) fits (SQEXP_CUDA_PROBS=cache) */
+                                layer's longest sequence (this many keys) fits (0: SQEXP_CUDA_PROBS=recompute) */
 } kc_attn_args;
 
 /* The scratch k_attn_wg needs for a launch of n_plans plans over n_tok tokens of head_dim D with

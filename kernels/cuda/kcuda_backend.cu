@@ -762,8 +762,7 @@ extern "C" int kern_cuda_create(kern_backend **out, int device, sq_err *e) {
   const char *crows = getenv("SQEXP_CUDA_CODES_ROWS"), *cbytes = getenv("SQEXP_CUDA_CODES_BYTES");
   st->codes.rows = crows ? atoll(crows) : 0;
   st->codes.bytes = cbytes ? atoll(cbytes) : 0;
-  const char *ph = getenv("SQEXP_EVAL_PHASES");
-  if (ph && *ph && strcmp(ph, "0")) { /* timing is optional: without its events, go without it */
+  if (prov_phases_on()) { /* timing is optional: without its events, go without it */
     int made = 0;
     while (made <= KC_PH_N && cudaEventCreate(&st->ph.ev[made]) == cudaSuccess) made++;
     st->ph.on = made == KC_PH_N + 1;
